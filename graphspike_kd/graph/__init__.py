@@ -1,0 +1,6 @@
+"""Knowledge distillation on text-attributed graphs (PKD).
+
+Shipped TAG datasets (Cora, Citeseer, WebKB), few-shot splits, LLM annotators, a GNN zoo on PyG
+layers, and the PKD pipeline (GNS node selection, DNS neighbour context, NGS PPO teacher selection).
+Depends on :mod:`graphspike_kd.common`; never on :mod:`graphspike_kd.spiking`.
+"""

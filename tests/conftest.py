@@ -1,0 +1,25 @@
+"""Shared pytest configuration: ``gpu`` tests are skipped, with the reason, where no CUDA device exists."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _cuda_reason() -> str | None:
+    try:
+        import torch
+    except ImportError as exc:  # torch is a hard dependency; say so plainly if it is missing
+        return f"torch is not importable: {exc}"
+    if not torch.cuda.is_available():
+        return "needs a CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _cuda_reason()
+    if reason is None:
+        return
+    skip_gpu = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
