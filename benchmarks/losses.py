@@ -66,7 +66,9 @@ def measure(classes: int, batch: int, rounds: int, inner: int, seed: int = 0) ->
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (median taken)")

@@ -437,8 +437,15 @@ def test_pld_order_with_many_ties_matches_stable_reference():
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e3])  # 1e3: rows span more than the fast path allows
-def test_pld_prefix_log_sum_exp_paths_agree_with_logcumsumexp(scale):
-    from graphspike_kd.common.losses.pld import _prefix_log_sum_exp
+def test_pld_fast_and_exact_paths_agree(scale):
+    from graphspike_kd.common.losses.pld import _per_sample_pld
 
-    x = torch.randn(8, 300, generator=torch.Generator().manual_seed(13)) * scale
-    assert torch.allclose(_prefix_log_sum_exp(x), torch.logcumsumexp(x, dim=1), rtol=1e-5, atol=1e-4)
+    g = torch.Generator().manual_seed(13)
+    s = (torch.randn(8, 300, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
+    w = torch.softmax(torch.randn(8, 300, generator=g, dtype=torch.float64), 1).requires_grad_(True)
+    fast = _per_sample_pld(s, w)
+    exact = (w * (torch.logcumsumexp(s, dim=1) - s)).sum(dim=1)
+    assert torch.allclose(fast, exact, rtol=1e-10)
+    gs_fast, gw_fast = torch.autograd.grad(fast.sum(), (s, w))
+    gs_exact, gw_exact = torch.autograd.grad(exact.sum(), (s, w))
+    assert torch.allclose(gs_fast, gs_exact, atol=1e-10) and torch.allclose(gw_fast, gw_exact, atol=1e-8)

@@ -41,20 +41,55 @@ def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor) -> Tensor:
     return torch.from_numpy(order.astype(np.int64, copy=False))
 
 
-# exp(-_SAFE_RANGE[dtype]) stays a normal number of that dtype, so a shift by the row maximum keeps every
-# prefix sum of exp positive and exact to the dtype's relative precision.
+# exp(-_SAFE_RANGE[dtype]) stays a normal number of that dtype, so after a shift by the row maximum every
+# prefix sum of exp is positive and exact to the dtype's relative precision.
 _SAFE_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 
 
-def _prefix_log_sum_exp(x: Tensor) -> Tensor:
-    """``torch.logcumsumexp(x, dim=1)``. When every row spans less than ``_SAFE_RANGE`` (the usual case)
-    it is computed as log(cumsum(exp(x - rowmax))) + rowmax, which is several times faster on CPU than
-    ``torch.logcumsumexp`` and its backward; otherwise it falls back to ``torch.logcumsumexp``."""
-    row_max = x.detach().amax(dim=1, keepdim=True)
-    span = float((row_max - x.detach().amin(dim=1, keepdim=True)).max())
-    if span < _SAFE_RANGE.get(x.dtype, 0.0):
-        return torch.log(torch.cumsum(torch.exp(x - row_max), dim=1)) + row_max
-    return torch.logcumsumexp(x, dim=1)
+class _PLDFromSortedLogits(torch.autograd.Function):
+    r"""Per-sample PLD on logits already gathered in reverse :math:`\pi^*` order, with the analytic
+    gradient. Only valid when each student row spans less than ``_SAFE_RANGE`` (checked by the caller).
+
+    With :math:`z = s - \max s`, :math:`E = e^z`, prefix sums :math:`P_i = \sum_{j \le i} E_j` and
+    choice losses :math:`c_i = \log P_i - z_i`, the loss is :math:`\sum_i w_i c_i` and
+
+    .. math:: \partial_{s_j} = E_j \sum_{i \ge j} w_i / P_i - w_j, \qquad
+        \partial_{w_i} = c_i
+
+    which replaces autograd's chain through gather, exp, cumsum (two flips) and log.
+    """
+
+    @staticmethod
+    def forward(ctx, s_rev: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
+        z = s_rev - s_rev.amax(dim=1, keepdim=True)
+        exp_z = torch.exp(z)
+        prefix = torch.cumsum(exp_z, dim=1)
+        choice = torch.log(prefix).sub_(z)
+        ctx.save_for_backward(exp_z, prefix, weights, choice)
+        return (weights * choice).sum(dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        exp_z, prefix, weights, choice = ctx.saved_tensors
+        g = grad_out[:, None]
+        grad_s = grad_w = None
+        if ctx.needs_input_grad[0]:
+            ratio = weights / prefix
+            # suffix sums without flips: total - prefix + self
+            suffix = ratio.sum(dim=1, keepdim=True) - torch.cumsum(ratio, dim=1) + ratio
+            grad_s = (exp_z * suffix).sub_(weights).mul_(g)
+        if ctx.needs_input_grad[1]:
+            grad_w = choice * g
+        return grad_s, grad_w
+
+
+def _per_sample_pld(s_rev: Tensor, weights: Tensor) -> Tensor:
+    span = float((s_rev.detach().amax(dim=1) - s_rev.detach().amin(dim=1)).max())
+    if span < _SAFE_RANGE.get(s_rev.dtype, 0.0):
+        return _PLDFromSortedLogits.apply(s_rev, weights)
+    # Rows spanning more than exp can represent after one shift: the exact (slower) log-cumsum-exp.
+    return (weights * (torch.logcumsumexp(s_rev, dim=1) - s_rev)).sum(dim=1)
 
 
 def pld_loss(
@@ -107,8 +142,7 @@ def pld_loss(
     reverse_perm = _reverse_teacher_order(t, y)  # target last
     s_rev = s.gather(1, reverse_perm)
     weights = torch.softmax(t / temperature, dim=1).gather(1, reverse_perm)
-    choice_losses = _prefix_log_sum_exp(s_rev) - s_rev
-    per_sample = (weights * choice_losses).sum(dim=1)
+    per_sample = _per_sample_pld(s_rev, weights)
     return reduce(per_sample, reduction, "pld_loss")
 
 
