@@ -41,55 +41,66 @@ def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor) -> Tensor:
     return torch.from_numpy(order.astype(np.int64, copy=False))
 
 
-# exp(-_SAFE_RANGE[dtype]) stays a normal number of that dtype, so after a shift by the row maximum every
-# prefix sum of exp is positive and exact to the dtype's relative precision.
-_SAFE_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
+# After a shift by the row maximum, exp(-_SAFE_RANGE[dtype]) stays a normal number of that dtype, so every
+# prefix sum of exp is positive and exact to the dtype's relative precision, and the backward's weight /
+# prefix ratios (at most exp(_SAFE_RANGE)) summed over up to 10^12 classes (fp32) cannot overflow.
+_SAFE_RANGE = {torch.float32: 60.0, torch.float64: 600.0}
 
 
 class _PLDFromSortedLogits(torch.autograd.Function):
-    r"""Per-sample PLD on logits already gathered in reverse :math:`\pi^*` order, with the analytic
-    gradient. Only valid when each student row spans less than ``_SAFE_RANGE`` (checked by the caller).
+    r"""Per-sample PLD on student logits ``s`` and weights ``w`` already gathered in reverse
+    :math:`\pi^*` order (target last), with an analytic, numerically stable backward.
 
-    With :math:`z = s - \max s`, :math:`E = e^z`, prefix sums :math:`P_i = \sum_{j \le i} E_j` and
-    choice losses :math:`c_i = \log P_i - z_i`, the loss is :math:`\sum_i w_i c_i` and
+    With prefix log-sum-exps :math:`L_i = \log\sum_{j \le i} e^{s_j}` and choice losses
+    :math:`c_i = L_i - s_i`, the loss is :math:`\sum_i w_i c_i` and
 
-    .. math:: \partial_{s_j} = E_j \sum_{i \ge j} w_i / P_i - w_j, \qquad
-        \partial_{w_i} = c_i
+    .. math:: \partial_{s_j} = \sum_{i \ge j} w_i\, e^{s_j - L_i} - w_j, \qquad \partial_{w_i} = c_i.
 
-    which replaces autograd's chain through gather, exp, cumsum (two flips) and log.
+    Narrow rows (span below ``_SAFE_RANGE``) use :math:`E = e^{s - \max s}` and plain cumulative sums
+    (:math:`e^{s_j - L_i} = E_j / P_i`); wider rows stay in log space throughout
+    (``torch.logcumsumexp`` forward, and a reversed log-cumsum-exp of :math:`\log w_i - L_i` backward),
+    where autograd through ``torch.logcumsumexp`` loses accuracy in fp32.
     """
 
     @staticmethod
-    def forward(ctx, s_rev: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
-        z = s_rev - s_rev.amax(dim=1, keepdim=True)
-        exp_z = torch.exp(z)
-        prefix = torch.cumsum(exp_z, dim=1)
-        choice = torch.log(prefix).sub_(z)
-        ctx.save_for_backward(exp_z, prefix, weights, choice)
+    def forward(ctx, s_rev: Tensor, weights: Tensor, wide: bool) -> Tensor:  # type: ignore[override]
+        ctx.wide = wide
+        if wide:
+            prefix_lse = torch.logcumsumexp(s_rev, dim=1)
+            choice = prefix_lse - s_rev
+            ctx.save_for_backward(s_rev, prefix_lse, weights, choice)
+        else:
+            z = s_rev - s_rev.amax(dim=1, keepdim=True)
+            exp_z = torch.exp(z)
+            prefix = torch.cumsum(exp_z, dim=1)
+            choice = torch.log(prefix).sub_(z)
+            ctx.save_for_backward(exp_z, prefix, weights, choice)
         return (weights * choice).sum(dim=1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
-        exp_z, prefix, weights, choice = ctx.saved_tensors
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        first, prefix, weights, choice = ctx.saved_tensors
         g = grad_out[:, None]
         grad_s = grad_w = None
         if ctx.needs_input_grad[0]:
-            ratio = weights / prefix
-            # suffix sums without flips: total - prefix + self
-            suffix = ratio.sum(dim=1, keepdim=True) - torch.cumsum(ratio, dim=1) + ratio
-            grad_s = (exp_z * suffix).sub_(weights).mul_(g)
+            if ctx.wide:  # first = s_rev, prefix = prefix log-sum-exp
+                log_ratio = torch.log(weights) - prefix
+                suffix_lse = torch.logcumsumexp(log_ratio.flip(1), dim=1).flip(1)
+                grad_s = torch.exp(first + suffix_lse).sub_(weights).mul_(g)
+            else:  # first = exp(s - max), prefix = its cumulative sum
+                # A reversed cumulative sum: "total - prefix" would cancel catastrophically, since
+                # the ratios span many orders of magnitude along a row.
+                suffix = torch.cumsum((weights / prefix).flip(1), dim=1).flip(1)
+                grad_s = (first * suffix).sub_(weights).mul_(g)
         if ctx.needs_input_grad[1]:
             grad_w = choice * g
-        return grad_s, grad_w
+        return grad_s, grad_w, None
 
 
 def _per_sample_pld(s_rev: Tensor, weights: Tensor) -> Tensor:
     span = float((s_rev.detach().amax(dim=1) - s_rev.detach().amin(dim=1)).max())
-    if span < _SAFE_RANGE.get(s_rev.dtype, 0.0):
-        return _PLDFromSortedLogits.apply(s_rev, weights)
-    # Rows spanning more than exp can represent after one shift: the exact (slower) log-cumsum-exp.
-    return (weights * (torch.logcumsumexp(s_rev, dim=1) - s_rev)).sum(dim=1)
+    return _PLDFromSortedLogits.apply(s_rev, weights, not span < _SAFE_RANGE.get(s_rev.dtype, 0.0))
 
 
 def pld_loss(
