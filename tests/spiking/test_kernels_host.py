@@ -396,10 +396,9 @@ def test_op_rejects_unsupported_inputs(cpu_ops):
 def test_torch_reference_is_not_vacuous():
     """Sanity of the reference itself: soft reset subtracts the threshold, hard reset sets v_reset."""
     x = torch.tensor([[1.5], [0.2]])
-    soft_s, soft_v = reference_multistep(x, torch.zeros(1), torch.tensor(0.0), v_threshold=1.0, v_reset=None,
-                                         decay_input=False, detach_reset=False, surrogate_name="atan", alpha=2.0)
-    hard_s, hard_v = reference_multistep(x, torch.zeros(1), torch.tensor(0.0), v_threshold=1.0, v_reset=0.0,
-                                         decay_input=False, detach_reset=False, surrogate_name="atan", alpha=2.0)
+    kw = dict(v_threshold=1.0, decay_input=False, detach_reset=False, surrogate_name="atan", alpha=2.0)
+    soft_s, soft_v = reference_multistep(x, torch.zeros(1), torch.tensor(0.0), v_reset=None, **kw)
+    hard_s, hard_v = reference_multistep(x, torch.zeros(1), torch.tensor(0.0), v_reset=0.0, **kw)
     assert soft_s.flatten().tolist() == [1.0, 0.0] and hard_s.flatten().tolist() == [1.0, 0.0]
     torch.testing.assert_close(soft_v, torch.tensor([0.7]))
     torch.testing.assert_close(hard_v, torch.tensor([0.2]))

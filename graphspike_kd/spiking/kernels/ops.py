@@ -138,7 +138,8 @@ def _(grad_spikes, grad_v_last, h_seq, x_seq, v_init, decay, v_threshold, v_rese
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, save_h = inputs
+    (x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha,
+     save_h) = inputs
     _, _, h_seq = output
     decay_grad = bool(ctx.needs_input_grad[2])
     ctx.mark_non_differentiable(h_seq)
@@ -228,7 +229,7 @@ def neuron_multistep(
     # The kernels read k as fp32 from device memory; the cast is part of the autograd graph, so a
     # gradient reaches a decay of any dtype or device (e.g. PLIF's sigmoid(w) in fp32 under AMP).
     decay32 = decay.reshape(()).to(device=x_seq.device, dtype=torch.float32)
-    save_h = torch.is_grad_enabled() and (x_seq.requires_grad or v_init.requires_grad or decay32.requires_grad)
+    save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x_seq, v_init, decay32))
     spikes, v_last, _ = neuron_multistep_forward(
         x_seq, v_init, decay32, float(v_threshold), None if v_reset is None else float(v_reset),
         bool(decay_input), bool(detach_reset), surrogate_name, float(alpha), save_h,
@@ -254,7 +255,8 @@ def neuron_multistep_cupy(
         h_t &= v_{t-1} + k\,(x_t - (v_{t-1} - v_r)) \quad (\text{decay\_input}) \qquad
         h_t = v_{t-1} - k\,(v_{t-1} - v_r) + x_t \quad (\text{otherwise}) \\
         s_t &= \Theta(h_t - \vartheta) \\
-        v_t &= h_t - \vartheta s_t \ (\text{soft}) \qquad v_t = h_t (1 - s_t) + v_{\text{reset}} s_t \ (\text{hard})
+        v_t &= h_t - \vartheta s_t \ (\text{soft}) \qquad
+        v_t = h_t (1 - s_t) + v_{\text{reset}} s_t \ (\text{hard})
 
     with :math:`v_r = v_{\text{reset}}` (hard reset) or 0 (soft reset) and :math:`v_{-1}` = ``v_init``.
     LIF uses :math:`k = 1/\tau`, PLIF :math:`k = \mathrm{sigmoid}(w)` (pass the tensor; the gradient

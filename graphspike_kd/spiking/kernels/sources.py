@@ -34,6 +34,7 @@ SURROGATES: dict[str, tuple[int, float]] = {
 STORAGE_TYPES: dict[str, str] = {"float32": "float", "float16": "gskd_half"}
 
 _LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
+_PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.MULTILINE)
 
 
 def surrogate_id(name: str) -> int:
@@ -47,7 +48,7 @@ def surrogate_id(name: str) -> int:
 
 
 def assemble_source(path: Path = KERNEL_FILE) -> str:
-    """Return ``path`` with every ``#include "local.cuh"`` replaced by that file's text (recursively, once)."""
+    """``path`` with each ``#include "local.cuh"`` replaced by that file's text (recursively, once each)."""
     seen: set[Path] = set()
 
     def expand(file: Path) -> str:
@@ -57,7 +58,7 @@ def assemble_source(path: Path = KERNEL_FILE) -> str:
         seen.add(file)
         if not file.is_file():
             raise FileNotFoundError(f"CUDA source {file} is missing from the graphspike_kd installation")
-        text = file.read_text(encoding="utf-8")
+        text = _PRAGMA_ONCE.sub("", file.read_text(encoding="utf-8"))  # inlined once by construction
 
         def substitute(match: re.Match[str]) -> str:
             return f"// ---- begin {match.group(1)} ----\n{expand(file.parent / match.group(1))}\n" \
@@ -95,7 +96,8 @@ class KernelConfig:
 
     @property
     def forward_name(self) -> str:
-        return f"gskd_neuron_forward<{STORAGE_TYPES[self.dtype]}, {_b(self.hard_reset)}, {_b(self.decay_input)}>"
+        storage = STORAGE_TYPES[self.dtype]
+        return f"gskd_neuron_forward<{storage}, {_b(self.hard_reset)}, {_b(self.decay_input)}>"
 
     def backward_name(self, decay_grad: bool) -> str:
         return (
