@@ -391,6 +391,13 @@ def test_op_rejects_unsupported_inputs(cpu_ops):
         ops.neuron_multistep(x, v0, 0.5, **{**opts, "surrogate_name": "erf"})
     with pytest.raises(ValueError, match="decay must be a single value"):
         ops.neuron_multistep(x, v0, torch.ones(2), **opts)
+    # the raw op checks what the kernels will dereference
+    with pytest.raises(ValueError, match="decay must be a single float32 value"):
+        ops.neuron_multistep_forward(x, v0, torch.tensor(0.5, dtype=torch.float64), 1.0, None, True, False,
+                                     "sigmoid", 4.0, True)
+    with pytest.raises(ValueError, match="h_seq must be the float32"):
+        ops.neuron_multistep_backward(x, v0, x.double(), x, v0, torch.tensor(0.5), 1.0, None, True, False,
+                                      "sigmoid", 4.0, False)
 
 
 def test_torch_reference_is_not_vacuous():

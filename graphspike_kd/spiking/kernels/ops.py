@@ -50,6 +50,18 @@ def _launcher(device: torch.device) -> Launcher:
     return launcher
 
 
+def _check_operands(device: torch.device, decay: Tensor, **tensors: Tensor) -> None:
+    """The kernels dereference every pointer on ``device`` and read k as one fp32 value."""
+    if decay.dtype != torch.float32 or decay.numel() != 1 or decay.device != device:
+        raise ValueError(
+            f"decay must be a single float32 value on {device}, got dtype {decay.dtype}, shape "
+            f"{tuple(decay.shape)} on {decay.device} (neuron_multistep_cupy converts it for you)"
+        )
+    for name, tensor in tensors.items():
+        if tensor.device != device:
+            raise ValueError(f"{name} is on {tensor.device} but the kernels run on {device}")
+
+
 def _config(dtype: torch.dtype, surrogate_name: str, v_reset: float | None, detach_reset: bool,
             decay_input: bool) -> KernelConfig:
     if dtype not in _DTYPES:
@@ -76,6 +88,7 @@ def neuron_multistep_forward(
     """Spikes ``[T, ...]``, last membrane ``[...]`` and (if ``save_h``) fp32 ``h_seq`` ``[T, ...]``."""
     config = _config(x_seq.dtype, surrogate_name, v_reset, detach_reset, decay_input)
     launcher = _launcher(x_seq.device)
+    _check_operands(x_seq.device, decay, v_init=v_init)
     x = x_seq.contiguous()
     v0 = v_init.contiguous()
     spikes = torch.empty_like(x)
@@ -113,6 +126,13 @@ def neuron_multistep_backward(
     """``grad_x`` ``[T, ...]``, ``grad_v_init`` ``[...]`` and a 0-dim fp32 ``grad_decay``."""
     config = _config(grad_spikes.dtype, surrogate_name, v_reset, detach_reset, decay_input)
     launcher = _launcher(h_seq.device)
+    _check_operands(h_seq.device, decay, grad_spikes=grad_spikes, grad_v_last=grad_v_last, x_seq=x_seq,
+                    v_init=v_init)
+    if h_seq.dtype != torch.float32 or h_seq.shape != grad_spikes.shape:
+        raise ValueError(
+            f"h_seq must be the float32 [T, ...] tensor saved by the forward "
+            f"(shape {tuple(grad_spikes.shape)}), got {h_seq.dtype} {tuple(h_seq.shape)}"
+        )
     g_s = grad_spikes.contiguous()
     g_v = grad_v_last.contiguous()
     grad_x = torch.empty_like(g_s)
