@@ -65,13 +65,18 @@ def _cupy_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | N
     if not surrogate.has_cuda_kernel:
         return (f"surrogate {surrogate!r} has no CUDA kernel (kernels exist for {sorted(CUDA_SURROGATES)}); "
                 "use backend='torch' or one of those surrogates")
+    return _kernels_unavailable_reason()
+
+
+def _kernels_unavailable_reason() -> str | None:
+    """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status)."""
     try:
         from graphspike_kd.spiking import kernels
     except ImportError as exc:
         return (f"graphspike_kd.spiking.kernels cannot be imported ({type(exc).__name__}: {exc}); "
                 "install the GPU extra with `pip install graphspike_kd[gpu]`")
     ok, why = kernels.cupy_status()
-    return None if ok else why
+    return None if ok else f"CuPy kernels cannot run: {why}"
 
 
 class BaseNeuron(nn.Module):
