@@ -90,9 +90,11 @@ class _NeuronMultiStep(torch.autograd.Function):
     at most: ``x_seq`` (caller's), spikes (output), ``h_seq``, incoming ``grad_spikes`` and the returned
     ``grad_x`` -- four ``[T, N]`` tensors besides the input; everything else is ``[N]``.
 
-    Each step is a handful of out-of-place-free elementwise passes over ``N`` values (which stay in
-    cache); the decay is read once as a Python number (one device synchronisation per call on CUDA),
-    and the hard-reset masks are float spikes, since boolean masks are several times slower on CPU.
+    Each step is a handful of allocation-free elementwise passes (``out=`` into reused ``[N]`` buffers,
+    which stay in cache); the decay is read once as a Python number (one device synchronisation per call
+    on CUDA), and the hard-reset masks are float spikes, since boolean masks are several times slower on
+    CPU. Under ``torch.compile`` the same loops run inside the custom op of
+    :mod:`graphspike_kd.spiking.ops`.
     """
 
     @staticmethod
