@@ -26,6 +26,8 @@ class SpikingNet(nn.Module):
         head (ClassifierHead): the readout (logits averaged over time).
         make_neuron (callable): neuron factory of the stem.
         T (int, optional): default number of time steps for static input. (default: ``4``)
+        stage_channels (list of int or None, optional): output channels of each stage; ``None`` reads
+            them from each stage's last BatchNorm2d. (default: ``None``)
 
     Shapes:
         - **input:** :math:`(N, C, H, W)` static (``T`` steps) or :math:`(T, N, C, H, W)` frames
@@ -34,7 +36,7 @@ class SpikingNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, stem_channels: int, stages: list[nn.Module], head: ClassifierHead,
-                 make_neuron: NeuronFactory, T: int = 4) -> None:
+                 make_neuron: NeuronFactory, T: int = 4, stage_channels: list[int] | None = None) -> None:
         super().__init__()
         if int(T) < 1:
             raise ValueError(f"{type(self).__name__}: T must be >= 1, got {T!r}")
@@ -45,6 +47,12 @@ class SpikingNet(nn.Module):
         self.stem_neuron = make_neuron()
         self.stages = nn.ModuleList(stages)
         self.head = head
+        if stage_channels is None:
+            stage_channels = [_out_channels(stage) for stage in self.stages]
+        if len(stage_channels) != len(self.stages):
+            raise ValueError(f"{type(self).__name__}: {len(stage_channels)} stage widths for "
+                             f"{len(self.stages)} stages")
+        self._stage_channels = list(stage_channels)
 
     def reset_parameters(self) -> None:
         """Re-initialise every layer (PyTorch defaults; BN weight 1, bias 0)."""
@@ -86,7 +94,7 @@ class SpikingNet(nn.Module):
 
     def stage_channels(self) -> list[int]:
         """Output channels of each stage."""
-        return [_out_channels(stage) for stage in self.stages]
+        return list(self._stage_channels)
 
 
 def _out_channels(stage: nn.Module) -> int:

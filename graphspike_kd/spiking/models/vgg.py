@@ -46,11 +46,13 @@ class SpikingVGG(SpikingNet):
         make = neuron_factory(neuron)
         stages: list[nn.Module] = []
         current: list[nn.Module] = []
+        widths: list[int] = []
         width = cfg[0]
         for item in cfg[1:]:
             if item == "A":
                 current.append(SeqAvgPool(2))
                 stages.append(nn.Sequential(*current))
+                widths.append(width)
                 current = []
             elif isinstance(item, int) and item > 0:
                 current.append(ConvBNNeuron(width, item, make))
@@ -59,9 +61,10 @@ class SpikingVGG(SpikingNet):
                 raise ValueError(f"SpikingVGG: cfg entries must be positive ints or 'A', got {item!r}")
         if current:
             stages.append(nn.Sequential(*current))
+            widths.append(width)
         if not stages:
             raise ValueError(f"SpikingVGG: cfg {cfg!r} has no layer after the stem")
-        super().__init__(in_channels, cfg[0], stages, ClassifierHead(width, num_classes), make, T)
+        super().__init__(in_channels, cfg[0], stages, ClassifierHead(width, num_classes), make, T, widths)
         self.cfg = list(cfg)
 
     def __repr__(self) -> str:
