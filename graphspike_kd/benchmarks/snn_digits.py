@@ -1,6 +1,6 @@
 """BPTT vs rate-BP vs rate-BP + ESD on scikit-learn's digits (8x8 grey images), a small spiking conv net.
 
-    python -m graphspike_kd.benchmarks.snn_digits [--seeds 0 1 2 3 4] [--epochs 30] [--T 4]
+    python -m graphspike_kd.benchmarks.snn_digits [--seeds 0 1 2 3 4] [--epochs 20] [--T 4]
                                                   [--methods bptt ratebp esd] [--output FILE.json] [--quiet]
 
 Data: ``sklearn.datasets.load_digits`` (1,797 images shipped inside scikit-learn, nothing downloaded),
@@ -102,7 +102,7 @@ def run(method: str, seed: int, data: tuple[Tensor, ...], *, T: int, epochs: int
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--T", type=int, default=4, help="time steps (direct encoding)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
