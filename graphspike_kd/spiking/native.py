@@ -36,8 +36,8 @@ __all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library"]
 
 SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
 SURROGATE_IDS = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3, "fast_sigmoid": 4, "erf": 5}
-_BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared",
-               "-fPIC"]
+_BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+               "-std=c++17", "-shared", "-fPIC"]
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
