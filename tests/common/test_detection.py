@@ -22,6 +22,15 @@ from graphspike_kd.common.detection import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: one intra-op thread avoids thread hand-off overhead on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class _Net(nn.Module):
     def __init__(self, d_in=6, hidden=8, c=3, bn=True):
         super().__init__()

@@ -16,6 +16,15 @@ from graphspike_kd.common.federated import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: one intra-op thread avoids thread hand-off overhead on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class _Net(nn.Module):
     def __init__(self, d_in, d_feat, c=3):
         super().__init__()
