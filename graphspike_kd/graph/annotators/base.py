@@ -185,11 +185,24 @@ def stable_hash(*parts: str) -> str:
     return h.hexdigest()
 
 
-def default_cache_path(backend: str) -> Path:
-    """``$GRAPHSPIKE_KD_CACHE_DIR/annotations/<backend>.jsonl``, default root ``~/.cache/graphspike_kd``."""
+def cache_root() -> Path:
+    """``$GRAPHSPIKE_KD_CACHE_DIR`` if set, else ``~/.cache/graphspike_kd``."""
     root = os.environ.get("GRAPHSPIKE_KD_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "graphspike_kd"
-    return base / "annotations" / f"{backend}.jsonl"
+    return Path(root) if root else Path.home() / ".cache" / "graphspike_kd"
+
+
+def default_cache_path(backend: str) -> Path:
+    """``<cache_root()>/annotations/<backend>.jsonl``: where LLM backends persist answers by default."""
+    return cache_root() / "annotations" / f"{backend}.jsonl"
+
+
+def resolve_cache(cache: Any, backend: str) -> AnnotationCache:
+    """``"default"`` → :func:`default_cache_path`; a path → that file; :obj:`None` → memory only."""
+    if isinstance(cache, AnnotationCache):
+        return cache
+    if isinstance(cache, str) and cache == "default":
+        return AnnotationCache(default_cache_path(backend))
+    return AnnotationCache(cache)
 
 
 class Annotator(abc.ABC):
@@ -205,8 +218,9 @@ class Annotator(abc.ABC):
         model_name (str): model identifier, part of every cache key.
         num_nodes (int, optional): number of nodes; requests outside ``[0, num_nodes)`` raise.
         cache (AnnotationCache or path, optional): where answers persist. A path opens (or creates) a JSONL
-            file; :obj:`None` keeps answers in memory for the lifetime of the annotator.
-            (default: :obj:`None`)
+            file; ``"default"`` uses :func:`default_cache_path` (``$GRAPHSPIKE_KD_CACHE_DIR`` or
+            ``~/.cache/graphspike_kd``); :obj:`None` keeps answers in memory for the lifetime of the
+            annotator. (default: :obj:`None`; the LLM backends default to ``"default"``)
         progress (bool): show a tqdm bar while querying. (default: :obj:`True`)
         sync_every (int): ``fsync`` the cache after this many new records (each record is flushed
             anyway). (default: :obj:`64`)
@@ -232,7 +246,7 @@ class Annotator(abc.ABC):
         self.class_names = [str(c) for c in class_names]
         self.model_name = str(model_name)
         self.num_nodes = None if num_nodes is None else int(num_nodes)
-        self.cache = cache if isinstance(cache, AnnotationCache) else AnnotationCache(cache)
+        self.cache = resolve_cache(cache, self.backend)
         self.progress = progress
         self.sync_every = max(1, int(sync_every))
         #: number of nodes sent to the backend so far (cache hits excluded)
@@ -302,16 +316,21 @@ class Annotator(abc.ABC):
             dataset_name=self.dataset_name,
         )
         if out.n_invalid:
-            logger.warning("%s: %d of %d answers named no valid class (label -1)",
-                           self, out.n_invalid, len(out))
+            logger.warning(
+                "%s: %d of %d answers named no valid class (label -1)", self, out.n_invalid, len(out)
+            )
         return out
 
     def _run(self, todo: list[int], keys: dict[int, CacheKey], transient: dict[int, QueryResult]) -> None:
         from tqdm.auto import tqdm
 
         expected = set(todo)
-        bar = tqdm(total=len(todo), desc=f"annotate[{self.backend}:{self.dataset_name}]",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=len(todo),
+            desc=f"annotate[{self.backend}:{self.dataset_name}]",
+            disable=not self.progress,
+            leave=False,
+        )
         self.n_queried += len(todo)
         written = 0
         try:
@@ -326,8 +345,18 @@ class Annotator(abc.ABC):
                 self._check_result(result)
                 if result.cacheable:
                     dataset, _, phash, model = keys[node]
-                    self.cache.put(CacheRecord(dataset, node, phash, model, int(result.label),
-                                               float(result.confidence), result.raw, result.ranked))
+                    self.cache.put(
+                        CacheRecord(
+                            dataset,
+                            node,
+                            phash,
+                            model,
+                            int(result.label),
+                            float(result.confidence),
+                            result.raw,
+                            result.ranked,
+                        )
+                    )
                     written += 1
                     if written % self.sync_every == 0:
                         self.cache.sync()

@@ -134,7 +134,9 @@ class AnnotationCache:
                 good = len(data) - len(tail)
                 logger.warning(
                     "%s: dropping a truncated last line (%d bytes at offset %d) left by an interrupted write",
-                    self.path, len(tail), good,
+                    self.path,
+                    len(tail),
+                    good,
                 )
                 with open(self.path, "r+b") as fh:
                     fh.truncate(good)

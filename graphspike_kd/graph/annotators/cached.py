@@ -106,8 +106,14 @@ class CachedAnnotator(Annotator):
             path = Path(path)
             model = model_name or f"jsonl:{path.name}"
             self._source = self._load_jsonl(path, classes, name, n)
-        super().__init__(dataset_name=name, class_names=classes, model_name=model, num_nodes=n,
-                         cache=cache, progress=progress)
+        super().__init__(
+            dataset_name=name,
+            class_names=classes,
+            model_name=model,
+            num_nodes=n,
+            cache=cache,
+            progress=progress,
+        )
 
     # ------------------------------------------------------------------------------------------ sources
     def _load_ranked(self, preds: Any, classes: list[str], name: str) -> str:

@@ -59,34 +59,65 @@ def normalise_name(name: str) -> str:
 
 # (class name as the loaders spell it, display name shown to / scored by the LLM, description embedded)
 _CORA_CLASSES = [
-    ("Case_Based", "Case Based",
-     "case-based reasoning: solving new problems by adapting the solutions of similar past cases"),
-    ("Genetic_Algorithms", "Genetic Algorithms",
-     "genetic algorithms and evolutionary computation: populations, mutation, crossover, fitness"),
-    ("Neural_Networks", "Neural Networks",
-     "neural networks: artificial neurons, backpropagation, connectionist learning"),
-    ("Probabilistic_Methods", "Probabilistic Methods",
-     "probabilistic methods: Bayesian networks, graphical models, probabilistic inference"),
-    ("Reinforcement_Learning", "Reinforcement Learning",
-     "reinforcement learning: agents learning from rewards, Markov decision processes, Q-learning"),
-    ("Rule_Learning", "Rule Learning",
-     "rule learning: inducing symbolic rules and decision trees, inductive logic programming"),
-    ("Theory", "Theory",
-     "computational learning theory: PAC learning, sample complexity, mistake bounds"),
+    (
+        "Case_Based",
+        "Case Based",
+        "case-based reasoning: solving new problems by adapting the solutions of similar past cases",
+    ),
+    (
+        "Genetic_Algorithms",
+        "Genetic Algorithms",
+        "genetic algorithms and evolutionary computation: populations, mutation, crossover, fitness",
+    ),
+    (
+        "Neural_Networks",
+        "Neural Networks",
+        "neural networks: artificial neurons, backpropagation, connectionist learning",
+    ),
+    (
+        "Probabilistic_Methods",
+        "Probabilistic Methods",
+        "probabilistic methods: Bayesian networks, graphical models, probabilistic inference",
+    ),
+    (
+        "Reinforcement_Learning",
+        "Reinforcement Learning",
+        "reinforcement learning: agents learning from rewards, Markov decision processes, Q-learning",
+    ),
+    (
+        "Rule_Learning",
+        "Rule Learning",
+        "rule learning: inducing symbolic rules and decision trees, inductive logic programming",
+    ),
+    ("Theory", "Theory", "computational learning theory: PAC learning, sample complexity, mistake bounds"),
 ]
 _CITESEER_CLASSES = [
-    ("AI", "Artificial Intelligence",
-     "artificial intelligence: knowledge representation, planning, logic, reasoning and search"),
-    ("ML", "Machine Learning",
-     "machine learning: learning algorithms, classification, neural networks, statistical learning"),
-    ("IR", "Information Retrieval",
-     "information retrieval: search engines, document ranking, text indexing and web search"),
-    ("DB", "Databases",
-     "databases: query processing, data management, transactions, data mining"),
-    ("Agents", "Agents",
-     "multi-agent systems: autonomous software agents, agent communication and negotiation"),
-    ("HCI", "Human-Computer Interaction",
-     "human-computer interaction: user interfaces, usability, user studies, interaction design"),
+    (
+        "AI",
+        "Artificial Intelligence",
+        "artificial intelligence: knowledge representation, planning, logic, reasoning and search",
+    ),
+    (
+        "ML",
+        "Machine Learning",
+        "machine learning: learning algorithms, classification, neural networks, statistical learning",
+    ),
+    (
+        "IR",
+        "Information Retrieval",
+        "information retrieval: search engines, document ranking, text indexing and web search",
+    ),
+    ("DB", "Databases", "databases: query processing, data management, transactions, data mining"),
+    (
+        "Agents",
+        "Agents",
+        "multi-agent systems: autonomous software agents, agent communication and negotiation",
+    ),
+    (
+        "HCI",
+        "Human-Computer Interaction",
+        "human-computer interaction: user interfaces, usability, user studies, interaction design",
+    ),
 ]
 _WEBKB_CLASSES = [
     ("student", "Student", "a student's personal home page"),
@@ -176,17 +207,19 @@ def build_messages(
     ds = dataset_prompt(dataset_name)
     names = class_display_names(dataset_name, class_names)
     listing = ", ".join(names)
-    related = "" if not neighbour_texts else (
-        f', then "Related": the texts of related {ds.item}s, which often share its category'
+    related = (
+        ""
+        if not neighbour_texts
+        else (f', then "Related": the texts of related {ds.item}s, which often share its category')
     )
     intro = (
         f"You are an expert in {ds.domain}. Classify a {ds.item} into exactly one of "
-        f"these categories: {listing}. The user gives a JSON object with \"Text\": the {ds.item}'s "
+        f'these categories: {listing}. The user gives a JSON object with "Text": the {ds.item}\'s '
         f"text{related}."
     )
     if style == "json":
         system = (
-            f"{intro} Answer with a JSON object {{\"Reasoning\": \"...\", \"Category\": \"...\"}} where "
+            f'{intro} Answer with a JSON object {{"Reasoning": "...", "Category": "..."}} where '
             "Category is one of the category names exactly as listed and the reasoning is at most 100 words. "
             "Write nothing outside the JSON object."
         )

@@ -18,7 +18,10 @@ from graphspike_kd.graph.annotators import (
 
 def test_annotations_fields_and_invalid_count():
     ann = Annotations(
-        node_ids=[3, 1, 3], labels=[2, -1, 2], confidence=[0.5, 0.0, 0.5], raw=["a", "b", "a"],
+        node_ids=[3, 1, 3],
+        labels=[2, -1, 2],
+        confidence=[0.5, 0.0, 0.5],
+        raw=["a", "b", "a"],
     )
     assert ann.node_ids.dtype == np.int64 and ann.labels.dtype == np.int64
     assert ann.confidence.dtype == np.float32

@@ -13,16 +13,18 @@ from .conftest import make_tag
 
 
 def _ranked_tag():
-    preds = torch.tensor([
-        [1, -1, -1],
-        [3, 2, -1],
-        [2, 0, 1],
-        [-1, -1, -1],  # the LLM named nothing usable
-        [5, -1, -1],
-        [0, 4, -1],
-        [0, -1, -1],
-        [1, 0, -1],
-    ])
+    preds = torch.tensor(
+        [
+            [1, -1, -1],
+            [3, 2, -1],
+            [2, 0, 1],
+            [-1, -1, -1],  # the LLM named nothing usable
+            [5, -1, -1],
+            [0, 4, -1],
+            [0, -1, -1],
+            [1, 0, -1],
+        ]
+    )
     return make_tag(llm_predictions=preds, llm_model="gpt-3.5-turbo (TAPE zero-shot)")
 
 
