@@ -186,8 +186,8 @@ def stable_hash(*parts: str) -> str:
 
 
 def cache_root() -> Path:
-    """``$GRAPHSPIKE_KD_CACHE_DIR`` if set, else ``~/.cache/graphspike_kd``."""
-    root = os.environ.get("GRAPHSPIKE_KD_CACHE_DIR")
+    """``$GRAPHSPIKE_KD_CACHE`` if set, else ``~/.cache/graphspike_kd``."""
+    root = os.environ.get("GRAPHSPIKE_KD_CACHE")
     return Path(root) if root else Path.home() / ".cache" / "graphspike_kd"
 
 
@@ -218,7 +218,7 @@ class Annotator(abc.ABC):
         model_name (str): model identifier, part of every cache key.
         num_nodes (int, optional): number of nodes; requests outside ``[0, num_nodes)`` raise.
         cache (AnnotationCache or path, optional): where answers persist. A path opens (or creates) a JSONL
-            file; ``"default"`` uses :func:`default_cache_path` (``$GRAPHSPIKE_KD_CACHE_DIR`` or
+            file; ``"default"`` uses :func:`default_cache_path` (``$GRAPHSPIKE_KD_CACHE`` or
             ``~/.cache/graphspike_kd``); :obj:`None` keeps answers in memory for the lifetime of the
             annotator. (default: :obj:`None`; the LLM backends default to ``"default"``)
         progress (bool): show a tqdm bar while querying. (default: :obj:`True`)

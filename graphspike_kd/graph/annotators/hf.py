@@ -96,7 +96,11 @@ def _load_model(model: str | os.PathLike[str], dtype: Any, device: str) -> tuple
     else:
         folder, name = path, path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+    import transformers
+
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    dtype_kwarg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in transformers 4.56
+    lm = AutoModelForCausalLM.from_pretrained(folder, **{dtype_kwarg: dtype}, **kwargs)
     return lm.to(device).eval(), tokenizer, name
 
 
