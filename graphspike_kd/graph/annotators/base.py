@@ -416,6 +416,7 @@ _BACKENDS: dict[str, str] = {
     "embedding": "graphspike_kd.graph.annotators.embedding:EmbeddingAnnotator",
     "hf": "graphspike_kd.graph.annotators.hf:HFAnnotator",
     "openai": "graphspike_kd.graph.annotators.openai_http:OpenAIAnnotator",
+    "oracle": "graphspike_kd.graph.annotators.oracle:OracleAnnotator",
 }
 _EXTRA: dict[str, type[Annotator]] = {}
 
@@ -434,7 +435,7 @@ def available_annotators() -> list[str]:
 
 
 def get_annotator(name: str, **kwargs: Any) -> Annotator:
-    """Build the annotator backend ``name`` ("cached", "embedding", "hf", "openai") with ``kwargs``.
+    """Build the annotator backend ``name`` ("cached", "embedding", "hf", "openai", "oracle") with ``kwargs``.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the valid names).
