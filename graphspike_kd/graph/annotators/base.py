@@ -333,8 +333,9 @@ class Annotator(abc.ABC):
         )
         self.n_queried += len(todo)
         written = 0
+        results = self._query(list(todo))
         try:
-            for result in self._query(list(todo)):
+            for result in results:
                 node = int(result.node)
                 if node not in expected:
                     raise AnnotatorError(
@@ -364,6 +365,9 @@ class Annotator(abc.ABC):
                     transient[node] = result
                 bar.update(1)
         finally:
+            close = getattr(results, "close", None)
+            if close is not None:  # stop a generator backend (and its thread pool) now, not at GC
+                close()
             bar.close()
             self.cache.sync()
         if expected:
