@@ -91,7 +91,7 @@ class Annotations:
             raise ValueError(
                 f"confidence must lie in [0, 1], got range [{confidence.min()}, {confidence.max()}]"
             )
-        arrays = {"node_ids": node_ids, "labels": labels, "confidence": confidence}
+        arrays: dict[str, np.ndarray] = {"node_ids": node_ids, "labels": labels, "confidence": confidence}
         if self.ranked is not None:
             ranked = np.asarray(self.ranked, dtype=np.int64)
             if ranked.ndim != 2 or ranked.shape[0] != m:

@@ -101,7 +101,7 @@ def _load_model(model: str | os.PathLike[str], dtype: Any, device: str) -> tuple
     major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
     dtype_kwarg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in transformers 4.56
     lm = AutoModelForCausalLM.from_pretrained(folder, **{dtype_kwarg: dtype}, **kwargs)
-    return lm.to(device).eval(), tokenizer, name
+    return lm.to(device).eval(), tokenizer, name  # type: ignore[arg-type]
 
 
 class HFAnnotator(Annotator):
