@@ -73,7 +73,10 @@ def evaluate(args: argparse.Namespace, name: str) -> dict[str, Any]:
             kwargs["embedding_cache"] = None
     if args.backend == "hf":
         kwargs.update(
-            model=args.model or "smollm2", batch_size=args.batch_size, max_text_chars=args.max_text_chars
+            model=args.model or "smollm2",
+            batch_size=args.batch_size,
+            max_text_chars=args.max_text_chars,
+            calibration=args.calibration,
         )
     if args.backend == "openai":
         kwargs.update(model=args.model, base_url=args.base_url)
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--base-url", default="http://localhost:8000/v1")
     parser.add_argument("--temperature", type=float, default=0.05, help="embedding: softmax temperature")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--calibration", default="none", choices=["none", "content_free"], help="hf only")
     parser.add_argument("--max-text-chars", type=int, default=1000)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--no-cache", action="store_true", help="no persistent caches: measure from scratch")
