@@ -77,7 +77,7 @@ CORA_LLM_MODEL = "gpt-3.5-turbo (TAPE zero-shot)"
 #: WebKB classes, alphabetical (the CSV files number them differently from one file to the next).
 WEBKB_CLASSES = ("course", "faculty", "project", "staff", "student")
 
-_FEATURES = ("default", "bow", "tfidf", "minilm")
+_FEATURES = ("default", "bow", "tfidf", "minilm", "none")
 
 
 class ChecksumError(ValueError):
@@ -343,6 +343,8 @@ def _attach_features(
 
     if features not in _FEATURES:
         raise ValueError(f"unknown features={features!r}; valid: {', '.join(_FEATURES)}")
+    if features == "none":
+        return data
     if data.texts is None:
         if features not in ("default", "bow"):
             raise ValueError(
@@ -391,8 +393,9 @@ def load_tag_dataset(
         root (path, optional): data root holding ``cora/``, ``citeseer_tag/``, ``webkb_tag/``.
             (default: ``$GRAPHSPIKE_KD_DATA``, then the package data, then the checkout's ``data/``)
         features (str, optional): ``"default"`` (bag of words for Cora, TF-IDF for text datasets),
-            ``"bow"``, ``"tfidf"`` or ``"minilm"`` (MiniLM sentence embeddings; needs the ``text`` extra,
-            cached on disk). (default: ``"default"``)
+            ``"bow"``, ``"tfidf"``, ``"minilm"`` (MiniLM sentence embeddings; needs the ``text`` extra,
+            cached on disk) or ``"none"`` (no ``x``: text datasets then skip the feature computation).
+            (default: ``"default"``)
         tfidf_max_features (int, optional): TF-IDF vocabulary size. (default: ``2000``)
         cache_dir (path, optional): embedding cache folder. (default: ``$GRAPHSPIKE_KD_CACHE`` or
             ``~/.cache/graphspike_kd``)
@@ -406,6 +409,13 @@ def load_tag_dataset(
     key = name.lower()
     if key not in _FOLDERS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
+    if features not in _FEATURES:
+        raise ValueError(f"unknown features={features!r}; valid: {', '.join(_FEATURES)}")
+    if key == "cora" and features in ("tfidf", "minilm"):
+        raise ValueError(
+            f"cora has no node text (only its bag of words is obtainable), so features={features!r} "
+            "is impossible; use features='bow'"
+        )
     base = data_root(root, folder=_FOLDERS[key])
     if key == "cora":
         data = _load_cora(base)

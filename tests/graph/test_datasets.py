@@ -76,7 +76,9 @@ def test_cora_llm_predictions(cora):
 
 
 def test_citeseer_facts():
-    data = load_tag_dataset("citeseer")
+    data = load_tag_dataset("citeseer", features="none")  # TF-IDF of 3,186 abstracts is tested on WebKB
+    assert "x" not in data
+    data.x = torch.zeros(data.num_nodes, 1)
     _check_graph(data)
     assert data.num_nodes == 3186 and data.edge_index.size(1) == 2 * 4225
     assert data.class_names == ["AI", "ML", "IR", "DB", "Agents", "HCI"]
@@ -86,7 +88,6 @@ def test_citeseer_facts():
     assert bool((data.planetoid_idx.diff() > 0).all()), "not in Planetoid order"
     assert int(data.planetoid_idx.max()) < 3327
     assert data.llm_predictions is None and data.llm_model is None
-    assert data.x.shape == (3186, 2000)  # TF-IDF by default
     # the Planetoid split restricted to nodes that have text
     assert int(data.train_mask.sum()) <= 120 and int(data.test_mask.sum()) <= 1000
     assert not bool((data.train_mask & data.val_mask).any())
@@ -122,6 +123,10 @@ def test_webkb_facts(name, nodes, edges, self_loops, counts):
     assert data.edge_index.size(1) == 2 * (edges - self_loops)
     assert dict(zip(data.class_names, torch.bincount(data.y).tolist(), strict=True)) == counts
     assert len(data.texts) == nodes and data.train_mask is None and data.llm_predictions is None
+    assert data.x.shape == (nodes, 2000) and data.x.layout == torch.strided  # TF-IDF by default
+    torch.testing.assert_close(
+        data.x.norm(dim=1)[data.x.abs().sum(1) > 0], torch.ones(int((data.x.abs().sum(1) > 0).sum()))
+    )
 
 
 def test_unknown_dataset_lists_valid_names():
