@@ -127,8 +127,11 @@ def majority_vote(probs: torch.Tensor) -> torch.Tensor:
     return (votes + probs.mean(0) * 0.999).argmax(-1)
 
 
-def run_seed(data, annotator, seed: int, args: argparse.Namespace) -> tuple[dict[str, float], dict]:
-    """All baselines for one seed; returns ``(accuracy per method, diagnostics)``."""
+def run_seed(
+    data, annotator, seed: int, args: argparse.Namespace, bar: tqdm | None = None
+) -> tuple[dict[str, float], dict]:
+    """All baselines for one seed; returns ``(accuracy per method, diagnostics)``. ``bar`` advances by
+    one per trained model."""
     split = few_shot_split(
         data.y, args.shots, protocol=args.protocol, seed=seed, planetoid_test_mask=data.test_mask
     )
@@ -154,6 +157,9 @@ def run_seed(data, annotator, seed: int, args: argparse.Namespace) -> tuple[dict
             config=config,
             seed=seed,
         )
+        if bar is not None:
+            bar.set_postfix_str(f"seed {seed}: {name}")
+            bar.update(1)
         return predict(model, data.x, data.edge_index)
 
     results: dict[str, float] = {}
@@ -257,11 +263,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     per_method: dict[str, list[float]] = {}
     diagnostics = []
-    for seed in tqdm(args.seeds, desc=f"{args.dataset} seeds", disable=args.quiet):
-        results, diag = run_seed(data, annotator, seed, args)
+    trainings = len(args.seeds) * (1 + len(args.teachers) + ("gcn" not in args.teachers))
+    bar = tqdm(total=trainings, desc=f"{args.dataset} models trained", disable=args.quiet)
+    for seed in args.seeds:
+        results, diag = run_seed(data, annotator, seed, args, bar)
         for name, acc in results.items():
             per_method.setdefault(name, []).append(acc)
         diagnostics.append(diag)
+    bar.close()
 
     payload = {
         "dataset": args.dataset,
