@@ -6,6 +6,7 @@
 >>> ann = get_annotator("hf", dataset=data, model=path)      # local causal LM, log-likelihood scoring
 >>> ann = get_annotator("openai", dataset=data, model="meta-llama/Llama-3.1-8B-Instruct",
 ...                     base_url="http://localhost:8000/v1")  # any OpenAI-compatible server (vLLM)
+>>> ann = get_annotator("oracle", dataset=data, accuracy=0.7)  # simulated annotator (CPU runs, ablations)
 >>> out = ann.annotate(node_ids)                             # Annotations(labels, confidence, raw, ...)
 
 Backends are imported on first use, so importing this package pulls in neither transformers nor
@@ -41,6 +42,7 @@ __all__ = [
     "EmbeddingAnnotator",
     "HFAnnotator",
     "OpenAIAnnotator",
+    "OracleAnnotator",
     "QueryResult",
     "available_annotators",
     "get_annotator",
@@ -51,6 +53,7 @@ _LAZY = {
     "EmbeddingAnnotator": "graphspike_kd.graph.annotators.embedding",
     "HFAnnotator": "graphspike_kd.graph.annotators.hf",
     "OpenAIAnnotator": "graphspike_kd.graph.annotators.openai_http",
+    "OracleAnnotator": "graphspike_kd.graph.annotators.oracle",
 }
 
 

@@ -91,7 +91,7 @@ class Annotations:
             raise ValueError(
                 f"confidence must lie in [0, 1], got range [{confidence.min()}, {confidence.max()}]"
             )
-        arrays = {"node_ids": node_ids, "labels": labels, "confidence": confidence}
+        arrays: dict[str, np.ndarray] = {"node_ids": node_ids, "labels": labels, "confidence": confidence}
         if self.ranked is not None:
             ranked = np.asarray(self.ranked, dtype=np.int64)
             if ranked.ndim != 2 or ranked.shape[0] != m:
@@ -186,8 +186,8 @@ def stable_hash(*parts: str) -> str:
 
 
 def cache_root() -> Path:
-    """``$GRAPHSPIKE_KD_CACHE_DIR`` if set, else ``~/.cache/graphspike_kd``."""
-    root = os.environ.get("GRAPHSPIKE_KD_CACHE_DIR")
+    """``$GRAPHSPIKE_KD_CACHE`` if set, else ``~/.cache/graphspike_kd``."""
+    root = os.environ.get("GRAPHSPIKE_KD_CACHE")
     return Path(root) if root else Path.home() / ".cache" / "graphspike_kd"
 
 
@@ -218,7 +218,7 @@ class Annotator(abc.ABC):
         model_name (str): model identifier, part of every cache key.
         num_nodes (int, optional): number of nodes; requests outside ``[0, num_nodes)`` raise.
         cache (AnnotationCache or path, optional): where answers persist. A path opens (or creates) a JSONL
-            file; ``"default"`` uses :func:`default_cache_path` (``$GRAPHSPIKE_KD_CACHE_DIR`` or
+            file; ``"default"`` uses :func:`default_cache_path` (``$GRAPHSPIKE_KD_CACHE`` or
             ``~/.cache/graphspike_kd``); :obj:`None` keeps answers in memory for the lifetime of the
             annotator. (default: :obj:`None`; the LLM backends default to ``"default"``)
         progress (bool): show a tqdm bar while querying. (default: :obj:`True`)
@@ -333,8 +333,9 @@ class Annotator(abc.ABC):
         )
         self.n_queried += len(todo)
         written = 0
+        results = self._query(list(todo))
         try:
-            for result in self._query(list(todo)):
+            for result in results:
                 node = int(result.node)
                 if node not in expected:
                     raise AnnotatorError(
@@ -364,6 +365,9 @@ class Annotator(abc.ABC):
                     transient[node] = result
                 bar.update(1)
         finally:
+            close = getattr(results, "close", None)
+            if close is not None:  # stop a generator backend (and its thread pool) now, not at GC
+                close()
             bar.close()
             self.cache.sync()
         if expected:
@@ -416,6 +420,7 @@ _BACKENDS: dict[str, str] = {
     "embedding": "graphspike_kd.graph.annotators.embedding:EmbeddingAnnotator",
     "hf": "graphspike_kd.graph.annotators.hf:HFAnnotator",
     "openai": "graphspike_kd.graph.annotators.openai_http:OpenAIAnnotator",
+    "oracle": "graphspike_kd.graph.annotators.oracle:OracleAnnotator",
 }
 _EXTRA: dict[str, type[Annotator]] = {}
 
@@ -434,7 +439,7 @@ def available_annotators() -> list[str]:
 
 
 def get_annotator(name: str, **kwargs: Any) -> Annotator:
-    """Build the annotator backend ``name`` ("cached", "embedding", "hf", "openai") with ``kwargs``.
+    """Build the annotator backend ``name`` ("cached", "embedding", "hf", "openai", "oracle") with ``kwargs``.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the valid names).

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class AnnotationCache:
         self.path = None if path is None else Path(path)
         self.fsync = fsync
         self._records: dict[CacheKey, CacheRecord] = {}
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self.n_loaded = 0
         if self.path is not None and self.path.exists():
             self._load()

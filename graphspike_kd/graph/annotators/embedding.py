@@ -136,7 +136,7 @@ class EmbeddingAnnotator(Annotator):
         self._device = device
         self._encoder = encoder
         if encoder is not None:
-            name = model_name or getattr(encoder, "__name__", "custom-encoder")
+            name = str(model_name or getattr(encoder, "__name__", "custom-encoder"))
         else:
             name = model_name or ("all-MiniLM-L6-v2" if model_path is None else Path(model_path).name)
         super().__init__(
@@ -188,9 +188,10 @@ class EmbeddingAnnotator(Annotator):
         for start in range(0, len(nodes), self.batch_size):
             chunk = nodes[start : start + self.batch_size]
             texts = {n: self.node_text(n) for n in chunk}
-            with_text = [n for n in chunk if texts[n] is not None]
+            present = {n: t for n, t in texts.items() if t is not None}
+            with_text = list(present)
             if with_text:
-                vectors = _unit(self.store.embed([texts[n] for n in with_text], self._encode))
+                vectors = _unit(self.store.embed([present[n] for n in with_text], self._encode))
                 cosine = vectors @ self.class_vectors().T  # [b, C]
                 logits = cosine / self.temperature
                 probs = np.exp(logits - logits.max(axis=1, keepdims=True))

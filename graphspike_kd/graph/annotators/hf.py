@@ -10,6 +10,12 @@ tokenises to :math:`w_{c,1..L_c}`:
     \qquad \hat{y}_i = \arg\max_c s_{ic},
     \qquad \mathrm{conf}_i = \max_c \operatorname{softmax}_c(s_{ic})
 
+With ``calibration="content_free"`` (contextual calibration, Zhao et al., ICML 2021, "Calibrate
+Before Use"; here in log space) the scores become :math:`s_{ic} - \bar{s}_c`, where :math:`\bar{s}_c`
+averages class :math:`c`'s score after the same prompt with the content-free texts "N/A", "[MASK]" and
+"" (no neighbours). It removes the model's prior for a class name, which small models have in
+abundance (SmolLM2-135M answers "Human-Computer Interaction" for most Citeseer papers uncalibrated).
+
 Scoring replaces free-text generation, so there is nothing to parse and every node with text gets a
 valid class; a node without text gets ``-1`` (counted invalid). Length normalisation (the mean token
 log-probability) keeps multi-token names such as "Human-Computer Interaction" from losing to short ones
@@ -46,7 +52,10 @@ from .base import Annotator, QueryResult, dataset_fields
 from .cache import AnnotationCache
 from .prompts import build_messages, class_display_names, render_plain
 
-__all__ = ["HFAnnotator", "Neighbours", "smollm2_gguf_path"]
+__all__ = ["CONTENT_FREE_TEXTS", "HFAnnotator", "Neighbours", "smollm2_gguf_path"]
+
+#: node texts whose class scores estimate the model's prior over class names (Zhao et al., 2021)
+CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "")
 
 Neighbours = Mapping[int, Sequence[int]] | Callable[[int], Sequence[int]]
 """Context nodes per node: a mapping ``node -> neighbour ids`` or a callable (e.g. a DNS selector)."""
@@ -96,8 +105,12 @@ def _load_model(model: str | os.PathLike[str], dtype: Any, device: str) -> tuple
     else:
         folder, name = path, path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
-    return lm.to(device).eval(), tokenizer, name
+    import transformers
+
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    dtype_kwarg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in transformers 4.56
+    lm = AutoModelForCausalLM.from_pretrained(folder, **{dtype_kwarg: dtype}, **kwargs)
+    return lm.to(device).eval(), tokenizer, name  # type: ignore[arg-type]
 
 
 class HFAnnotator(Annotator):
@@ -117,6 +130,8 @@ class HFAnnotator(Annotator):
         max_neighbour_chars (int): budget per neighbour text. (default: :obj:`200`)
         use_chat_template (bool, optional): render with the tokenizer's chat template; default: when
             the tokenizer has one.
+        calibration (str): ``"none"`` or ``"content_free"`` (subtract each class's score after
+            content-free texts, see the module docstring). (default: :obj:`"none"`)
         dtype (torch.dtype or str): weights dtype when loading. (default: :obj:`"float32"`)
         device (str): torch device. (default: :obj:`"cpu"`)
         cache: the annotation cache (default: ``"default"``).
@@ -140,6 +155,7 @@ class HFAnnotator(Annotator):
         max_text_chars: int = 1000,
         max_neighbour_chars: int = 200,
         use_chat_template: bool | None = None,
+        calibration: str = "none",
         dtype: Any = "float32",
         device: str = "cpu",
         cache: AnnotationCache | str | os.PathLike[str] | None = "default",
@@ -150,6 +166,10 @@ class HFAnnotator(Annotator):
         fields = dataset_fields(dataset)
         if fields["texts"] is None:
             raise ValueError(f"dataset {fields['name']!r} has no node texts (data.texts is None)")
+        if calibration not in ("none", "content_free"):
+            raise ValueError(f"calibration must be 'none' or 'content_free', got {calibration!r}")
+        self.calibration = calibration
+        self._content_free: np.ndarray | None = None
         if isinstance(model, str | os.PathLike):
             torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
             lm, tok, default_name = _load_model(model, torch_dtype, device)
@@ -211,6 +231,9 @@ class HFAnnotator(Annotator):
         if text is None:
             return ""
         related = [t for t in (self._text(v) for v in self.context_nodes(node)) if t is not None]
+        return self._render(text, related)
+
+    def _render(self, text: str, related: Sequence[str]) -> str:
         messages = build_messages(
             self.dataset_name,
             self.class_names,
@@ -225,7 +248,25 @@ class HFAnnotator(Annotator):
         return render_plain(messages, answer_prefix="Category:")
 
     def config_fingerprint(self) -> str:
-        return json.dumps({"continuations": self.continuations, "chat": self.use_chat_template})
+        return json.dumps(
+            {
+                "continuations": self.continuations,
+                "chat": self.use_chat_template,
+                "calibration": self.calibration,
+            }
+        )
+
+    def content_free_scores(self) -> np.ndarray:
+        """``[C]`` mean of the class scores after the content-free texts :data:`CONTENT_FREE_TEXTS`."""
+        if self._content_free is None:
+            batch = [self._encode_prompt(self._render(t, []), -1) for t in CONTENT_FREE_TEXTS]
+            self._content_free = self._score_batch(batch).mean(axis=0)
+        return self._content_free
+
+    def class_scores(self, nodes: Sequence[int]) -> np.ndarray:
+        """Scores behind labels and confidences: log-likelihoods, less the content-free ones if calibrated."""
+        scores = self.class_log_likelihoods(nodes)
+        return scores - self.content_free_scores() if self.calibration == "content_free" else scores
 
     # ------------------------------------------------------------------------------------------- scoring
     def class_log_likelihoods(self, nodes: Sequence[int]) -> np.ndarray:
@@ -303,12 +344,13 @@ class HFAnnotator(Annotator):
         ordered = sorted(with_text, key=lambda n: len(encoded[n]))
         for start in range(0, len(ordered), self.batch_size):
             chunk = ordered[start : start + self.batch_size]
-            scores = self._score_batch([encoded[n] for n in chunk])
+            loglik = self._score_batch([encoded[n] for n in chunk])
+            scores = loglik - self.content_free_scores() if self.calibration == "content_free" else loglik
             probs = np.exp(scores - scores.max(axis=1, keepdims=True))
             probs /= probs.sum(axis=1, keepdims=True)
             for row, n in enumerate(chunk):
                 rank = np.argsort(-scores[row], kind="stable")
-                raw = json.dumps({"loglik": [round(float(s), 4) for s in scores[row]]})
+                raw = json.dumps({"loglik": [round(float(s), 4) for s in loglik[row]]})
                 yield QueryResult(
                     n,
                     int(rank[0]),

@@ -290,11 +290,11 @@ class OpenAIAnnotator(Annotator):
                 for f in futures:
                     f.cancel()
         if errors:
-            node, exc = errors[0]
+            first = errors[0][1]
             raise AnnotatorError(
                 f"{len(errors)} request(s) to {self.base_url} failed; answers received so far are cached. "
-                f"First: {exc}"
-            ) from exc
+                f"First: {first}"
+            ) from first
 
     def __repr__(self) -> str:
         return (

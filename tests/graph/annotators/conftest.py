@@ -45,3 +45,9 @@ def make_tag(
 @pytest.fixture
 def toy_tag() -> Data:
     return make_tag()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache_root(tmp_path, monkeypatch):
+    """Whatever a test forgets to pass, default caches land in its tmp folder, never in ~/.cache."""
+    monkeypatch.setenv("GRAPHSPIKE_KD_CACHE", str(tmp_path / "cache-root"))

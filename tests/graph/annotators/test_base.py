@@ -230,3 +230,10 @@ def test_get_annotator_lists_backends():
     assert {"cached", "embedding", "hf", "openai"} <= set(available_annotators())
     with pytest.raises(ValueError, match="available: .*cached.*embedding.*hf.*openai"):
         get_annotator("gpt-9")
+
+
+def test_empty_request_returns_empty_annotations():
+    ann = ScriptedAnnotator()
+    out = ann.annotate([])
+    assert len(out) == 0 and out.n_invalid == 0 and ann.asked == []
+    assert out.labels.dtype == np.int64 and out.ranked is None

@@ -206,3 +206,31 @@ def test_smollm2_annotates_real_text():
     assert ann.use_chat_template
     out = ann.annotate([0, 1])
     assert out.n_invalid == 0 and ((out.confidence > 0) & (out.confidence <= 1)).all()
+
+
+def test_content_free_calibration_subtracts_the_class_prior(tiny_lm):
+    from graphspike_kd.graph.annotators.hf import CONTENT_FREE_TEXTS
+
+    model, tok = tiny_lm
+    data = make_tag()
+    plain = HFAnnotator(data, model=model, tokenizer=tok, cache=None, progress=False)
+    calibrated = HFAnnotator(
+        data, model=model, tokenizer=tok, cache=None, progress=False, calibration="content_free"
+    )
+    assert plain.cache_key(0) != calibrated.cache_key(0)
+    prior = np.array(
+        [
+            [_brute_force(model, tok, plain._render(t, []), cont) for cont in plain.continuations]
+            for t in CONTENT_FREE_TEXTS
+        ]
+    ).mean(0)
+    np.testing.assert_allclose(calibrated.content_free_scores(), prior, atol=1e-4)
+    nodes = [0, 2, 5]
+    expected = plain.class_log_likelihoods(nodes) - prior
+    np.testing.assert_allclose(calibrated.class_scores(nodes), expected, atol=1e-4)
+    out = calibrated.annotate(nodes)
+    np.testing.assert_array_equal(out.labels, expected.argmax(1))
+    probs = np.exp(expected - expected.max(1, keepdims=True))
+    np.testing.assert_allclose(out.confidence, (probs / probs.sum(1, keepdims=True)).max(1), rtol=1e-4)
+    with pytest.raises(ValueError, match="calibration"):
+        HFAnnotator(data, model=model, tokenizer=tok, cache=None, calibration="platt")
