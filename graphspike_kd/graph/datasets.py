@@ -397,7 +397,7 @@ def load_tag_dataset(
             cached on disk) or ``"none"`` (no ``x``: text datasets then skip the feature computation).
             (default: ``"default"``)
         tfidf_max_features (int, optional): TF-IDF vocabulary size. (default: ``2000``)
-        cache_dir (path, optional): embedding cache folder. (default: ``$GRAPHSPIKE_KD_CACHE_DIR`` or
+        cache_dir (path, optional): embedding cache folder. (default: ``$GRAPHSPIKE_KD_CACHE`` or
             ``~/.cache/graphspike_kd``)
         show_progress (bool, optional): progress bar while embedding. (default: ``False``)
 

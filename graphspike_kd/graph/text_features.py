@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-CACHE_ENV = "GRAPHSPIKE_KD_CACHE_DIR"
+CACHE_ENV = "GRAPHSPIKE_KD_CACHE"
 
 
 def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: int = 2) -> Tensor:
@@ -49,7 +49,7 @@ def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: in
 
 
 def default_cache_dir() -> Path:
-    """``$GRAPHSPIKE_KD_CACHE_DIR`` if set (shared with the annotators), else ``~/.cache/graphspike_kd``."""
+    """``$GRAPHSPIKE_KD_CACHE`` if set (shared with the annotators), else ``~/.cache/graphspike_kd``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "graphspike_kd"
 
