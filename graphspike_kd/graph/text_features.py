@@ -49,7 +49,7 @@ def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: in
 
 
 def default_cache_dir() -> Path:
-    """``$GRAPHSPIKE_KD_CACHE`` if set, else ``~/.cache/graphspike_kd``."""
+    """``$GRAPHSPIKE_KD_CACHE`` if set (shared with the annotators), else ``~/.cache/graphspike_kd``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "graphspike_kd"
 
