@@ -1,0 +1,405 @@
+r"""IF, LIF and PLIF spiking neurons with explicit state and explicit backends.
+
+Every neuron is the generic neuron of :mod:`graphspike_kd.spiking.functional` with a decay factor
+:math:`k` (IF: 0, LIF: :math:`1/\tau`, PLIF: :math:`\sigma(w)`, learnable):
+
+.. math::
+    H[t] &= V[t-1] + k\,\big(X[t] - (V[t-1] - V_r)\big) \quad\text{or}\quad
+        V[t-1] - k\,(V[t-1] - V_r) + X[t] \;\;(\text{decay\_input=False}) \\
+    S[t] &= \Theta(H[t] - \vartheta) \\
+    V[t] &= H[t] - \vartheta S[t] \;\;(\text{soft, } V_r = 0) \qquad
+        V[t] = H[t](1 - S[t]) + V_r S[t] \;\;(\text{hard})
+
+Step modes: ``"m"`` (multi-step) takes ``[T, N, ...]`` and returns spikes ``[T, N, ...]``; ``"s"``
+(single-step) takes ``[N, ...]`` and advances one step per call.
+
+State: the membrane lives in ``neuron.v``. In multi-step mode every call starts from :math:`V_r` unless
+``keep_state=True``; in single-step mode the membrane is carried from call to call (that is what a step
+is). :meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (and
+nothing outside it), :meth:`BaseNeuron.detach_state` cuts the graph for truncated BPTT.
+
+Backends: ``"torch"`` (one fused autograd Function over the time loop; every device), ``"cupy"`` (fused
+CUDA kernels from :mod:`graphspike_kd.spiking.kernels`; CUDA tensors, fp32/fp16, surrogates with a CUDA
+kernel; raises with the real reason where it cannot run), ``"auto"`` (cupy for CUDA tensors when it can
+run, torch otherwise; logs its choice once, and warns once with the reason when a CUDA tensor falls back
+to torch). Explicit choices never fall back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from graphspike_kd.spiking.functional import neuron_multistep_torch
+from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, Sigmoid, SurrogateFunction
+
+__all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "reset_net", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "cupy", "auto")
+_CUPY_DTYPES = (torch.float32, torch.float16)
+_already_said: set[str] = set()
+
+
+def _say_once(message: str, *, warn: bool) -> None:
+    if message in _already_said:
+        return
+    _already_said.add(message)
+    if warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    else:
+        logger.info(message)
+
+
+def _cupy_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | None:
+    """Why the CuPy kernels cannot run ``x`` with this surrogate, or ``None`` if they can."""
+    if x.device.type != "cuda":
+        return f"the CuPy kernels need CUDA tensors, got a tensor on {x.device}"
+    if x.dtype not in _CUPY_DTYPES:
+        return f"the CuPy kernels support float32 and float16, got {x.dtype}"
+    if not surrogate.has_cuda_kernel:
+        return (f"surrogate {surrogate!r} has no CUDA kernel (kernels exist for {sorted(CUDA_SURROGATES)}); "
+                "use backend='torch' or one of those surrogates")
+    return _kernels_unavailable_reason()
+
+
+def _kernels_unavailable_reason() -> str | None:
+    """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status)."""
+    try:
+        from graphspike_kd.spiking import kernels
+    except ImportError as exc:
+        return (f"graphspike_kd.spiking.kernels cannot be imported ({type(exc).__name__}: {exc}); "
+                "install the GPU extra with `pip install graphspike_kd[gpu]`")
+    ok, why = kernels.cupy_status()
+    return None if ok else f"CuPy kernels cannot run: {why}"
+
+
+class BaseNeuron(nn.Module):
+    r"""Common state, step-mode and backend handling; subclasses provide the decay factor :math:`k`.
+
+    Args:
+        v_threshold (float, optional): firing threshold :math:`\vartheta`. (default: ``1.0``)
+        v_reset (float or None, optional): hard-reset value :math:`V_r`, or ``None`` for a soft reset
+            (subtract the threshold). (default: ``None``)
+        surrogate (SurrogateFunction, optional): surrogate of the spike derivative.
+            (default: :class:`~graphspike_kd.spiking.surrogate.Sigmoid` with ``alpha=4.0``)
+        detach_reset (bool, optional): no gradient through the spike used in the reset.
+            (default: ``False``)
+        step_mode (str, optional): ``"m"`` (input ``[T, N, ...]``) or ``"s"`` (input ``[N, ...]``).
+            (default: ``"m"``)
+        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        keep_state (bool, optional): in multi-step mode, start each call from the membrane left by the
+            previous call instead of :math:`V_r`. (default: ``False``)
+    """
+
+    decay_input: bool = False
+
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate: SurrogateFunction | None = None,
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        backend: str = "torch",
+        keep_state: bool = False,
+    ) -> None:
+        super().__init__()
+        if not math.isfinite(v_threshold):
+            raise ValueError(f"{type(self).__name__}: v_threshold must be finite, got {v_threshold!r}")
+        if v_reset is not None and not (math.isfinite(v_reset) and v_reset < v_threshold):
+            raise ValueError(f"{type(self).__name__}: v_reset must be None or a finite value below "
+                             f"v_threshold={v_threshold}, got {v_reset!r}")
+        surrogate = Sigmoid(alpha=4.0) if surrogate is None else surrogate
+        if not isinstance(surrogate, SurrogateFunction):
+            raise TypeError(f"{type(self).__name__}: surrogate must be a graphspike_kd.spiking.surrogate."
+                            f"SurrogateFunction, got {type(surrogate).__name__}")
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.surrogate = surrogate
+        self.detach_reset = bool(detach_reset)
+        self.step_mode = step_mode
+        self.backend = backend
+        self.keep_state = bool(keep_state)
+        self.v: Tensor | None = None
+
+    # ----------------------------------------------------------------------------------------- options
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str) -> None:
+        if value not in ("s", "m"):
+            raise ValueError(f"{type(self).__name__}: step_mode must be 's' or 'm', got {value!r}")
+        self._step_mode = value
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"{type(self).__name__}: backend must be one of {BACKENDS}, got {value!r}")
+        self._backend = value
+
+    @property
+    def v_rest(self) -> float:
+        """The membrane a fresh neuron starts from: ``v_reset`` (hard reset) or 0 (soft reset)."""
+        return 0.0 if self.v_reset is None else self.v_reset
+
+    def decay(self, like: Tensor) -> Tensor:
+        """The 0-dim decay factor :math:`k` on ``like``'s device (float32, or float64 for float64)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget the membrane; the next call starts from :attr:`v_rest`."""
+        self.v = None
+
+    def detach_state(self) -> None:
+        """Keep the membrane value but cut its autograd history (truncated BPTT across calls)."""
+        if self.v is not None:
+            self.v = self.v.detach()
+
+    def _initial_state(self, x_step: Tensor, carry: bool) -> Tensor:
+        if carry and self.v is not None:
+            if tuple(self.v.shape) != tuple(x_step.shape):
+                raise ValueError(
+                    f"{type(self).__name__}: stored membrane has shape {tuple(self.v.shape)} but the input "
+                    f"step has shape {tuple(x_step.shape)}; call reset() (or reset_net(model)) between "
+                    "batches of different shapes")
+            return self.v.to(device=x_step.device, dtype=x_step.dtype)
+        return torch.full_like(x_step, self.v_rest)
+
+    # ---------------------------------------------------------------------------------------- forward
+    def resolve_backend(self, x: Tensor) -> str:
+        """The backend that will run ``x``: ``"torch"`` or ``"cupy"`` (raises for an impossible
+        explicit ``"cupy"``)."""
+        if self.backend == "torch":
+            return "torch"
+        reason = _cupy_unavailable_reason(x, self.surrogate)
+        if self.backend == "cupy":
+            if reason is not None:
+                raise RuntimeError(f"{type(self).__name__}(backend='cupy') cannot run: {reason}")
+            return "cupy"
+        if reason is None:
+            _say_once(f"graphspike_kd neurons: backend='auto' chose 'cupy' for {x.dtype} on {x.device}",
+                      warn=False)
+            return "cupy"
+        message = f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: {reason}"
+        _say_once(message, warn=x.device.type == "cuda")
+        return "torch"
+
+    def _run(self, x_seq: Tensor, v_init: Tensor) -> tuple[Tensor, Tensor]:
+        kwargs = dict(v_threshold=self.v_threshold, v_reset=self.v_reset, decay_input=self.decay_input,
+                      detach_reset=self.detach_reset, surrogate_name=self.surrogate.name,
+                      alpha=self.surrogate.alpha)
+        decay = self.decay(x_seq)
+        if self.resolve_backend(x_seq) == "cupy":
+            from graphspike_kd.spiking.kernels import neuron_multistep_cupy
+
+            return neuron_multistep_cupy(x_seq, v_init, decay, **kwargs)
+        if type(self.surrogate).derivative_at is SurrogateFunction.derivative_at:
+            raise TypeError(f"{type(self).__name__}: surrogate {type(self.surrogate).__name__} does not "
+                            "implement derivative_at(), which the multi-step path needs")
+        return neuron_multistep_torch(x_seq, v_init, decay, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Spikes for ``x``: ``[T, N, ...]`` in multi-step mode, ``[N, ...]`` in single-step mode."""
+        if self.step_mode == "m":
+            if x.dim() < 1:
+                raise ValueError(f"{type(self).__name__}: multi-step input must be [T, N, ...], got a 0-dim "
+                                 "tensor")
+            v_init = self._initial_state(x[0], carry=self.keep_state)
+            spikes, self.v = self._run(x, v_init)
+            return spikes
+        v_init = self._initial_state(x, carry=True)
+        spikes, self.v = self._run(x.unsqueeze(0), v_init)
+        return spikes.squeeze(0)
+
+    def extra_repr(self) -> str:
+        parts = [f"v_threshold={self.v_threshold}", f"v_reset={self.v_reset}"]
+        if type(self) is not IF:
+            parts.append(f"decay_input={self.decay_input}")
+        parts += [f"surrogate={self.surrogate!r}", f"detach_reset={self.detach_reset}",
+                  f"step_mode={self.step_mode!r}", f"backend={self.backend!r}"]
+        if self.keep_state:
+            parts.append("keep_state=True")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:  # one line, the surrogate inline rather than as a child block
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class IF(BaseNeuron):
+    r"""Integrate-and-fire neuron (no leak).
+
+    .. math::
+        H[t] = V[t-1] + X[t], \quad S[t] = \Theta(H[t] - \vartheta), \quad
+        V[t] = H[t] - \vartheta S[t] \;\text{(soft)} \;\;\text{or}\;\; H[t](1 - S[t]) + V_r S[t]
+        \;\text{(hard)}
+
+    Args:
+        v_threshold (float, optional): firing threshold. (default: ``1.0``)
+        v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
+        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
+        step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
+        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+
+    Shapes:
+        - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
+        - **output:** spikes of the input's shape and dtype (0/1); the last membrane in ``self.v``,
+          :math:`(N, *)`
+    """
+
+    decay_input = False
+
+    def decay(self, like: Tensor) -> Tensor:
+        return torch.zeros((), dtype=_param_dtype(like), device=like.device)
+
+
+class LIF(BaseNeuron):
+    r"""Leaky integrate-and-fire neuron with a fixed time constant :math:`\tau`.
+
+    .. math::
+        H[t] &= V[t-1] + \frac{1}{\tau}\big(X[t] - (V[t-1] - V_r)\big) \quad (\text{decay\_input}), \qquad
+        H[t] = V[t-1] - \frac{1}{\tau}(V[t-1] - V_r) + X[t] \quad (\text{otherwise}) \\
+        S[t] &= \Theta(H[t] - \vartheta), \qquad
+        V[t] = H[t] - \vartheta S[t] \;\text{(soft, } V_r = 0) \;\;\text{or}\;\; H[t](1 - S[t]) + V_r S[t]
+
+    Same semantics as spikingjelly's ``LIFNode`` (see :mod:`graphspike_kd.spiking.interop`), but with a
+    soft reset by default.
+
+    Args:
+        tau (float, optional): membrane time constant, :math:`\tau \ge 1`. (default: ``2.0``)
+        v_threshold (float, optional): firing threshold. (default: ``1.0``)
+        v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
+        decay_input (bool, optional): scale the input by :math:`1/\tau` as well. (default: ``True``)
+        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
+        step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
+        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+
+    Shapes:
+        - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
+        - **output:** spikes of the input's shape and dtype (0/1); the last membrane in ``self.v``,
+          :math:`(N, *)`
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        decay_input: bool = True,
+        surrogate: SurrogateFunction | None = None,
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        backend: str = "torch",
+        keep_state: bool = False,
+    ) -> None:
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state)
+        tau = float(tau)
+        if not (math.isfinite(tau) and tau >= 1.0):
+            raise ValueError(f"LIF: tau must be a finite number >= 1 (decay 1/tau in (0, 1]), got {tau!r}")
+        self.tau = tau
+        self.decay_input = bool(decay_input)
+
+    def decay(self, like: Tensor) -> Tensor:
+        return torch.full((), 1.0 / self.tau, dtype=_param_dtype(like), device=like.device)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, " + super().extra_repr()
+
+
+class PLIF(BaseNeuron):
+    r"""Parametric LIF: the decay :math:`k = \sigma(w)` is learned (Fang et al., ICCV 2021).
+
+    .. math::
+        k = \sigma(w) = 1/\tau, \qquad w_0 = -\log(\tau_0 - 1), \qquad
+        H[t] = V[t-1] + k\,\big(X[t] - (V[t-1] - V_r)\big) \;\;(\text{decay\_input})
+
+    and otherwise as :class:`LIF`. The gradient :math:`\partial L/\partial w` is computed by the fused
+    multi-step path (a reduction over time and neurons).
+
+    Reference: W. Fang, Z. Yu, Y. Chen, T. Masquelier, T. Huang, Y. Tian, "Incorporating Learnable
+    Membrane Time Constant to Enhance Learning of Spiking Neural Networks", ICCV 2021.
+
+    Args:
+        init_tau (float, optional): initial :math:`\tau_0 > 1`. (default: ``2.0``)
+        v_threshold (float, optional): firing threshold. (default: ``1.0``)
+        v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
+        decay_input (bool, optional): scale the input by :math:`k` as well. (default: ``True``)
+        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
+        step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
+        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+
+    Shapes:
+        - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
+        - **output:** spikes of the input's shape and dtype (0/1); the last membrane in ``self.v``,
+          :math:`(N, *)`
+    """
+
+    def __init__(
+        self,
+        init_tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        decay_input: bool = True,
+        surrogate: SurrogateFunction | None = None,
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        backend: str = "torch",
+        keep_state: bool = False,
+    ) -> None:
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state)
+        init_tau = float(init_tau)
+        if not (math.isfinite(init_tau) and init_tau > 1.0):
+            raise ValueError(f"PLIF: init_tau must be a finite number > 1, got {init_tau!r}")
+        self.init_tau = init_tau
+        self.decay_input = bool(decay_input)
+        self.w = nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Set :math:`w = -\\log(\\tau_0 - 1)`, i.e. :math:`\\sigma(w) = 1/\\tau_0`."""
+        with torch.no_grad():
+            self.w.fill_(-math.log(self.init_tau - 1.0))
+
+    @property
+    def tau(self) -> float:
+        """The current time constant :math:`1/\\sigma(w)`."""
+        return 1.0 / torch.sigmoid(self.w.detach()).item()
+
+    def decay(self, like: Tensor) -> Tensor:
+        return torch.sigmoid(self.w.to(device=like.device, dtype=_param_dtype(like)))
+
+    def extra_repr(self) -> str:
+        return f"init_tau={self.init_tau}, " + super().extra_repr()
+
+
+def _param_dtype(like: Tensor) -> torch.dtype:
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
+def reset_net(model: nn.Module) -> nn.Module:
+    """Reset the membrane of every :class:`BaseNeuron` inside ``model`` (``model`` included); neurons of
+    other models are untouched (unlike a class-level registry). Returns ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"reset_net expects an nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        if isinstance(module, BaseNeuron):
+            module.reset()
+    return model

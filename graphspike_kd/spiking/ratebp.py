@@ -1,0 +1,554 @@
+r"""Rate-based backpropagation (rate-BP): a no-graph spike pass plus one differentiable rate pass.
+
+Yu, Liu, Wang, Li, Wang, "Advancing Training Efficiency of Deep Spiking Neural Networks through Rate-based
+Backpropagation", NeurIPS 2024 (official code ``Tab-ct/rate-based-backpropagation``, which subclasses
+spikingjelly 0.0.0.0.14 internals; this module runs on :mod:`graphspike_kd.spiking.neurons`).
+
+A training step has two passes over the same model:
+
+1. **Spike pass** (:func:`spike_pass`, no autograd graph): the ordinary ``T``-step SNN. Every
+   :class:`RateBPNeuron` records, per neuron, its firing rate and eligibility
+
+   .. math::
+       r = \frac{1}{T}\sum_t S[t], \qquad e = \frac{1}{T}\sum_t g'(H[t] - \vartheta)\,\kappa_t,
+       \qquad \kappa_t = \frac{\partial H[t]}{\partial \bar c}
+
+   where :math:`\kappa_t` is the derivative of the membrane w.r.t. a *constant* input current
+   :math:`\bar c`, carried forward in time (:math:`k` = decay, :math:`k_{in} = k` with ``decay_input``
+   else 1, :math:`\lambda = 1 - k`, :math:`D_t = \partial V[t]/\partial \bar c`, :math:`D_0 = 0`):
+
+   .. math::
+       \kappa_t &= k_{in} + \lambda D_{t-1}, \qquad D_t = \kappa_t\,\rho_t, \\
+       \rho_t &= 1 - [\neg\text{detach}]\,\vartheta\, g'_t \;\;\text{(soft reset)}, \qquad
+       \rho_t = 1 - S[t] + [\neg\text{detach}]\,(V_r - H[t])\, g'_t \;\;\text{(hard reset)}.
+
+   With the official neuron (``decay_input=False``, soft reset, ``detach_reset=True``) this is
+   :math:`\kappa_t = 1 + \lambda\kappa_{t-1}`; soft, not detached, :math:`\kappa_t = 1 + \lambda
+   \kappa_{t-1}(1 - \vartheta g'_{t-1})`; hard reset, :math:`\kappa_t = 1 + \lambda\kappa_{t-1}(1 - S[t-1]
+   - [\neg\text{detach}] (H[t-1] - V_r) g'_{t-1})` (the spec writes :math:`v_{t-1}` for the pre-reset
+   membrane; we use the exact derivative of our neuron). For a PLIF neuron the same recursion with
+   :math:`\partial H[t]/\partial k` gives an eligibility :math:`e_k` of the learnable decay (our
+   extension; the official code has no learnable decay). Every :class:`RateBPBatchNorm2d` normalises
+   with the batch statistics of the time-flattened batch ``[T*N, C, H, W]``, records them, and updates
+   its running statistics -- **only in this pass**.
+
+2. **Rate pass** (:func:`rate_pass`, with graph): the network runs **once** (one "time step") on the
+   time-averaged input :math:`\bar x` (static images: :math:`\bar x = x`). Linear layers act on rates;
+   each BatchNorm uses the spike-pass statistics in value and the rate-batch statistics in gradient,
+   :math:`\mu = \mathrm{sg}(\mu_{spike}) + \mu_{rate} - \mathrm{sg}(\mu_{rate})` (same for the
+   variance); each neuron outputs
+
+   .. math::
+       \mathrm{out} = \mathrm{sg}(r) + e \odot \bar c - \mathrm{sg}(e \odot \bar c)
+       \;\big(+\, e_k (k - \mathrm{sg}(k)) \text{ for PLIF}\big),
+
+   i.e. the spike-pass rate in value and :math:`\mathrm{diag}(e)` as Jacobian. The readout is the
+   classifier on the rates (= the mean over time of the logits, since the head is linear).
+
+3. **Loss**: the gradient of the loss is scaled by :math:`1/T`, its value unchanged
+   (:func:`scale_grad`), as in the official code; the sources give no reason, so treat it as a
+   convention that changes the effective learning rate.
+
+Evaluation is the plain ``T``-step SNN (modules in ``"plain"`` mode, BN with running statistics). The
+same model object also trains with BPTT (:func:`bptt_loss`, ``"plain"`` mode), so the two can be compared.
+
+Execution modes of the spike pass: ``lean=False`` runs each layer over the whole ``[T*N, ...]`` batch
+(the official ``rate_M``; transient memory grows with ``T``); ``lean=True`` calls the model ``T`` times
+with one step each (``rate_S``; memory flat in ``T``). In lean mode every BatchNorm normalises each step
+with that step's batch statistics (a single-step SNN), while the statistics recorded for the rate pass
+and the running statistics are pooled exactly over all ``T*N`` samples (inferred: the official rate_S
+normalises per step; pooling for the rate pass is our choice).
+
+Rate-pass exactness needs only linear operations between neurons (conv, BN, avg-pool, add, flatten,
+linear); :func:`check_rate_compatible` rejects max-pool and dropout.
+
+With ``T = 1`` the rate-BP gradient equals the BPTT gradient; for one neuron layer driven by a constant
+input it equals BPTT's gradient divided by ``T`` (see ``tests/spiking/test_ratebp.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphspike_kd.spiking.neurons import BaseNeuron, reset_net
+
+__all__ = [
+    "MODES",
+    "RateBPModule",
+    "RateBPNeuron",
+    "RateBPBatchNorm1d",
+    "RateBPBatchNorm2d",
+    "set_mode",
+    "mode",
+    "spike_pass",
+    "rate_pass",
+    "time_average",
+    "scale_grad",
+    "ratebp_loss",
+    "bptt_loss",
+    "convert_to_ratebp",
+    "check_rate_compatible",
+]
+
+#: ``"plain"``: the ordinary SNN (BPTT training, evaluation); ``"spike"``: recording spike pass;
+#: ``"rate"``: differentiable rate pass.
+MODES = ("plain", "spike", "rate")
+
+
+class RateBPModule(nn.Module):
+    """Base of the modules whose behaviour depends on the rate-BP mode (set with :func:`set_mode`)."""
+
+    ratebp_mode: str = "plain"
+
+    def begin_spike_pass(self) -> None:  # clear what the previous spike pass recorded
+        raise NotImplementedError
+
+    def end_spike_pass(self) -> None:  # finalise what this spike pass recorded
+        raise NotImplementedError
+
+
+def _check_mode(value: str) -> str:
+    if value not in MODES:
+        raise ValueError(f"rate-BP mode must be one of {MODES}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- neuron
+class RateBPNeuron(RateBPModule):
+    r"""A neuron of :mod:`graphspike_kd.spiking.neurons` made trainable by rate-BP.
+
+    In ``"plain"`` mode it is the wrapped neuron (multi-step, ``[T, N, ...]``). In ``"spike"`` mode it
+    simulates the same neuron without autograd, bit-identical spikes, reading the neuron's parameters
+    (decay, ``v_threshold``, ``v_reset``, ``decay_input``, ``detach_reset``, surrogate), carries its
+    membrane across calls (so the model can be stepped one time step at a time) and accumulates
+    :math:`\sum_t S[t]` and the eligibility :math:`\sum_t g'_t \kappa_t` (module docstring). In
+    ``"rate"`` mode it maps the time-averaged input current :math:`\bar c` to the recorded rate with
+    Jacobian :math:`\mathrm{diag}(e)`.
+
+    Args:
+        neuron (BaseNeuron): an :class:`~graphspike_kd.spiking.neurons.IF`, ``LIF`` or ``PLIF`` in
+            multi-step mode.
+
+    Shapes:
+        - **input:** :math:`(T, N, *)` (plain / spike; spike mode accepts any number of steps per call),
+          :math:`(1, N, *)` (rate: the time-averaged current)
+        - **output:** spikes :math:`(T, N, *)`; rate mode: the rates :math:`(1, N, *)`
+    """
+
+    def __init__(self, neuron: BaseNeuron) -> None:
+        super().__init__()
+        if not isinstance(neuron, BaseNeuron):
+            raise TypeError(f"RateBPNeuron wraps a graphspike_kd.spiking.neurons.BaseNeuron, got "
+                            f"{type(neuron).__name__}")
+        if neuron.step_mode != "m":
+            raise ValueError(f"RateBPNeuron needs a multi-step neuron (step_mode='m'), got {neuron!r}")
+        self.neuron = neuron
+        self._state: dict[str, Tensor] | None = None
+        self._steps = 0
+        self.rate: Tensor | None = None
+        self.eligibility: Tensor | None = None
+        self.decay_eligibility: Tensor | None = None
+
+    # ------------------------------------------------------------------------------------- spike pass
+    def begin_spike_pass(self) -> None:
+        self._state = None
+        self._steps = 0
+        self.rate = self.eligibility = self.decay_eligibility = None
+
+    def end_spike_pass(self) -> None:
+        if self._state is None:
+            raise RuntimeError("RateBPNeuron: the spike pass never reached this neuron; every neuron must "
+                               "run in the spike pass before the rate pass")
+        st = self._state
+        self.rate = st["spikes"] / self._steps
+        self.eligibility = st["elig"] / self._steps
+        self.decay_eligibility = st["elig_k"] / self._steps if "elig_k" in st else None
+        self._state = None
+
+    def _decay_value(self, like: Tensor) -> float:
+        return float(self.neuron.decay(like).detach())
+
+    @torch.no_grad()
+    def _spike_forward(self, x_seq: Tensor) -> Tensor:
+        nrn = self.neuron
+        T = x_seq.shape[0]
+        x = x_seq.detach().reshape(T, -1)
+        v_r = nrn.v_rest
+        hard = nrn.v_reset is not None
+        th = nrn.v_threshold - v_r  # the membrane is tracked relative to v_r, as the neuron's torch path
+        k = self._decay_value(x)
+        k_in = k if nrn.decay_input else 1.0
+        lam = 1.0 - k
+        detach = nrn.detach_reset
+        want_k = isinstance(getattr(nrn, "w", None), nn.Parameter) and nrn.w.requires_grad
+        st = self._state
+        if st is None:
+            zeros = torch.zeros_like(x[0])
+            st = {"u": zeros.clone(), "d": zeros.clone(), "spikes": zeros.clone(), "elig": zeros.clone()}
+            if want_k:
+                st["dk"] = zeros.clone()
+                st["elig_k"] = zeros.clone()
+            self._state = st
+        elif st["u"].shape != x[0].shape:
+            raise ValueError(f"RateBPNeuron: step input has {x[0].numel()} neurons per step but the spike "
+                             f"pass started with {st['u'].numel()}; call begin_spike_pass() between batches")
+        u, d = st["u"], st["d"]
+        out = torch.empty_like(x)
+        g = torch.empty_like(u)
+        kappa = torch.empty_like(u)
+        rho = torch.empty_like(u)
+        h = torch.empty_like(u)
+        for t in range(T):
+            if nrn.decay_input:  # same arithmetic as the neuron's torch path -> identical spikes
+                torch.lerp(u, x[t], k, out=h)
+            else:
+                torch.add(x[t], u, alpha=lam, out=h)
+            s = out[t]
+            torch.ge(h, th, out=s)
+            nrn.surrogate.derivative_at(h, th, out=g)
+            # kappa_t = dH/dc = k_in + lam * D_{t-1}
+            if lam != 0.0:
+                torch.add(d.mul(lam), k_in, out=kappa)
+            else:
+                kappa.fill_(k_in)
+            st["elig"].addcmul_(g, kappa)
+            st["spikes"].add_(s)
+            # rho_t = dV/dH
+            if hard:
+                torch.sub(1.0, s, out=rho)
+                if not detach:
+                    rho.addcmul_(h, g, value=-1.0)  # (V_r - H) g' with H - V_r = h
+            elif detach:
+                rho.fill_(1.0)
+            else:
+                torch.sub(1.0, g, alpha=th, out=rho)
+            if want_k:  # dH/dk = (X - U or -U) + lam * dU_{t-1}/dk ; dU/dk = dH/dk * rho
+                dk = st["dk"]
+                dh_dk = (x[t] - u if nrn.decay_input else -u) + lam * dk
+                st["elig_k"].addcmul_(g, dh_dk)
+                torch.mul(dh_dk, rho, out=dk)
+            torch.mul(kappa, rho, out=d)
+            # reset (relative membrane): soft h - th*s, hard h*(1 - s)
+            if hard:
+                torch.addcmul(h, h, s, value=-1.0, out=u)
+            else:
+                torch.sub(h, s, alpha=th, out=u)
+        self._steps += T
+        return out.view(x_seq.shape)
+
+    # -------------------------------------------------------------------------------------- rate pass
+    def _rate_forward(self, c: Tensor) -> Tensor:
+        if self.rate is None or self.eligibility is None:
+            raise RuntimeError("RateBPNeuron: rate pass without a finished spike pass (run spike_pass first)")
+        if c.shape[0] != 1 or c[0].numel() != self.rate.numel():
+            raise ValueError(f"RateBPNeuron: the rate pass expects the time-averaged current of shape "
+                             f"(1, N, ...) with {self.rate.numel()} values per step, got {tuple(c.shape)}")
+        rate = self.rate.view(c.shape).to(c.dtype)
+        elig = self.eligibility.view(c.shape).to(c.dtype)
+        ec = elig * c
+        out = rate + (ec - ec.detach())
+        if self.decay_eligibility is not None:
+            k = self.neuron.decay(c)
+            term = (self.decay_eligibility.view(c.shape).to(c.dtype) * (k - k.detach())).to(c.dtype)
+            out = out + term
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.ratebp_mode == "plain":
+            return self.neuron(x)
+        if self.ratebp_mode == "spike":
+            return self._spike_forward(x)
+        return self._rate_forward(x)
+
+    def __repr__(self) -> str:
+        return f"RateBPNeuron({self.neuron!r})"
+
+
+# ------------------------------------------------------------------------------------------ batch norm
+class _RateBPBatchNorm(RateBPModule):
+    """Mode-dependent batch norm over the time-flattened batch (mixin for the BatchNorm classes)."""
+
+    _reduce_dims: tuple[int, ...]
+
+    def _init_ratebp(self) -> None:
+        self._acc: tuple[float, Tensor, Tensor] | None = None
+        self._spike_stats: tuple[Tensor, Tensor] | None = None
+
+    def begin_spike_pass(self) -> None:
+        self._acc = None
+        self._spike_stats = None
+
+    def end_spike_pass(self) -> None:
+        if self._acc is None:
+            raise RuntimeError(f"{type(self).__name__}: the spike pass never reached this layer")
+        n, mean, m2 = self._acc
+        var = m2 / n
+        self._spike_stats = (mean.float(), var.float())
+        self._acc = None
+        bn: nn.modules.batchnorm._BatchNorm = self  # type: ignore[assignment]
+        if self.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                if bn.num_batches_tracked is not None:
+                    bn.num_batches_tracked.add_(1)
+                momentum = bn.momentum
+                if momentum is None:  # cumulative moving average, as nn.BatchNorm
+                    momentum = 1.0 / float(bn.num_batches_tracked)
+                unbiased = var * (n / max(n - 1.0, 1.0))
+                bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+                bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+
+    def _spike_forward(self, x: Tensor) -> Tensor:
+        bn: nn.modules.batchnorm._BatchNorm = self  # type: ignore[assignment]
+        if not self.training:
+            raise RuntimeError(f"{type(self).__name__}: the rate-BP spike pass needs train mode")
+        with torch.no_grad():
+            x = x.detach()
+            var, mean = torch.var_mean(x, self._reduce_dims, unbiased=False)
+            count = float(x.numel() // x.shape[1])
+            if self._acc is None:
+                self._acc = (count, mean.double(), var.double() * count)
+            else:  # pool the statistics of the lean pass's steps exactly (Chan et al.'s parallel update)
+                n_a, mean_a, m2_a = self._acc
+                n = n_a + count
+                delta = mean.double() - mean_a
+                self._acc = (n, mean_a + delta * (count / n),
+                             m2_a + var.double() * count + delta * delta * (n_a * count / n))
+            return F.batch_norm(x, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+    def _rate_forward(self, x: Tensor) -> Tensor:
+        bn: nn.modules.batchnorm._BatchNorm = self  # type: ignore[assignment]
+        if self._spike_stats is None:
+            raise RuntimeError(f"{type(self).__name__}: rate pass without a finished spike pass")
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        mean_s, var_s = (t.to(x.dtype) for t in self._spike_stats)
+        mean_r = x.mean(self._reduce_dims)
+        var_r = x.var(self._reduce_dims, unbiased=False)
+        mean = mean_s + (mean_r - mean_r.detach())
+        var = F.relu(var_s + (var_r - var_r.detach()))
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.view(shape) + bn.bias.view(shape)
+        return y
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.ratebp_mode == "plain":
+            return super().forward(x)  # type: ignore[misc]
+        if self.ratebp_mode == "spike":
+            return self._spike_forward(x)
+        return self._rate_forward(x)
+
+
+class RateBPBatchNorm2d(_RateBPBatchNorm, nn.BatchNorm2d):
+    r"""``nn.BatchNorm2d`` with the rate-BP spike/rate behaviour (module docstring); input
+    ``[T*N, C, H, W]`` (time flattened into the batch), so the statistics are taken over
+    :math:`(T \cdot N, H, W)`. In ``"plain"`` mode and in eval mode it is ``nn.BatchNorm2d``.
+
+    Args: as :class:`torch.nn.BatchNorm2d`.
+    """
+
+    _reduce_dims = (0, 2, 3)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_ratebp()
+
+
+class RateBPBatchNorm1d(_RateBPBatchNorm, nn.BatchNorm1d):
+    r"""``nn.BatchNorm1d`` with the rate-BP behaviour, for ``[T*N, C]`` inputs (see
+    :class:`RateBPBatchNorm2d`).
+
+    Args: as :class:`torch.nn.BatchNorm1d`.
+    """
+
+    _reduce_dims = (0,)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_ratebp()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"RateBPBatchNorm1d expects [T*N, C], got {tuple(x.shape)}")
+        return super().forward(x)
+
+
+# ------------------------------------------------------------------------------------- mode handling
+def _ratebp_modules(model: nn.Module) -> list[RateBPModule]:
+    return [m for m in model.modules() if isinstance(m, RateBPModule)]
+
+
+def set_mode(model: nn.Module, value: str) -> nn.Module:
+    """Put every :class:`RateBPModule` of ``model`` in mode ``value`` (``"plain"``, ``"spike"``,
+    ``"rate"``). Returns ``model``."""
+    _check_mode(value)
+    for m in _ratebp_modules(model):
+        m.ratebp_mode = value
+    return model
+
+
+@contextlib.contextmanager
+def mode(model: nn.Module, value: str) -> Iterator[nn.Module]:
+    """Context manager: ``model`` in rate-BP mode ``value`` inside, ``"plain"`` afterwards."""
+    set_mode(model, value)
+    try:
+        yield model
+    finally:
+        set_mode(model, "plain")
+
+
+def check_rate_compatible(model: nn.Module) -> None:
+    """Raise ``ValueError`` if ``model`` cannot be trained by rate-BP: it needs at least one
+    :class:`RateBPNeuron`, no bare neuron outside one, and no max-pool / dropout (not rate-linear)."""
+    bad = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d)
+    wrapped = {id(m.neuron) for m in model.modules() if isinstance(m, RateBPNeuron)}
+    if not wrapped:
+        raise ValueError(f"{type(model).__name__} has no RateBPNeuron; build it from graphspike_kd.spiking."
+                         "models or call convert_to_ratebp(model)")
+    for name, m in model.named_modules():
+        if isinstance(m, bad):
+            raise ValueError(f"{type(model).__name__}.{name} is {type(m).__name__}, which is not linear in "
+                             "the firing rates; rate-BP needs conv / BN / avg-pool / add / linear between "
+                             "neurons")
+        if isinstance(m, BaseNeuron) and id(m) not in wrapped:
+            raise ValueError(f"{type(model).__name__}.{name} is a bare {type(m).__name__}; wrap it in "
+                             "RateBPNeuron (convert_to_ratebp(model))")
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(m, _RateBPBatchNorm) \
+                and not getattr(m, "ann_branch", False):
+            raise ValueError(f"{type(model).__name__}.{name} is a plain {type(m).__name__}; rate-BP needs "
+                             "RateBPBatchNorm (convert_to_ratebp(model)) or mark it ann_branch=True")
+
+
+def convert_to_ratebp(model: nn.Module) -> nn.Module:
+    """Replace, in place, every bare neuron by :class:`RateBPNeuron` and every ``nn.BatchNorm1d/2d`` by
+    its rate-BP version (parameters and running statistics copied). BNs with ``ann_branch = True`` are
+    kept. Returns ``model``."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, RateBPModule):
+            continue
+        if isinstance(child, BaseNeuron):
+            setattr(model, name, RateBPNeuron(child))
+        elif type(child) in (nn.BatchNorm1d, nn.BatchNorm2d) and not getattr(child, "ann_branch", False):
+            cls = RateBPBatchNorm2d if isinstance(child, nn.BatchNorm2d) else RateBPBatchNorm1d
+            new = cls(child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine,
+                      track_running_stats=child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(model, name, new.to(next(child.buffers(), torch.empty(0)).device))
+        else:
+            convert_to_ratebp(child)
+    return model
+
+
+# -------------------------------------------------------------------------------------------- passes
+def time_average(x: Tensor) -> Tensor:
+    """The rate-pass input: a static batch ``[N, ...]`` unchanged (direct encoding repeats it), frames
+    ``[T, N, C, H, W]`` averaged over time to ``[N, C, H, W]``."""
+    if x.dim() == 5:
+        return x.mean(0)
+    if x.dim() == 4 or x.dim() == 2:
+        return x
+    raise ValueError(f"rate-BP input must be static [N, C, H, W] / [N, F] or frames [T, N, C, H, W], got "
+                     f"{tuple(x.shape)}")
+
+
+def _num_steps(x: Tensor, T: int | None) -> int:
+    if x.dim() == 5:
+        if T is not None and T != x.shape[0]:
+            raise ValueError(f"frames have T = {x.shape[0]} steps but T = {T} was given")
+        return x.shape[0]
+    if T is None or int(T) < 1:
+        raise ValueError(f"static input {tuple(x.shape)} needs a number of time steps T >= 1, got {T!r}")
+    return int(T)
+
+
+def spike_pass(model: nn.Module, x: Tensor, T: int | None = None, *, lean: bool = False) -> Tensor:
+    """Run the recording spike pass (no graph) and return its logits (mean over time), ``[N, C]``.
+
+    ``model(x, T=...)`` must return time-averaged logits (the models of
+    :mod:`graphspike_kd.spiking.models` do). ``x`` is static ``[N, ...]`` (repeated ``T`` times) or frames
+    ``[T, N, ...]``. With ``lean=True`` the model is called once per time step (memory flat in ``T``).
+    """
+    steps = _num_steps(x, T)
+    mods = _ratebp_modules(model)
+    if not mods:
+        raise ValueError(f"{type(model).__name__} has no rate-BP modules; see check_rate_compatible")
+    for m in mods:
+        m.begin_spike_pass()
+    reset_net(model)
+    with torch.no_grad(), mode(model, "spike"):
+        if not lean:
+            logits = model(x, T=steps)
+        else:
+            logits = None
+            for t in range(steps):
+                xt = x[t : t + 1] if x.dim() == 5 else x
+                out = model(xt, T=1)
+                logits = out if logits is None else logits.add_(out)
+            logits = logits / steps
+    for m in mods:
+        m.end_spike_pass()
+    return logits
+
+
+def rate_pass(model: nn.Module, x: Tensor, **kwargs: Any) -> Any:
+    """Run the differentiable rate pass on the time-averaged input (after :func:`spike_pass` on the same
+    batch) and return whatever ``model(x_bar, T=1, **kwargs)`` returns (logits on the rates)."""
+    xbar = time_average(x)
+    with mode(model, "rate"):
+        return model(xbar, T=1, **kwargs)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_grad(x: Tensor, factor: float) -> Tensor:
+    """Identity in value, gradient multiplied by ``factor`` (rate-BP's :math:`1/T` convention)."""
+    if not math.isfinite(factor):
+        raise ValueError(f"scale_grad: factor must be finite, got {factor!r}")
+    return _ScaleGrad.apply(x, float(factor))
+
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+
+
+def ratebp_loss(model: nn.Module, x: Tensor, target: Tensor, T: int | None = None, *, lean: bool = False,
+                criterion: Criterion | None = None, grad_scale: float | None = None) -> dict[str, Tensor]:
+    """One rate-BP training batch: spike pass + rate pass + loss. Returns a dict of loss terms:
+    ``"loss"`` (value = criterion, gradient scaled by ``grad_scale``, default :math:`1/T`; call
+    ``.backward()`` on it), ``"ce"`` (detached value), ``"logits"`` (rate-pass logits) and
+    ``"spike_logits"`` (spike-pass logits, what evaluation would output in train-mode BN)."""
+    criterion = F.cross_entropy if criterion is None else criterion
+    steps = _num_steps(x, T)
+    spike_logits = spike_pass(model, x, steps, lean=lean)
+    logits = rate_pass(model, x)
+    value = criterion(logits, target)
+    factor = 1.0 / steps if grad_scale is None else grad_scale
+    return {"loss": scale_grad(value, factor), "ce": value.detach(), "logits": logits,
+            "spike_logits": spike_logits}
+
+
+def bptt_loss(model: nn.Module, x: Tensor, target: Tensor, T: int | None = None, *,
+              criterion: Criterion | None = None) -> dict[str, Tensor]:
+    """One BPTT training batch on the same model (``"plain"`` mode): ``{"loss", "ce", "logits"}``."""
+    criterion = F.cross_entropy if criterion is None else criterion
+    steps = _num_steps(x, T)
+    set_mode(model, "plain")
+    reset_net(model)
+    logits = model(x, T=steps)
+    value = criterion(logits, target)
+    return {"loss": value, "ce": value.detach(), "logits": logits}

@@ -1,0 +1,267 @@
+r"""Surrogate spike functions: Heaviside forward, a smooth derivative backward.
+
+A spiking neuron fires :math:`s = \Theta(x) = \mathbb{1}[x \ge 0]` with :math:`x = h - \vartheta`. The
+Heaviside step has zero gradient almost everywhere, so training replaces :math:`\Theta'(x)` in the
+backward pass by the derivative :math:`g'(x)` of a smooth surrogate :math:`g` with sharpness
+:math:`\alpha`. Each class below is an :class:`torch.nn.Module` that applies one
+:class:`torch.autograd.Function` (:class:`SpikeFunction`: exact Heaviside forward, ``g'`` backward), and
+exposes:
+
+- ``name`` and ``alpha``: what the fused CUDA kernels select their inlined derivative from;
+- :meth:`SurrogateFunction.derivative` / :meth:`SurrogateFunction.derivative_at`: :math:`g'` as plain
+  tensor math, the latter written into a reused buffer by the multi-step torch path
+  (:func:`graphspike_kd.spiking.functional.neuron_multistep_torch`).
+
+==================  =====  ==========================================================  ===========
+name                α      :math:`g'(x)`                                               CuPy kernel
+==================  =====  ==========================================================  ===========
+``"sigmoid"``       4      :math:`\alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`        yes
+``"atan"``          2      :math:`\frac{\alpha/2}{1 + (\frac{\pi}{2}\alpha x)^2}`      yes
+``"rectangle"``     1      :math:`\alpha\,\mathbb{1}[|x| < \frac{1}{2\alpha}]`         yes
+``"triangle"``      1      :math:`\alpha^2 \max(0, \frac{1}{\alpha} - |x|)`            yes
+``"fast_sigmoid"``  25     :math:`\frac{1}{(1 + \alpha|x|)^2}` (SuperSpike, snntorch)  yes
+``"erf"``           2      :math:`\frac{\alpha}{\sqrt{\pi}} e^{-\alpha^2 x^2}`         no (torch)
+==================  =====  ==========================================================  ===========
+
+Sigmoid / ATan / Erf follow spikingjelly's definitions (same α), FastSigmoid and ATan agree with
+snntorch's ``fast_sigmoid(slope)`` / ``atan(alpha)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "SpikeFunction",
+    "SurrogateFunction",
+    "Sigmoid",
+    "ATan",
+    "Rectangle",
+    "Triangle",
+    "FastSigmoid",
+    "Erf",
+    "get_surrogate",
+    "available_surrogates",
+    "CUDA_SURROGATES",
+]
+
+#: Surrogates that the fused CuPy kernels inline (the contract with :mod:`graphspike_kd.spiking.kernels`).
+CUDA_SURROGATES: frozenset[str] = frozenset({"sigmoid", "atan", "rectangle", "triangle", "fast_sigmoid"})
+
+
+class SpikeFunction(torch.autograd.Function):
+    r"""Heaviside forward :math:`s = \mathbb{1}[x \ge 0]`, surrogate derivative backward
+    :math:`\partial L/\partial x = \partial L/\partial s \cdot g'(x)`.
+
+    ``SpikeFunction.apply(x, surrogate)`` where ``surrogate`` is a :class:`SurrogateFunction`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, surrogate: SurrogateFunction) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_spike: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad_spike * ctx.surrogate.derivative(x), None
+
+
+class SurrogateFunction(nn.Module):
+    """Base class: ``forward(x)`` spikes with a surrogate gradient; subclasses define ``derivative``.
+
+    Args:
+        alpha (float): sharpness :math:`\\alpha` of the surrogate (must be positive).
+    """
+
+    name: str = ""
+    default_alpha: float = 1.0
+
+    def __init__(self, alpha: float | None = None) -> None:
+        super().__init__()
+        alpha = self.default_alpha if alpha is None else float(alpha)
+        if not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"{type(self).__name__}: alpha must be a positive finite number, got {alpha!r}")
+        self.alpha = alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SpikeFunction.apply(x, self)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """The surrogate derivative :math:`g'(x)` as a new tensor (same shape and dtype as ``x``)."""
+        return self.derivative_at(x, 0.0, out=torch.empty_like(x))
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        """Write :math:`g'(h - \\vartheta)` into ``out`` (same shape as ``h``; may not alias it) and return
+        it. Used by the multi-step backward, which reuses one buffer per step: a few in-place passes
+        over cache-resident data instead of fresh allocations."""
+        raise NotImplementedError
+
+    @property
+    def has_cuda_kernel(self) -> bool:
+        """Whether the fused CuPy kernels inline this surrogate."""
+        return self.name in CUDA_SURROGATES
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alpha={self.alpha})"
+
+
+class Sigmoid(SurrogateFunction):
+    r"""Sigmoid surrogate (spikingjelly's default).
+
+    .. math::
+        g(x) = \sigma(\alpha x), \qquad g'(x) = \alpha\, \sigma(\alpha x)\,(1 - \sigma(\alpha x))
+
+    Args:
+        alpha (float, optional): sharpness. (default: ``4.0``)
+    """
+
+    name = "sigmoid"
+    default_alpha = 4.0
+
+    def __init__(self, alpha: float = 4.0) -> None:
+        super().__init__(alpha)
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        # alpha * (h - threshold) in one pass, sigma in place, then alpha * g * (1 - g) in one pass
+        shift = torch.full((), -self.alpha * threshold, dtype=h.dtype, device=h.device)
+        torch.add(shift, h, alpha=self.alpha, out=out).sigmoid_()
+        alpha = torch.full((), self.alpha, dtype=h.dtype, device=h.device)
+        return torch.ops.aten.sigmoid_backward.grad_input(alpha, out, grad_input=out)
+
+
+class ATan(SurrogateFunction):
+    r"""Arc-tangent surrogate (snntorch's default, spikingjelly's ``ATan``).
+
+    .. math::
+        g(x) = \frac{1}{\pi}\arctan\!\left(\frac{\pi}{2}\alpha x\right) + \frac{1}{2}, \qquad
+        g'(x) = \frac{\alpha / 2}{1 + \left(\frac{\pi}{2}\alpha x\right)^2}
+
+    Args:
+        alpha (float, optional): sharpness. (default: ``2.0``)
+    """
+
+    name = "atan"
+    default_alpha = 2.0
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        super().__init__(alpha)
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        z = torch.sub(h, threshold, out=out).mul_(math.pi / 2 * self.alpha)
+        return z.square_().add_(1.0).reciprocal_().mul_(self.alpha / 2)
+
+
+class Rectangle(SurrogateFunction):
+    r"""Rectangular (boxcar) surrogate, area 1.
+
+    .. math::
+        g'(x) = \alpha\, \mathbb{1}\!\left[|x| < \frac{1}{2\alpha}\right]
+
+    Args:
+        alpha (float, optional): height; the window is :math:`1/\alpha` wide. (default: ``1.0``)
+    """
+
+    name = "rectangle"
+    default_alpha = 1.0
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__(alpha)
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        return torch.sub(h, threshold, out=out).abs_().lt_(0.5 / self.alpha).mul_(self.alpha)
+
+
+class Triangle(SurrogateFunction):
+    r"""Triangular surrogate, area 1.
+
+    .. math::
+        g'(x) = \alpha^2 \max\!\left(0, \frac{1}{\alpha} - |x|\right)
+
+    Args:
+        alpha (float, optional): peak height; the support is :math:`|x| < 1/\alpha`. (default: ``1.0``)
+    """
+
+    name = "triangle"
+    default_alpha = 1.0
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__(alpha)
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        z = torch.sub(h, threshold, out=out).abs_().sub_(1.0 / self.alpha).clamp_(max=0.0)
+        return z.mul_(-self.alpha * self.alpha)
+
+
+class FastSigmoid(SurrogateFunction):
+    r"""Fast-sigmoid (SuperSpike) surrogate; ``alpha`` is snntorch's ``slope``.
+
+    .. math::
+        g(x) = \frac{x}{1 + \alpha|x|}, \qquad g'(x) = \frac{1}{(1 + \alpha|x|)^2}
+
+    Reference: F. Zenke, S. Ganguli, "SuperSpike: Supervised Learning in Multilayer Spiking Neural
+    Networks", Neural Computation 30(6), 2018.
+
+    Args:
+        alpha (float, optional): slope. (default: ``25.0``, snntorch's default)
+    """
+
+    name = "fast_sigmoid"
+    default_alpha = 25.0
+
+    def __init__(self, alpha: float = 25.0) -> None:
+        super().__init__(alpha)
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        z = torch.sub(h, threshold, out=out).abs_().mul_(self.alpha).add_(1.0)
+        return z.square_().reciprocal_()
+
+
+class Erf(SurrogateFunction):
+    r"""Gaussian-error-function surrogate (spikingjelly's ``Erf``); torch path only, no CuPy kernel.
+
+    .. math::
+        g(x) = \frac{1}{2}\left(1 + \mathrm{erf}(\alpha x)\right), \qquad
+        g'(x) = \frac{\alpha}{\sqrt{\pi}} e^{-\alpha^2 x^2}
+
+    Args:
+        alpha (float, optional): sharpness. (default: ``2.0``)
+    """
+
+    name = "erf"
+    default_alpha = 2.0
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        super().__init__(alpha)
+
+    def derivative_at(self, h: Tensor, threshold: float, out: Tensor) -> Tensor:
+        z = torch.sub(h, threshold, out=out).mul_(self.alpha)
+        return z.square_().neg_().exp_().mul_(self.alpha / math.sqrt(math.pi))
+
+
+_SURROGATES: dict[str, type[SurrogateFunction]] = {
+    cls.name: cls for cls in (Sigmoid, ATan, Rectangle, Triangle, FastSigmoid, Erf)
+}
+
+
+def available_surrogates() -> list[str]:
+    """Names accepted by :func:`get_surrogate` (and by ``surrogate_name`` in the functional API)."""
+    return sorted(_SURROGATES)
+
+
+def get_surrogate(name: str, alpha: float | None = None) -> SurrogateFunction:
+    """Build a surrogate by name, e.g. ``get_surrogate("atan", alpha=2.0)``; ``alpha=None`` uses the
+    class default."""
+    try:
+        cls = _SURROGATES[name]
+    except KeyError:
+        raise ValueError(f"unknown surrogate {name!r}; available: {available_surrogates()}") from None
+    return cls() if alpha is None else cls(alpha)
