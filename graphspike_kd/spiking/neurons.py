@@ -18,7 +18,9 @@ State: the membrane lives in ``neuron.v``. In multi-step mode every call starts 
 is). :meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (and
 nothing outside it), :meth:`BaseNeuron.detach_state` cuts the graph for truncated BPTT.
 
-Backends: ``"torch"`` (one fused autograd Function over the time loop; every device), ``"cupy"`` (fused
+Backends: ``"torch"`` (one fused autograd Function over the time loop; every device), ``"cpp"`` (native
+blocked C++ loop for CPU tensors, compiled at first use, see :mod:`graphspike_kd.spiking.native`),
+``"cupy"`` (fused
 CUDA kernels from :mod:`graphspike_kd.spiking.kernels`; CUDA tensors, fp32/fp16, surrogates with a CUDA
 kernel; raises with the real reason where it cannot run), ``"auto"`` (cupy for CUDA tensors when it can
 run, torch otherwise; logs its choice once, and warns once with the reason when a CUDA tensor falls back
@@ -41,7 +43,7 @@ __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "reset_net", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "cupy", "auto")
+BACKENDS = ("torch", "cpp", "cupy", "auto")
 _CUPY_DTYPES = (torch.float32, torch.float16)
 _already_said: set[str] = set()
 
@@ -68,6 +70,19 @@ def _cupy_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | N
     return _kernels_unavailable_reason()
 
 
+def _cpp_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | None:
+    """Why the native CPU kernel cannot run ``x`` with this surrogate, or ``None`` if it can."""
+    from graphspike_kd.spiking import native
+
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return f"the native kernel runs float32/float64 CPU tensors, got {x.dtype} on {x.device}"
+    if surrogate.name not in native.SURROGATE_IDS:
+        return (f"surrogate {surrogate!r} has no native kernel (kernels exist for "
+                f"{sorted(native.SURROGATE_IDS)})")
+    ok, why = native.cpp_status()
+    return None if ok else why
+
+
 def _kernels_unavailable_reason() -> str | None:
     """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status)."""
     try:
@@ -92,7 +107,7 @@ class BaseNeuron(nn.Module):
             (default: ``False``)
         step_mode (str, optional): ``"m"`` (input ``[T, N, ...]``) or ``"s"`` (input ``[N, ...]``).
             (default: ``"m"``)
-        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): in multi-step mode, start each call from the membrane left by the
             previous call instead of :math:`V_r`. (default: ``False``)
     """
@@ -184,6 +199,11 @@ class BaseNeuron(nn.Module):
         explicit ``"cupy"``)."""
         if self.backend == "torch":
             return "torch"
+        if self.backend == "cpp":
+            reason = _cpp_unavailable_reason(x, self.surrogate)
+            if reason is not None:
+                raise RuntimeError(f"{type(self).__name__}(backend='cpp') cannot run: {reason}")
+            return "cpp"
         reason = _cupy_unavailable_reason(x, self.surrogate)
         if self.backend == "cupy":
             if reason is not None:
@@ -202,10 +222,15 @@ class BaseNeuron(nn.Module):
                       detach_reset=self.detach_reset, surrogate_name=self.surrogate.name,
                       alpha=self.surrogate.alpha)
         decay = self.decay(x_seq)
-        if self.resolve_backend(x_seq) == "cupy":
+        backend = self.resolve_backend(x_seq)
+        if backend == "cupy":
             from graphspike_kd.spiking.kernels import neuron_multistep_cupy
 
             return neuron_multistep_cupy(x_seq, v_init, decay, **kwargs)
+        if backend == "cpp":
+            from graphspike_kd.spiking.native import neuron_multistep_cpp
+
+            return neuron_multistep_cpp(x_seq, v_init, decay, **kwargs)
         if type(self.surrogate).derivative_at is SurrogateFunction.derivative_at:
             raise TypeError(f"{type(self).__name__}: surrogate {type(self.surrogate).__name__} does not "
                             "implement derivative_at(), which the multi-step path needs")
@@ -252,7 +277,7 @@ class IF(BaseNeuron):
         surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
-        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
 
     Shapes:
@@ -287,7 +312,7 @@ class LIF(BaseNeuron):
         surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
-        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
 
     Shapes:
@@ -343,7 +368,7 @@ class PLIF(BaseNeuron):
         surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
-        backend (str, optional): ``"torch"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
+        backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
 
     Shapes:

@@ -134,7 +134,7 @@ def test_constructor_errors(kwargs, match):
 
 
 def test_cupy_backend_on_cpu_raises_with_reason():
-    with pytest.raises(RuntimeError, match=r"backend='cupy'\) cannot run: .*CUDA tensors, got a tensor on cp"):
+    with pytest.raises(RuntimeError, match=r"cannot run: .*CUDA tensors, got a tensor on cpu"):
         LIF(backend="cupy")(_x())
 
 

@@ -1,0 +1,208 @@
+r"""The native CPU multi-step path (``backend="cpp"``): a blocked C++ loop built at first use.
+
+:func:`neuron_multistep_cpp` has the signature and semantics of
+:func:`graphspike_kd.spiking.functional.neuron_multistep_torch` (see there for the equations) and runs
+the forward and the backward as one pass each over the ``[T, N]`` tensors: neurons in cache-sized blocks
+with the time loop inside, blocks in parallel over ``torch.get_num_threads()`` OpenMP threads. It saves
+only ``h_seq`` (plus ``x_seq`` and ``v_init`` when the decay needs a gradient), like the torch path.
+
+The source is ``csrc/neuron_cpu.cpp`` (a plain C ABI, no torch headers, loaded with :mod:`ctypes`). It is
+compiled once per machine and source version with ``$CXX`` (default ``g++``) into
+``$GRAPHSPIKE_KD_CACHE`` (default ``~/.cache/graphspike_kd``), which takes a few seconds; without a
+compiler, asking for this backend raises with the compiler's error. float32 and float64, CPU tensors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from graphspike_kd.spiking.functional import _Config, check_multistep_args
+from graphspike_kd.spiking.surrogate import get_surrogate
+
+__all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library"]
+
+SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
+SURROGATE_IDS = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3, "fast_sigmoid": 4, "erf": 5}
+_BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared",
+               "-fPIC"]
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_failure: str | None = None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GRAPHSPIKE_KD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                 "graphspike_kd")
+    return Path(root) / "native"
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + flags
+
+
+def build_native_library(verbose: bool = False) -> Path:
+    """Compile ``csrc/neuron_cpu.cpp`` (cached) and return the path of the shared library.
+
+    Raises:
+        RuntimeError: no compiler, or the compiler failed (its output is in the message).
+    """
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"backend='cpp' needs a C++ compiler: {compiler!r} was not found on PATH "
+                           "(set $CXX or install g++), or use backend='torch'")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *_BASE_FLAGS]).encode() + _cpu_signature().encode())
+    target = _cache_dir() / f"gsk_neuron_cpu_{key.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for extra in (["-fopenmp"], []):  # OpenMP if the toolchain has it, else single-threaded
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as tmp:
+            tmp_path = tmp.name
+        cmd = [compiler, *_BASE_FLAGS, *extra, str(SOURCE), "-o", tmp_path]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.replace(tmp_path, target)  # atomic: concurrent builders cannot see a half-written file
+            if verbose:
+                print(" ".join(cmd))
+            return target
+        os.unlink(tmp_path)
+        errors.append(f"$ {' '.join(cmd)}\n{proc.stderr.strip()}")
+    raise RuntimeError("backend='cpp': compiling the native CPU kernel failed:\n" + "\n".join(errors))
+
+
+def _load() -> ctypes.CDLL:
+    global _library, _failure
+    with _lock:
+        if _library is not None:
+            return _library
+        path = build_native_library()
+        lib = ctypes.CDLL(str(path))
+        p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+        for suffix in ("f32", "f64"):
+            fwd = getattr(lib, f"gsk_neuron_forward_{suffix}")
+            fwd.argtypes = [p, p, p, p, p, i64, i64, f64, f64, f64, i32, i32, i32]
+            fwd.restype = i32
+            bwd = getattr(lib, f"gsk_neuron_backward_{suffix}")
+            bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32,
+                            i32]
+            bwd.restype = i32
+        _library = lib
+        return lib
+
+
+def cpp_status() -> tuple[bool, str]:
+    """``(True, path)`` when the native CPU kernel is built (building it if needed), else
+    ``(False, reason)``."""
+    try:
+        _load()
+    except (RuntimeError, OSError) as exc:
+        return False, str(exc)
+    return True, str(build_native_library())
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _NeuronMultiStepCpp(torch.autograd.Function):
+    """Native forward/backward; saves ``h_seq`` (and ``x``, ``v_init`` for a decay gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
+                cfg: _Config) -> tuple[Tensor, Tensor]:
+        lib = _load()
+        shape, T = x_seq.shape, x_seq.shape[0]
+        x = x_seq.detach().reshape(T, -1).contiguous()
+        u0 = v_init.detach().reshape(-1).to(x.dtype).contiguous()
+        N = x.shape[1]
+        v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
+        k = float(decay)
+        spikes, h_seq, v_last = torch.empty_like(x), torch.empty_like(x), torch.empty_like(u0)
+        fn = lib.gsk_neuron_forward_f32 if x.dtype == torch.float32 else lib.gsk_neuron_forward_f64
+        fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k, cfg.v_threshold - v_r, v_r,
+           int(cfg.decay_input), int(cfg.v_reset is None), torch.get_num_threads())
+        ctx.cfg, ctx.consts = cfg, (k, shape, v_init.shape, decay.dtype)
+        if ctx.needs_input_grad[2]:
+            ctx.save_for_backward(h_seq, x, u0)
+        else:
+            ctx.save_for_backward(h_seq)
+        return spikes.view(shape), v_last.view(v_init.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_spikes: Tensor, grad_v_last: Tensor) -> tuple[Tensor | None, ...]:
+        lib = _load()
+        cfg: _Config = ctx.cfg
+        k, x_shape, v_shape, decay_dtype = ctx.consts
+        saved = ctx.saved_tensors
+        h_seq = saved[0]
+        want_k = ctx.needs_input_grad[2]
+        x, u0 = (saved[1], saved[2]) if want_k else (None, None)
+        T, N = h_seq.shape
+        gs = grad_spikes.reshape(T, N).to(h_seq.dtype).contiguous()
+        gv = grad_v_last.reshape(N).to(h_seq.dtype).contiguous()
+        grad_x, grad_v = torch.empty_like(h_seq), torch.empty_like(gv)
+        grad_k = ctypes.c_double(0.0)
+        v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
+        fn = lib.gsk_neuron_backward_f32 if h_seq.dtype == torch.float32 else lib.gsk_neuron_backward_f64
+        status = fn(_ptr(h_seq), _ptr(gs), _ptr(gv), _ptr(x), _ptr(u0), _ptr(grad_x), _ptr(grad_v),
+                    ctypes.addressof(grad_k), T, N, k, cfg.v_threshold - v_r, v_r, cfg.surrogate.alpha,
+                    SURROGATE_IDS[cfg.surrogate.name], int(cfg.v_reset is None), int(cfg.detach_reset),
+                    int(cfg.decay_input), int(want_k), torch.get_num_threads())
+        if status != 0:
+            raise RuntimeError(f"native neuron backward failed with status {status}")
+        gk = torch.tensor(grad_k.value, dtype=decay_dtype) if want_k else None
+        return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None, gk, None)
+
+
+def neuron_multistep_cpp(
+    x_seq: Tensor,
+    v_init: Tensor,
+    decay: Tensor,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: float | None = None,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate_name: str = "sigmoid",
+    alpha: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Native CPU version of :func:`~graphspike_kd.spiking.functional.neuron_multistep_torch` (same
+    arguments and results; float32/float64 CPU tensors).
+
+    Raises:
+        RuntimeError: the tensors are not float32/float64 CPU tensors, or the kernel cannot be built.
+    """
+    check_multistep_args(x_seq, v_init, decay, v_threshold=v_threshold, v_reset=v_reset,
+                         where="neuron_multistep_cpp")
+    if x_seq.device.type != "cpu" or x_seq.dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"backend='cpp' runs float32/float64 CPU tensors, got {x_seq.dtype} on "
+                           f"{x_seq.device}")
+    surrogate = get_surrogate(surrogate_name, alpha)
+    if surrogate.name not in SURROGATE_IDS:
+        raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate_name!r}; it has "
+                           f"{sorted(SURROGATE_IDS)}")
+    cfg = _Config(float(v_threshold), None if v_reset is None else float(v_reset), bool(decay_input),
+                  bool(detach_reset), surrogate)
+    return _NeuronMultiStepCpp.apply(x_seq, v_init, decay, cfg)
