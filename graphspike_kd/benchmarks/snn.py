@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 config = TrainConfig(
                     method=method, T=T, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     momentum=0.9, weight_decay=args.weight_decay, optimizer=args.optimizer,
+                    no_decay_on_bn_bias=not args.decay_bn_bias,
                     schedule=args.schedule, step_size=args.step_size, kd_weight=args.kd_weight,
                     kd_temperature=args.kd_temperature, kd_detach_teacher=not args.kd_no_detach,
                     esd_beta=args.esd_beta, lean=args.lean and method in ("ratebp", "esd"),
@@ -256,6 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--decay-bn-bias", action="store_true",
+                   help="weight decay on BN parameters and biases too (default: not, as official rate-BP)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     p.add_argument("--step-size", type=int, default=30)
     p.add_argument("--model", default="auto", help="auto (digits: small; cifar10dvs: vgg9), small "

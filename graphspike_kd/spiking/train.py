@@ -398,11 +398,11 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- loops
     def _loader(self, dataset: Dataset, *, train: bool, epoch: int = 0) -> DataLoader:
-        sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                     shuffle=train, seed=self.config.seed, drop_last=False)
-        sampler.set_epoch(epoch)
-        if not train:  # every rank evaluates the whole test set (identical models -> identical numbers)
-            sampler = None
+        sampler = None  # evaluation: every rank reads the whole test set (identical models and numbers)
+        if train:  # this rank's shard, reshuffled per epoch from (seed, epoch): resumable without RNG state
+            sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                         shuffle=True, seed=self.config.seed, drop_last=False)
+            sampler.set_epoch(epoch)
         return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, shuffle=False,
                           num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
 
