@@ -15,7 +15,7 @@ time steps than trained: low-latency evaluation), a JSON file and a PNG training
     # several GPUs / CPU processes: torchrun --nproc-per-node 2 -m graphspike_kd.benchmarks.snn ...
 
 ``--write-synthetic N`` first writes a small class-structured CIFAR10-DVS-shaped release (N AEDAT 2.0
-files per class, events drawn around a class-specific blob) into ``--root``: a smoke test of the whole
+files per class, a bar at a class-specific orientation plus noise) into ``--root``: a smoke test of the whole
 pipeline (AEDAT decoding, cached frame integration, augmentation, training) where the real data is absent.
 """
 
@@ -90,25 +90,34 @@ class _Transformed(Dataset):
 
 
 def write_synthetic_release(root: str | Path, per_class: int, *, events: int = 3000, seed: int = 0) -> Path:
-    """Write a CIFAR10-DVS-shaped folder of AEDAT 2.0 files whose events cluster around a class-specific
-    point (angle 36 degrees x class on a circle of radius 35 px), plus 30 % uniform noise events."""
+    """Write a CIFAR10-DVS-shaped folder of AEDAT 2.0 files: class ``c`` is a bar through a random point near
+    the centre at orientation ``18 degrees x c`` (70 % of the events, ON and OFF edges on either side of
+    it), plus 30 % uniform noise events. Orientation, not position, carries the class, so a convolutional
+    net with global pooling can learn it."""
     from graphspike_kd.spiking.data import CLASS_NAMES, write_aedat
 
     root = Path(root)
     rng = np.random.default_rng(seed)
     for label, cls in enumerate(CLASS_NAMES):
         (root / cls).mkdir(parents=True, exist_ok=True)
-        cx = 64 + 35 * math.cos(2 * math.pi * label / 10)
-        cy = 64 + 35 * math.sin(2 * math.pi * label / 10)
+        theta = math.pi * label / 10
+        direction = np.array([math.cos(theta), math.sin(theta)])
+        normal = np.array([-direction[1], direction[0]])
         for i in range(per_class):
             n_sig = int(events * 0.7)
-            ev = np.zeros(events, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "?")])
-            xs = np.concatenate([rng.normal(cx, 8, n_sig), rng.uniform(0, 128, events - n_sig)])
-            ys = np.concatenate([rng.normal(cy, 8, n_sig), rng.uniform(0, 128, events - n_sig)])
+            centre = 64 + rng.normal(0, 10, 2)
+            along = rng.uniform(-45, 45, n_sig)
+            side = rng.integers(0, 2, n_sig)  # ON edge on one side of the bar, OFF edge on the other
+            across = np.where(side == 1, 2.0, -2.0) + rng.normal(0, 1.0, n_sig)
+            pts = centre + along[:, None] * direction + across[:, None] * normal
+            xs = np.concatenate([pts[:, 0], rng.uniform(0, 128, events - n_sig)])
+            ys = np.concatenate([pts[:, 1], rng.uniform(0, 128, events - n_sig)])
+            ps = np.concatenate([side.astype(bool), rng.integers(0, 2, events - n_sig).astype(bool)])
             order = rng.permutation(events)
+            ev = np.zeros(events, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "?")])
             ev["x"] = np.clip(xs[order], 0, 127).astype(np.int16)
             ev["y"] = np.clip(ys[order], 0, 127).astype(np.int16)
-            ev["p"] = rng.integers(0, 2, events).astype(bool)
+            ev["p"] = ps[order]
             ev["t"] = np.sort(rng.integers(0, 1_000_000, events))
             write_aedat(root / cls / f"cifar10_{cls}_{i}.aedat", ev)
     return root
