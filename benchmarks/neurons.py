@@ -13,7 +13,9 @@ so that a noisy, shared machine slows them alike; both wall-clock and thread-CPU
 - ``ours_cpp``: ``LIF(backend="cpp")`` (native blocked C++ loop, built at first use)
 
 Also recorded: how many [T, N] tensors each implementation's autograd graph saves (bytes of saved tensors
-/ (4 T N), input excluded), and whether our spikes equal spikingjelly's bit for bit.
+/ (4 T N), input excluded), and in how many of the T N places our spikes differ from spikingjelly's (a
+membrane within one rounding step of the threshold can fire in one and not the other: our torch path
+charges with ``torch.lerp``, spikingjelly with ``v + (x - v) / tau``).
 
 GPU section (where ``torch.cuda.is_available()``): ``LIF(backend="cupy")`` against ``LIF(backend="torch")``
 and spikingjelly's CUDA implementations (``SJ_LIF_CUDA_IMPLEMENTATION`` = cuda / triton / torch, each in
@@ -146,7 +148,8 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[dict]:
                 if name == "spikingjelly_eager":
                     ref_spikes, ref_grad = s.detach().clone(), x.grad.clone()
                 elif name.startswith("ours"):
-                    row.setdefault("spikes_equal_spikingjelly", {})[name] = bool(torch.equal(s, ref_spikes))
+                    differing = int((s != ref_spikes).sum())
+                    row.setdefault("spikes_differing_from_spikingjelly", {})[name] = differing
                     diff = float((x.grad - ref_grad).abs().max())
                     row.setdefault("max_grad_diff_spikingjelly", {})[name] = diff
             names = list(runners)

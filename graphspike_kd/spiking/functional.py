@@ -90,46 +90,26 @@ class _NeuronMultiStep(torch.autograd.Function):
     at most: ``x_seq`` (caller's), spikes (output), ``h_seq``, incoming ``grad_spikes`` and the returned
     ``grad_x`` -- four ``[T, N]`` tensors besides the input; everything else is ``[N]``.
 
-    Each step is a handful of out-of-place-free elementwise passes over ``N`` values (which stay in
-    cache); the decay is read once as a Python number (one device synchronisation per call on CUDA),
-    and the hard-reset masks are float spikes, since boolean masks are several times slower on CPU.
+    Each step is a handful of allocation-free elementwise passes (``out=`` into reused ``[N]`` buffers,
+    which stay in cache); the decay is read once as a Python number (one device synchronisation per call
+    on CUDA), and the hard-reset masks are float spikes, since boolean masks are several times slower on
+    CPU. Under ``torch.compile`` the same loops run inside the custom op of
+    :mod:`graphspike_kd.spiking.ops`.
     """
 
     @staticmethod
     def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
                 cfg: _Config) -> tuple[Tensor, Tensor]:
         shape = x_seq.shape
-        T = shape[0]
-        x = x_seq.detach().reshape(T, -1)
-        if not x.is_contiguous():
-            x = x.contiguous()
-        dtype = x.dtype
-        v_r = 0.0 if cfg.v_reset is None else float(cfg.v_reset)
-        th = float(cfg.v_threshold) - v_r
-        soft = cfg.v_reset is None
+        x = x_seq.detach().reshape(shape[0], -1)
+        u0 = v_init.detach().reshape(-1).to(x.dtype)
         k = float(decay)
         want_k = ctx.needs_input_grad[2]
-        is_if = not cfg.decay_input and k == 0.0 and not want_k  # h = u + x, gradient carried unscaled
-
-        u0 = v_init.detach().reshape(-1).to(dtype)
-        u = u0 - v_r if v_r != 0.0 else u0.clone()
-        h_seq = torch.empty_like(x)
-        s_seq = torch.empty_like(x)
-        for t in range(T):
-            ht = h_seq[t]
-            if cfg.decay_input:
-                torch.lerp(u, x[t], k, out=ht)
-            else:
-                torch.add(x[t], u, alpha=1.0 - k, out=ht)
-            st = s_seq[t]
-            torch.ge(ht, th, out=st)
-            _reset_into(u, ht, st, th, soft)
-        v_last = u.add_(v_r) if v_r != 0.0 else u
-
+        s_seq, h_seq, v_last = torch_forward_loop(x, u0, k, cfg)
         ctx.cfg = cfg
-        ctx.consts = (k, is_if, shape, v_init.shape, decay.dtype)
-        # hard reset needs the spikes in backward: keep the output (alive anyway) instead of recomputing
-        s_saved = s_seq if not soft else None
+        ctx.consts = (k, shape, v_init.shape, decay.dtype)
+        # a hard reset needs the spikes in backward: keep the output (alive anyway) instead of recomputing
+        s_saved = s_seq if cfg.v_reset is not None else None
         if want_k:
             ctx.save_for_backward(h_seq, s_saved, x, u0)
         else:
@@ -139,66 +119,104 @@ class _NeuronMultiStep(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_spikes: Tensor, grad_v_last: Tensor) -> tuple[Tensor | None, ...]:
-        cfg: _Config = ctx.cfg
-        k, is_if, x_shape, v_shape, decay_dtype = ctx.consts
+        k, x_shape, v_shape, decay_dtype = ctx.consts
         saved = ctx.saved_tensors
-        h_seq, s_seq = saved[0], saved[1]
         want_k = ctx.needs_input_grad[2]
-        T, N = h_seq.shape
-        dtype = h_seq.dtype
-        v_r = 0.0 if cfg.v_reset is None else float(cfg.v_reset)
-        th = float(cfg.v_threshold) - v_r
-        soft = cfg.v_reset is None
-        detach = cfg.detach_reset
-        surrogate = cfg.surrogate
-        omk = 1.0 - k
+        x, u0 = (saved[2], saved[3]) if want_k else (None, None)
+        grad_x, grad_v, grad_k = torch_backward_loop(grad_spikes, grad_v_last, saved[0], saved[1], x, u0, k,
+                                                     ctx.cfg, want_k)
+        return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None,
+                grad_k.to(decay_dtype) if want_k else None, None)
 
-        gs = grad_spikes.reshape(T, N).to(dtype)
-        if not gs.is_contiguous():
-            gs = gs.contiguous()
-        c = grad_v_last.reshape(N).to(dtype).clone()  # dL/dU[t], carried backwards in time
-        c_next = torch.empty_like(c)
-        m = torch.empty_like(c)
-        fired = torch.empty_like(c)
-        sg = torch.empty_like(c)
-        grad_x = torch.empty_like(h_seq)
-        if want_k:
-            x, u0 = saved[2], saved[3]
-            u_prev = torch.empty_like(c)
-            acc = torch.zeros_like(c)
-        for t in range(T - 1, -1, -1):
-            ht = h_seq[t]
-            gh = grad_x[t]  # dL/dH[t] is written here, scaled to dL/dX after the loop
-            surrogate.derivative_at(ht, th, out=sg)
-            if soft:
-                if detach:
-                    torch.addcmul(c, gs[t], sg, out=gh)
-                else:  # dL/dH = c (1 - th g') + gs g' = c + g' (gs - th c)
-                    torch.addcmul(c, sg, torch.add(gs[t], c, alpha=-th, out=m), out=gh)
-            else:  # dL/dH = c (1 - s) + g' (gs + [not detach] (V_r - H) c)
-                mt = gs[t] if detach else torch.addcmul(gs[t], ht, c, value=-1.0, out=m)
-                torch.addcmul(c, c, s_seq[t], value=-1.0, out=fired)
-                torch.addcmul(fired, sg, mt, out=gh)
-            if want_k:
-                if t == 0:
-                    torch.sub(u0, v_r, out=u_prev)
-                else:
-                    hp = h_seq[t - 1]
-                    sp = torch.ge(hp, th, out=m) if soft else s_seq[t - 1]
-                    _reset_into(u_prev, hp, sp, th, soft)
-                if cfg.decay_input:  # dH/dk = X - U[t-1]
-                    acc.addcmul_(gh, torch.sub(x[t], u_prev, out=m))
-                else:  # dH/dk = -U[t-1]
-                    acc.addcmul_(gh, u_prev, value=-1.0)
-            if is_if:
-                c = gh
-            else:
-                c, c_next = torch.mul(gh, omk, out=c_next), c
+
+def torch_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward time loop on ``x`` ``[T, N]`` from the membrane ``u0`` ``[N]`` with decay ``k``; returns
+    ``(spikes, h_seq, v_last)`` (``h_seq`` relative to the reset value). No autograd."""
+    T = x.shape[0]
+    if not x.is_contiguous():
+        x = x.contiguous()
+    v_r = 0.0 if cfg.v_reset is None else float(cfg.v_reset)
+    th = float(cfg.v_threshold) - v_r
+    soft = cfg.v_reset is None
+    u = u0 - v_r if v_r != 0.0 else u0.clone()
+    h_seq = torch.empty_like(x)
+    s_seq = torch.empty_like(x)
+    for t in range(T):
+        ht = h_seq[t]
         if cfg.decay_input:
-            grad_x.mul_(k)
-        grad_v = c.view(v_shape).clone() if ctx.needs_input_grad[1] else None
-        grad_k = acc.sum().to(decay_dtype) if want_k else None
-        return grad_x.view(x_shape), grad_v, grad_k, None
+            torch.lerp(u, x[t], k, out=ht)
+        else:
+            torch.add(x[t], u, alpha=1.0 - k, out=ht)
+        st = s_seq[t]
+        torch.ge(ht, th, out=st)
+        _reset_into(u, ht, st, th, soft)
+    v_last = u.add_(v_r) if v_r != 0.0 else u
+    return s_seq, h_seq, v_last
+
+
+def torch_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, s_seq: Tensor | None,
+                        x: Tensor | None, u0: Tensor | None, k: float, cfg: _Config,
+                        want_k: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Reverse-time loop; returns ``(grad_x [T, N], grad_v_init [N], grad_k (0-dim) or None)``.
+    ``s_seq`` is needed for a hard reset (recomputed from ``h_seq`` when ``None``), ``x`` and ``u0`` for
+    ``want_k``."""
+    T, N = h_seq.shape
+    dtype = h_seq.dtype
+    v_r = 0.0 if cfg.v_reset is None else float(cfg.v_reset)
+    th = float(cfg.v_threshold) - v_r
+    soft = cfg.v_reset is None
+    detach = cfg.detach_reset
+    surrogate = cfg.surrogate
+    omk = 1.0 - k
+    is_if = not cfg.decay_input and k == 0.0 and not want_k  # gradient carried unscaled
+    if not soft and s_seq is None:
+        s_seq = torch.ge(h_seq, th).to(dtype)
+
+    gs = grad_spikes.reshape(T, N).to(dtype)
+    if not gs.is_contiguous():
+        gs = gs.contiguous()
+    c = grad_v_last.reshape(N).to(dtype).clone()  # dL/dU[t], carried backwards in time
+    c_next = torch.empty_like(c)
+    m = torch.empty_like(c)
+    fired = torch.empty_like(c)
+    sg = torch.empty_like(c)
+    grad_x = torch.empty_like(h_seq)
+    if want_k:
+        assert x is not None and u0 is not None
+        u_prev = torch.empty_like(c)
+        acc = torch.zeros_like(c)
+    for t in range(T - 1, -1, -1):
+        ht = h_seq[t]
+        gh = grad_x[t]  # dL/dH[t] is written here, scaled to dL/dX after the loop
+        surrogate.derivative_at(ht, th, out=sg)
+        if soft:
+            if detach:
+                torch.addcmul(c, gs[t], sg, out=gh)
+            else:  # dL/dH = c (1 - th g') + gs g' = c + g' (gs - th c)
+                torch.addcmul(c, sg, torch.add(gs[t], c, alpha=-th, out=m), out=gh)
+        else:  # dL/dH = c (1 - s) + g' (gs + [not detach] (V_r - H) c)
+            mt = gs[t] if detach else torch.addcmul(gs[t], ht, c, value=-1.0, out=m)
+            torch.addcmul(c, c, s_seq[t], value=-1.0, out=fired)
+            torch.addcmul(fired, sg, mt, out=gh)
+        if want_k:
+            if t == 0:
+                torch.sub(u0, v_r, out=u_prev)
+            else:
+                hp = h_seq[t - 1]
+                sp = torch.ge(hp, th, out=m) if soft else s_seq[t - 1]
+                _reset_into(u_prev, hp, sp, th, soft)
+            if cfg.decay_input:  # dH/dk = X - U[t-1]
+                acc.addcmul_(gh, torch.sub(x[t], u_prev, out=m))
+            else:  # dH/dk = -U[t-1]
+                acc.addcmul_(gh, u_prev, value=-1.0)
+        if is_if:
+            c = gh
+        else:
+            c, c_next = torch.mul(gh, omk, out=c_next), c
+    if cfg.decay_input:
+        grad_x.mul_(k)
+    grad_v = c.clone() if is_if else c
+    return grad_x, grad_v, acc.sum() if want_k else None
 
 
 def neuron_multistep_torch(
@@ -245,4 +263,8 @@ def neuron_multistep_torch(
                          where="neuron_multistep_torch")
     cfg = _Config(float(v_threshold), None if v_reset is None else float(v_reset), bool(decay_input),
                   bool(detach_reset), get_surrogate(surrogate_name, alpha))
+    if torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
+        from graphspike_kd.spiking.ops import neuron_multistep_op
+
+        return neuron_multistep_op(x_seq, v_init, decay, cfg, "torch")
     return _NeuronMultiStep.apply(x_seq, v_init, decay, cfg)

@@ -36,12 +36,12 @@ __all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library"]
 
 SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
 SURROGATE_IDS = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3, "fast_sigmoid": 4, "erf": 5}
-_BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared",
-               "-fPIC"]
+_BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+               "-std=c++17", "-shared", "-fPIC"]
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
-_failure: str | None = None
+_library_path: str | None = None
 
 
 def _cache_dir() -> Path:
@@ -92,7 +92,9 @@ def build_native_library(verbose: bool = False) -> Path:
 
 
 def _load() -> ctypes.CDLL:
-    global _library, _failure
+    global _library, _library_path
+    if _library is not None:
+        return _library
     with _lock:
         if _library is not None:
             return _library
@@ -107,7 +109,7 @@ def _load() -> ctypes.CDLL:
             bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32,
                             i32]
             bwd.restype = i32
-        _library = lib
+        _library, _library_path = lib, str(path)
         return lib
 
 
@@ -118,11 +120,49 @@ def cpp_status() -> tuple[bool, str]:
         _load()
     except (RuntimeError, OSError) as exc:
         return False, str(exc)
-    return True, str(build_native_library())
+    return True, str(_library_path)
 
 
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
+
+
+def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config) -> tuple[Tensor, Tensor, Tensor]:
+    """Native forward on ``x`` ``[T, N]`` from ``u0`` ``[N]``; returns ``(spikes, h_seq, v_last)``."""
+    lib = _load()
+    x, u0 = x.contiguous(), u0.to(x.dtype).contiguous()
+    T, N = x.shape
+    v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
+    spikes, h_seq, v_last = torch.empty_like(x), torch.empty_like(x), torch.empty_like(u0)
+    fn = lib.gsk_neuron_forward_f32 if x.dtype == torch.float32 else lib.gsk_neuron_forward_f64
+    fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k, cfg.v_threshold - v_r, v_r,
+       int(cfg.decay_input), int(cfg.v_reset is None), torch.get_num_threads())
+    return spikes, h_seq, v_last
+
+
+def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, x: Tensor | None,
+                      u0: Tensor | None, k: float, cfg: _Config,
+                      want_k: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Native reverse-time loop; returns ``(grad_x [T, N], grad_v_init [N], grad_k (0-dim) or None)``."""
+    lib = _load()
+    T, N = h_seq.shape
+    gs = grad_spikes.reshape(T, N).to(h_seq.dtype).contiguous()
+    gv = grad_v_last.reshape(N).to(h_seq.dtype).contiguous()
+    if want_k:
+        x, u0 = x.contiguous(), u0.contiguous()
+    else:
+        x = u0 = None
+    grad_x, grad_v = torch.empty_like(h_seq), torch.empty_like(gv)
+    grad_k = ctypes.c_double(0.0)
+    v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
+    fn = lib.gsk_neuron_backward_f32 if h_seq.dtype == torch.float32 else lib.gsk_neuron_backward_f64
+    status = fn(_ptr(h_seq), _ptr(gs), _ptr(gv), _ptr(x), _ptr(u0), _ptr(grad_x), _ptr(grad_v),
+                ctypes.addressof(grad_k), T, N, k, cfg.v_threshold - v_r, v_r, cfg.surrogate.alpha,
+                SURROGATE_IDS[cfg.surrogate.name], int(cfg.v_reset is None), int(cfg.detach_reset),
+                int(cfg.decay_input), int(want_k), torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError(f"native neuron backward failed with status {status}")
+    return grad_x, grad_v, torch.tensor(grad_k.value, dtype=h_seq.dtype) if want_k else None
 
 
 class _NeuronMultiStepCpp(torch.autograd.Function):
@@ -131,17 +171,11 @@ class _NeuronMultiStepCpp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
                 cfg: _Config) -> tuple[Tensor, Tensor]:
-        lib = _load()
-        shape, T = x_seq.shape, x_seq.shape[0]
-        x = x_seq.detach().reshape(T, -1).contiguous()
+        shape = x_seq.shape
+        x = x_seq.detach().reshape(shape[0], -1).contiguous()
         u0 = v_init.detach().reshape(-1).to(x.dtype).contiguous()
-        N = x.shape[1]
-        v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
         k = float(decay)
-        spikes, h_seq, v_last = torch.empty_like(x), torch.empty_like(x), torch.empty_like(u0)
-        fn = lib.gsk_neuron_forward_f32 if x.dtype == torch.float32 else lib.gsk_neuron_forward_f64
-        fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k, cfg.v_threshold - v_r, v_r,
-           int(cfg.decay_input), int(cfg.v_reset is None), torch.get_num_threads())
+        spikes, h_seq, v_last = cpp_forward_loop(x, u0, k, cfg)
         ctx.cfg, ctx.consts = cfg, (k, shape, v_init.shape, decay.dtype)
         if ctx.needs_input_grad[2]:
             ctx.save_for_backward(h_seq, x, u0)
@@ -152,28 +186,14 @@ class _NeuronMultiStepCpp(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_spikes: Tensor, grad_v_last: Tensor) -> tuple[Tensor | None, ...]:
-        lib = _load()
-        cfg: _Config = ctx.cfg
         k, x_shape, v_shape, decay_dtype = ctx.consts
         saved = ctx.saved_tensors
-        h_seq = saved[0]
         want_k = ctx.needs_input_grad[2]
         x, u0 = (saved[1], saved[2]) if want_k else (None, None)
-        T, N = h_seq.shape
-        gs = grad_spikes.reshape(T, N).to(h_seq.dtype).contiguous()
-        gv = grad_v_last.reshape(N).to(h_seq.dtype).contiguous()
-        grad_x, grad_v = torch.empty_like(h_seq), torch.empty_like(gv)
-        grad_k = ctypes.c_double(0.0)
-        v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
-        fn = lib.gsk_neuron_backward_f32 if h_seq.dtype == torch.float32 else lib.gsk_neuron_backward_f64
-        status = fn(_ptr(h_seq), _ptr(gs), _ptr(gv), _ptr(x), _ptr(u0), _ptr(grad_x), _ptr(grad_v),
-                    ctypes.addressof(grad_k), T, N, k, cfg.v_threshold - v_r, v_r, cfg.surrogate.alpha,
-                    SURROGATE_IDS[cfg.surrogate.name], int(cfg.v_reset is None), int(cfg.detach_reset),
-                    int(cfg.decay_input), int(want_k), torch.get_num_threads())
-        if status != 0:
-            raise RuntimeError(f"native neuron backward failed with status {status}")
-        gk = torch.tensor(grad_k.value, dtype=decay_dtype) if want_k else None
-        return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None, gk, None)
+        grad_x, grad_v, grad_k = cpp_backward_loop(grad_spikes, grad_v_last, saved[0], x, u0, k, ctx.cfg,
+                                                   want_k)
+        return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None,
+                grad_k.to(decay_dtype) if want_k else None, None)
 
 
 def neuron_multistep_cpp(
@@ -205,4 +225,8 @@ def neuron_multistep_cpp(
                            f"{sorted(SURROGATE_IDS)}")
     cfg = _Config(float(v_threshold), None if v_reset is None else float(v_reset), bool(decay_input),
                   bool(detach_reset), surrogate)
+    if torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
+        from graphspike_kd.spiking.ops import neuron_multistep_op
+
+        return neuron_multistep_op(x_seq, v_init, decay, cfg, "cpp")
     return _NeuronMultiStepCpp.apply(x_seq, v_init, decay, cfg)

@@ -29,6 +29,7 @@ to torch). Explicit choices never fall back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -83,8 +84,10 @@ def _cpp_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | No
     return None if ok else why
 
 
+@functools.lru_cache(maxsize=1)
 def _kernels_unavailable_reason() -> str | None:
-    """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status)."""
+    """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status).
+    Probed once per process (``_kernels_unavailable_reason.cache_clear()`` probes again)."""
     try:
         from graphspike_kd.spiking import kernels
     except ImportError as exc:

@@ -100,3 +100,13 @@ def test_bptt_training_step_reduces_loss():
         opt.step()
         losses.append(out["ce"].item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_seq_avg_pool_matches_avg_pool2d():
+    from graphspike_kd.spiking.models import SeqAvgPool
+
+    x = torch.rand(3, 2, 4, 6, 8, requires_grad=True)
+    ref = torch.nn.functional.avg_pool2d(x.flatten(0, 1), 2).view(3, 2, 4, 3, 4)
+    assert torch.allclose(SeqAvgPool(2)(x), ref, atol=1e-7)
+    odd = torch.rand(2, 2, 3, 5, 5)
+    assert SeqAvgPool(2)(odd).shape == (2, 2, 3, 2, 2)

@@ -162,12 +162,14 @@ def _forget_kernels(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "graphspike_kd.spiking.kernels", raising=False)
     monkeypatch.delattr(package, "kernels", raising=False)
+    neurons_mod._kernels_unavailable_reason.cache_clear()
 
 
 def test_kernels_import_failure_is_reported_not_swallowed(monkeypatch):
     _forget_kernels(monkeypatch)
     monkeypatch.setattr(sys, "meta_path", [_FailingKernelsFinder(), *sys.meta_path])
     reason = neurons_mod._kernels_unavailable_reason()
+    neurons_mod._kernels_unavailable_reason.cache_clear()
     assert "cannot be imported (ImportError: libnvrtc.so.12: cannot open shared object file)" in reason
 
 
@@ -179,7 +181,10 @@ def test_kernels_status_reason_is_passed_through(monkeypatch):
     reason = neurons_mod._kernels_unavailable_reason()
     assert reason == "CuPy kernels cannot run: NVRTC: cannot open libnvrtc.so.12"
     fake.cupy_status = lambda: (True, "")
+    assert neurons_mod._kernels_unavailable_reason() is not None  # probed once per process
+    neurons_mod._kernels_unavailable_reason.cache_clear()
     assert neurons_mod._kernels_unavailable_reason() is None
+    neurons_mod._kernels_unavailable_reason.cache_clear()
 
 
 @pytest.mark.gpu

@@ -24,48 +24,6 @@ constexpr int64_t kBlock = 1024;
 
 enum Surrogate { kSigmoid = 0, kATan = 1, kRectangle = 2, kTriangle = 3, kFastSigmoid = 4, kErf = 5 };
 
-// exp that the compiler can vectorise (libm's expf is a scalar call without -ffast-math): Cody-Waite range
-// reduction x = n ln2 + r, a degree-6 polynomial for e^r on |r| <= ln2/2, and 2^n built in the exponent
-// bits. Relative error below 2e-7 for float; inputs below -87 flush to 0, above 88 saturate.
-inline float exp_vec(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-inline double exp_vec(double x) { return std::exp(x); }
-
-template <typename F, int SG>
-inline F surrogate_grad(F x, F alpha) {
-  if constexpr (SG == kSigmoid) {
-    F g = F(1) / (F(1) + exp_vec(-alpha * x));
-    return alpha * g * (F(1) - g);
-  } else if constexpr (SG == kATan) {
-    F z = F(M_PI / 2) * alpha * x;
-    return (alpha / F(2)) / (F(1) + z * z);
-  } else if constexpr (SG == kRectangle) {
-    return std::abs(x) < F(0.5) / alpha ? alpha : F(0);
-  } else if constexpr (SG == kTriangle) {
-    return alpha * alpha * std::max(F(0), F(1) / alpha - std::abs(x));
-  } else if constexpr (SG == kFastSigmoid) {
-    F d = F(1) + alpha * std::abs(x);
-    return F(1) / (d * d);
-  } else {
-    F z = alpha * x;
-    return alpha / F(1.7724538509055160273) * exp_vec(-z * z);
-  }
-}
-
 template <typename F>
 inline F charge(F u, F x, F k, bool decay_input) {
   if (decay_input) {  // torch.lerp(u, x, k)
@@ -111,6 +69,53 @@ void forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64
       }
     }
     for (int64_t i = 0; i < n; ++i) v_last[i0 + i] = u[i] + v_r;
+  }
+}
+
+// The backward may contract a*b+c into FMAs (gradients only; it changes their last bits, never a spike).
+// The forward above is compiled without contraction so that its rounding matches the torch path exactly.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+// exp that the compiler can vectorise (libm's expf is a scalar call without -ffast-math): Cody-Waite range
+// reduction x = n ln2 + r, a degree-6 polynomial for e^r on |r| <= ln2/2, and 2^n built in the exponent
+// bits. Relative error below 2e-7 for float; inputs below -87 flush to 0, above 88 saturate.
+inline float exp_vec(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+inline double exp_vec(double x) { return std::exp(x); }
+
+template <typename F, int SG>
+inline F surrogate_grad(F x, F alpha) {
+  if constexpr (SG == kSigmoid) {
+    F g = F(1) / (F(1) + exp_vec(-alpha * x));
+    return alpha * g * (F(1) - g);
+  } else if constexpr (SG == kATan) {
+    F z = F(M_PI / 2) * alpha * x;
+    return (alpha / F(2)) / (F(1) + z * z);
+  } else if constexpr (SG == kRectangle) {
+    return std::abs(x) < F(0.5) / alpha ? alpha : F(0);
+  } else if constexpr (SG == kTriangle) {
+    return alpha * alpha * std::max(F(0), F(1) / alpha - std::abs(x));
+  } else if constexpr (SG == kFastSigmoid) {
+    F d = F(1) + alpha * std::abs(x);
+    return F(1) / (d * d);
+  } else {
+    F z = alpha * x;
+    return alpha / F(1.7724538509055160273) * exp_vec(-z * z);
   }
 }
 
@@ -162,7 +167,11 @@ double backward_impl(const F* h_seq, const F* grad_spikes, const F* grad_v_last,
             const F s = h >= th ? F(1) : F(0);
             gh = (c[i] - c[i] * s) + sg * (gst[i] - keep_surrogate_reset * h * c[i]);
           }
-          const F u_prev = hp ? reset<F, SOFT>(hp[i], hp[i] >= th ? F(1) : F(0), th) : v0[i0 + i] - v_r;
+          F u_prev = v0[i0 + i] - v_r;
+          if (hp) {
+            const F sp = hp[i] >= th ? F(1) : F(0);
+            u_prev = SOFT ? hp[i] - th * sp : hp[i] - hp[i] * sp;
+          }
           acc[i] += gh * (decay_input ? xt[i] - u_prev : -u_prev);
           gxt[i] = gh * dhdx;
           c[i] = gh * dhdv;
@@ -202,6 +211,8 @@ int backward_any(const F* h, const F* gs, const F* gv, const F* x, const F* v0, 
   }
 #undef GSK_CASE
 }
+
+#pragma GCC pop_options
 
 }  // namespace
 

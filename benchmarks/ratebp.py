@@ -1,0 +1,150 @@
+"""Peak training memory and step time of BPTT vs rate-BP on a spiking VGG, CIFAR-sized input.
+
+    python benchmarks/ratebp.py --T 4 16 [--arch vgg11] [--batch 32] [--steps 2] [--threads 1]
+                                [--output benchmarks/results/ratebp.json] [--quiet]
+
+Every (method, T) runs in a **fresh subprocess**: build the model, optimizer and a fixed random batch
+(32 x 3 x 32 x 32), read the resident set size (``VmRSS``), run one warm-up step and ``--steps`` timed
+training steps (zero_grad, loss, backward, SGD step), then read the process's peak resident set size
+(``VmHWM``). ``peak_mem_mb`` = VmHWM - VmRSS before the first step: the largest amount of memory the
+training step itself held resident at once (activations, saved tensors, gradients, optimizer state,
+allocator slack), with the Python/torch baseline and the model removed. Why this is honest on CPU: torch's
+CPU allocator returns large blocks to the OS (glibc serves them with mmap), so RSS tracks the live
+tensors; a fresh process per configuration means no configuration inherits another's high-water mark;
+and unlike a profiler's allocator count it also includes memory torch allocates outside its own
+accounting (oneDNN scratch, autograd bookkeeping). ``step_s`` is the median of the timed steps.
+
+Methods: ``bptt`` (backprop through time, the plain T-step SNN), ``ratebp`` (rate-BP with the lean spike
+pass, one time step per call: memory flat in T) and ``ratebp_multistep`` (rate-BP with each layer run over
+the whole ``[T*N]`` batch, the official ``rate_M``). The CPU is shared, so compare ratios measured in one
+run; ``--threads 1`` (default) avoids the thread-oversubscription stalls of a contended machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("bptt", "ratebp", "ratebp_multistep")
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} line (Linux only)")
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+
+    from graphspike_kd.spiking import ratebp as rb
+    from graphspike_kd.spiking.models import get_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = get_model(args.arch, in_channels=3, num_classes=10, T=args.T_one)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(args.batch, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (args.batch,), generator=gen)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        if args.method == "bptt":
+            out = rb.bptt_loss(model, x, y, args.T_one)
+        else:
+            out = rb.ratebp_loss(model, x, y, args.T_one, lean=args.method == "ratebp")
+        out["loss"].backward()
+        opt.step()
+
+    base_kb = _status_kb("VmRSS")
+    times = []
+    for i in range(args.steps + 1):
+        t0 = time.perf_counter()
+        step()
+        if i > 0:  # the first step is a warm-up (oneDNN primitive creation, first-touch page faults)
+            times.append(time.perf_counter() - t0)
+    peak_kb = _status_kb("VmHWM")
+    return {"method": args.method, "T": args.T_one, "peak_mem_mb": (peak_kb - base_kb) / 1024.0,
+            "step_s": statistics.median(times), "step_s_all": times}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--T", type=int, nargs="+", default=[4, 16], help="time steps to measure")
+    parser.add_argument("--arch", default="vgg11", help="spiking model (graphspike_kd.spiking.models)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ratebp.json"))
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--T-one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return {}
+    if any(t < 1 for t in args.T):
+        parser.error(f"--T values must be >= 1, got {args.T}")
+
+    from tqdm import tqdm
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS=str(args.threads))
+    results: dict = {"T": list(args.T), "arch": args.arch, "batch": args.batch, "input": [3, 32, 32],
+                     "threads": args.threads, "steps": args.steps,
+                     "memory_measure": "peak RSS (VmHWM) minus RSS before the first step, fresh process "
+                                       "per configuration"}
+    for m in args.methods:
+        results[m] = {"peak_mem_mb": [], "step_s": []}
+    jobs = [(m, t) for t in args.T for m in args.methods]
+    for m, t in tqdm(jobs, desc="ratebp benchmark", disable=args.quiet):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--method", m, "--T-one", str(t),
+               "--arch", args.arch, "--batch", str(args.batch), "--steps", str(args.steps),
+               "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"worker {m} T={t} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[m]["peak_mem_mb"].append(round(rec["peak_mem_mb"], 1))
+        results[m]["step_s"].append(round(rec["step_s"], 3))
+
+    lines = [f"{args.arch}, batch {args.batch}, 3x32x32, {args.threads} thread(s); peak = VmHWM - RSS before "
+             "training (fresh process each)",
+             f"{'method':<18}{'T':>4}{'peak MiB':>11}{'step s':>9}"]
+    for m in args.methods:
+        for i, t in enumerate(args.T):
+            lines.append(f"{m:<18}{t:>4}{results[m]['peak_mem_mb'][i]:>11.1f}{results[m]['step_s'][i]:>9.3f}")
+    if len(args.T) >= 2:
+        lo, hi = 0, len(args.T) - 1
+        ratios = {}
+        for m in args.methods:
+            mem, sec = results[m]["peak_mem_mb"], results[m]["step_s"]
+            ratios[m] = {"mem_ratio": round(mem[hi] / mem[lo], 3), "time_ratio": round(sec[hi] / sec[lo], 3)}
+            lines.append(f"{m}: peak memory T={args.T[hi]} / T={args.T[lo]} = {ratios[m]['mem_ratio']:.2f}, "
+                         f"step time ratio {ratios[m]['time_ratio']:.2f}")
+        if "bptt" in results and "ratebp" in results:
+            speedup = results["bptt"]["step_s"][hi] / results["ratebp"]["step_s"][hi]
+            ratios["speedup_ratebp_vs_bptt_at_max_T"] = round(speedup, 3)
+            lines.append(f"rate-BP (lean) step is {speedup:.2f}x faster than BPTT at T={args.T[hi]}")
+        results["ratios"] = ratios
+    print("\n".join(lines))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
