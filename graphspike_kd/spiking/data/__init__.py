@@ -1,0 +1,54 @@
+"""Event-camera data: jAER AEDAT 2.0 reader/writer, event-to-frame integration, CIFAR10-DVS, splits,
+augmentations."""
+
+from graphspike_kd.spiking.data.aedat import (
+    EVENT_DTYPE,
+    AedatHeader,
+    read_aedat,
+    read_aedat_header,
+    write_aedat,
+)
+from graphspike_kd.spiking.data.cifar10dvs import (
+    CIFAR10DVS,
+    CLASS_NAMES,
+    FrameSettings,
+    read_aedat4_events,
+    scan_release,
+    spikingjelly_orientation,
+)
+from graphspike_kd.spiking.data.frames import events_to_frames
+from graphspike_kd.spiking.data.samples import sample_recording
+from graphspike_kd.spiking.data.splits import SPLIT_DESCRIPTIONS, SPLITS, split_indices
+from graphspike_kd.spiking.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomRoll,
+    Resize,
+    dvs_test_transform,
+    dvs_train_transform,
+)
+
+__all__ = [
+    "CIFAR10DVS",
+    "CLASS_NAMES",
+    "EVENT_DTYPE",
+    "SPLITS",
+    "SPLIT_DESCRIPTIONS",
+    "AedatHeader",
+    "Compose",
+    "FrameSettings",
+    "RandomHorizontalFlip",
+    "RandomRoll",
+    "Resize",
+    "dvs_test_transform",
+    "dvs_train_transform",
+    "events_to_frames",
+    "read_aedat",
+    "read_aedat4_events",
+    "read_aedat_header",
+    "sample_recording",
+    "scan_release",
+    "spikingjelly_orientation",
+    "split_indices",
+    "write_aedat",
+]

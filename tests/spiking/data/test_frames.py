@@ -1,0 +1,78 @@
+"""events_to_frames against straightforward loop references (spikingjelly's algorithm, written out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphspike_kd.spiking.data import events_to_frames, read_aedat, sample_recording
+
+
+def _reference(events, frames, split_by, h=128, w=128):
+    """spikingjelly's cal_fixed_frames_number_segment_index + integrate_events_segment_to_frame, as loops."""
+    t = events["t"]
+    n = len(t)
+    j_l = np.zeros(frames, dtype=int)
+    j_r = np.zeros(frames, dtype=int)
+    if split_by == "number":
+        di = n // frames
+        for i in range(frames):
+            j_l[i] = i * di
+            j_r[i] = j_l[i] + di
+    else:
+        dt = (t[-1] - t[0]) // frames
+        idx = np.arange(n)
+        for i in range(frames):
+            t_l = dt * i + t[0]
+            mask = (t >= t_l) & (t < t_l + dt)
+            j_l[i] = idx[mask][0]
+            j_r[i] = idx[mask][-1] + 1
+    j_r[-1] = n
+    out = np.zeros((frames, 2, h, w))
+    for i in range(frames):
+        for k in range(j_l[i], j_r[i]):
+            out[i, int(events["p"][k]), int(events["y"][k]), int(events["x"][k])] += 1
+    return out
+
+
+@pytest.mark.parametrize("split_by", ["number", "time"])
+@pytest.mark.parametrize("frames", [1, 3, 10])
+def test_matches_reference_on_real_recording(split_by, frames):
+    events = read_aedat(sample_recording("alex_walking_again.aedat"))[:4001]
+    got = events_to_frames(events, frames, split_by=split_by)
+    assert got.dtype == np.float32 and got.shape == (frames, 2, 128, 128)
+    np.testing.assert_array_equal(got, _reference(events, frames, split_by))
+
+
+def test_frame_sums_equal_event_count_and_chunk_sizes():
+    events = read_aedat(sample_recording("neal_walking.aedat"))
+    n = len(events)
+    for frames in (4, 7, 16):
+        f = events_to_frames(events, frames)
+        assert f.sum() == n
+        per_frame = f.sum(axis=(1, 2, 3))
+        assert (per_frame[:-1] == n // frames).all() and per_frame[-1] == n - (frames - 1) * (n // frames)
+        assert events_to_frames(events, frames, split_by="time").sum() == n
+
+
+def test_indexing_convention_and_sensor_size():
+    events = np.zeros(3, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "?")])
+    events["x"] = [5, 0, 9]
+    events["y"] = [1, 2, 3]
+    events["p"] = [True, False, True]
+    events["t"] = [0, 1, 2]
+    f = events_to_frames(events, 1, sensor_size=(10, 4))  # (W, H)
+    assert f.shape == (1, 2, 4, 10)
+    assert f[0, 1, 1, 5] == 1 and f[0, 0, 2, 0] == 1 and f[0, 1, 3, 9] == 1 and f.sum() == 3
+    # fewer events than frames: all land in the last frame (spikingjelly's j_r[-1] = N)
+    g = events_to_frames(events, 5, sensor_size=(10, 4))
+    assert g[:4].sum() == 0 and g[4].sum() == 3
+    bad = events.copy()
+    bad["x"][1] = 10
+    with pytest.raises(ValueError, match="event 1 has x = 10"):
+        events_to_frames(bad, 2, sensor_size=(10, 4))
+    with pytest.raises(ValueError, match="split_by"):
+        events_to_frames(events, 2, split_by="duration")
+    with pytest.raises(ValueError, match="frames"):
+        events_to_frames(events, 0)
+    assert events_to_frames(events[:0], 3).sum() == 0

@@ -1,0 +1,33 @@
+"""``python -m graphspike_kd.benchmarks.snn`` end to end: digits and a written DVS-format release."""
+
+from __future__ import annotations
+
+import json
+
+from graphspike_kd.benchmarks import snn
+
+
+def test_digits_cli_writes_json_and_png(tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "c.png"
+    res = snn.main(["--dataset", "digits", "--method", "w2s", "--T", "2", "--seeds", "0", "--epochs", "1",
+                    "--max-steps-per-epoch", "2", "--neuron", "synergy", "--quiet", "--output", str(out),
+                    "--plot", str(png)])
+    data = json.loads(out.read_text())
+    assert set(data["methods"]) == {"w2s"}
+    assert data["methods"]["w2s"]["2"]["acc"] == res["methods"]["w2s"]["2"]["acc"]
+    assert data["command"].startswith("python -m graphspike_kd.benchmarks.snn")
+    assert set(data["methods"]["w2s"]["2"]["acc_at_steps_mean"]) == {"1", "2"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "w2s" in snn.format_table(res)
+
+
+def test_cifar10dvs_cli_on_written_release(tmp_path):
+    root = tmp_path / "release"
+    res = snn.main(["--dataset", "cifar10dvs", "--root", str(root), "--write-synthetic", "2",
+                    "--split", "random_9to1", "--method", "s2w",
+                    "--T", "2", "--epochs", "1", "--batch-size", "4", "--model", "small",
+                    "--max-steps-per-epoch", "1", "--integrate-workers", "0", "--quiet"])
+    assert len(list(root.rglob("*.aedat"))) == 20
+    assert (root / ".cache" / "frames" / "frames2_number_spikingjelly_128x128").is_dir()
+    assert res["data"]["split"] == "random_9to1" and res["data"]["test_samples"] == 2
+    assert res["paper_cifar10dvs_vgg9_T5"] == {"vanilla": 73.97, "s2w": 78.93, "w2s": 79.33}
