@@ -464,3 +464,10 @@ def test_pld_fast_and_exact_paths_agree(scale, dtype):
     grad_tol = tol if dtype == torch.float64 else tol + 2 * torch.finfo(dtype).eps * float(s_ref.abs().max())
     assert torch.allclose(gs_fast.double(), grad_ref, atol=grad_tol)
     assert torch.allclose(gw_fast.double(), choice, rtol=tol, atol=tol * scale)
+
+
+def test_huge_finite_logits_whose_sum_overflows_are_accepted():
+    # The fast finiteness check sums the logits; an overflowing sum of finite values must not be rejected.
+    s = torch.full((4, 5), 3e38)
+    t = torch.full((4, 5), -3e38)
+    assert torch.isfinite(kd_loss(s, t))
