@@ -49,13 +49,13 @@ _FOLDERS = {
 #: SHA-256 of every file the loaders read (copied from each folder's SOURCE.md).
 SHA256 = {
     "cora/linqs_cora.zip": "7f9bab9197e7754a60ae99924f551bdd2a9ed881c9576bac22251ccd1d0cad0e",
-    "cora/linqs_cora.zip:cora/cora/cora.content": "b8ebed0fd45e53995abafd1b70cf6a9fcc8f86abc5826d69b97fe6ca46e9c8ee",
-    "cora/linqs_cora.zip:cora/cora/cora.cites": "ec1a372391b7f0f60a6aff0084e8abd8f19f0faa7e1f2441a41c492042d5945e",
+    "cora/linqs_cora.zip:cora/cora/cora.content": "b8ebed0fd45e53995abafd1b70cf6a9fcc8f86abc5826d69b97fe6ca46e9c8ee",  # noqa: E501
+    "cora/linqs_cora.zip:cora/cora/cora.cites": "ec1a372391b7f0f60a6aff0084e8abd8f19f0faa7e1f2441a41c492042d5945e",  # noqa: E501
     "cora/cora_planetoid_nodes.csv": "a04deee5dc2d5ebe33f25a0961d42b3158504c075221473a19df02a8e4c5ed82",
     "cora/tape_gpt35_zero_shot_cora.csv": "25e630adc28842ba0e063aedd5aa9de85ac93e4ed748515cfa943c4381054947",
     "citeseer_tag/citeseer_texts.txt": "9070723640766aaa09875ce72397a4325feecac968ed9fb44152820b651f1f17",
     "citeseer_tag/citeseer.cites": "cd9730630eaaa745058c2cd2cce6b9afb79ca71278a479aebec55f4cf5eb7f30",
-    "citeseer_tag/citeseer_planetoid_nodes.csv": "f66cf3d2dc71c65ec1f67efce1c03f86a0ad7d9ae23095904d0cfdc16beaa016",
+    "citeseer_tag/citeseer_planetoid_nodes.csv": "f66cf3d2dc71c65ec1f67efce1c03f86a0ad7d9ae23095904d0cfdc16beaa016",  # noqa: E501
     "webkb_tag/Cornell.csv": "9df54de8059186c5a374e8dd56076f8f3422658ad48316aba684d8ffe45b95fb",
     "webkb_tag/Texas.csv": "4769410dd18a93bf0dcda643f01061a388466130232d5d458d8669b2cf06d2a6",
     "webkb_tag/Washington.csv": "85c7ac53ff8e11c83e2d4b64f557b72233e3184ae5429056c64e4ce7a6c9b143",
@@ -141,8 +141,10 @@ def data_root(root: str | os.PathLike | None = None, *, folder: str = "cora") ->
             return path
         tried.append(f"{label}: {path}")
     raise FileNotFoundError(
-        f"cannot find the shipped dataset folder '{folder}'. Tried: " + "; ".join(tried) + f". Set {DATA_ENV} "
-        "to a folder holding the repository's data/ contents (cora/, citeseer_tag/, webkb_tag/), or pass root="
+        f"cannot find the shipped dataset folder '{folder}'. "
+        "Tried: " + "; ".join(tried) + f". Set {DATA_ENV} "
+        "to a folder holding the repository's data/ contents (cora/, citeseer_tag/, webkb_tag/) "
+        "or pass root="
     )
 
 
@@ -224,7 +226,10 @@ def _load_cora(root: Path) -> TextAttributedGraph:
     planetoid_of_row[linqs_row] = np.arange(n)
 
     cites = np.array(
-        [[row_of_id[a] for a in line.split()] for line in members["cora/cora/cora.cites"].decode().splitlines()]
+        [
+            [row_of_id[a] for a in line.split()]
+            for line in members["cora/cora/cora.cites"].decode().splitlines()
+        ]
     )
     edge_index = _undirected(planetoid_of_row[cites[:, 0]], planetoid_of_row[cites[:, 1]], n)
 
@@ -258,9 +263,7 @@ def _load_citeseer(root: Path) -> TextAttributedGraph:
     table = csv.DictReader(
         io.StringIO(_read_verified(root, "citeseer_tag/citeseer_planetoid_nodes.csv").decode())
     )
-    kept = sorted(
-        (int(rec["planetoid_idx"]), rec) for rec in table if rec["linqs_paper_id"] in text_of_id
-    )
+    kept = sorted((int(rec["planetoid_idx"]), rec) for rec in table if rec["linqs_paper_id"] in text_of_id)
     n = len(kept)
     index_of_id = {rec["linqs_paper_id"]: i for i, (_, rec) in enumerate(kept)}
     names: dict[int, str] = {}
@@ -277,7 +280,11 @@ def _load_citeseer(root: Path) -> TextAttributedGraph:
 
     pairs = [
         (index_of_id[a], index_of_id[b])
-        for a, b in (ln.split("\t") for ln in _read_verified(root, "citeseer_tag/citeseer.cites").decode().split("\n") if ln.strip())
+        for a, b in (
+            ln.split("\t")
+            for ln in _read_verified(root, "citeseer_tag/citeseer.cites").decode().split("\n")
+            if ln.strip()
+        )
         if a in index_of_id and b in index_of_id
     ]
     src, dst = np.array(pairs).T
@@ -339,7 +346,8 @@ def _attach_features(
     if data.texts is None:
         if features not in ("default", "bow"):
             raise ValueError(
-                f"{data.name} has no node text (only its bag of words is obtainable), so features={features!r} "
+                f"{data.name} has no node text (only its bag of words is obtainable), "
+                f"so features={features!r} "
                 "is impossible; use features='bow'"
             )
         return data
@@ -348,7 +356,9 @@ def _attach_features(
     if features in ("default", "tfidf"):
         data.x = text_features.tfidf_features(data.texts, max_features=tfidf_max_features)
     else:
-        data.x = text_features.sentence_embeddings(data.texts, cache_dir=cache_dir, show_progress=show_progress)
+        data.x = text_features.sentence_embeddings(
+            data.texts, cache_dir=cache_dir, show_progress=show_progress
+        )
     return data
 
 
@@ -404,7 +414,11 @@ def load_tag_dataset(
     else:
         data = _load_webkb(base, key)
     return _attach_features(
-        data, features, tfidf_max_features=tfidf_max_features, cache_dir=cache_dir, show_progress=show_progress
+        data,
+        features,
+        tfidf_max_features=tfidf_max_features,
+        cache_dir=cache_dir,
+        show_progress=show_progress,
     )
 
 

@@ -29,6 +29,7 @@ input dropout touches only the non-zero entries and the first layer is a sparse 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -56,9 +57,17 @@ def input_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     if not training or p == 0.0:
         return x
     if x.layout == torch.sparse_csr:
-        values = F.dropout(x.values(), p, training=True)
+        values = dropout(x.values(), p, training=True)
         return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape)
-    return F.dropout(x, p, training=True)
+    return dropout(x, p, training=True)
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout from a uniform draw (``rand >= p``): the same distribution as
+    :func:`torch.nn.functional.dropout`, about twice as fast on CPU, where ``bernoulli_`` is slow."""
+    if not training or p == 0.0:
+        return x
+    return x * (torch.rand_like(x) >= p).to(x.dtype) * (1.0 / (1.0 - p))
 
 
 def _dense(x: Tensor) -> Tensor:
@@ -68,7 +77,9 @@ def _dense(x: Tensor) -> Tensor:
 class NodeClassifier(nn.Module):
     """Base class: ``forward(x, edge_index) = head(embed(x, edge_index))``."""
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int, dropout: float):
+    def __init__(
+        self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int, dropout: float
+    ):
         super().__init__()
         if min(in_channels, hidden_channels, out_channels) < 1:
             raise ValueError(
@@ -98,25 +109,49 @@ class NodeClassifier(nn.Module):
 
 
 class _ConvStack(NodeClassifier):
-    """``num_layers`` message-passing layers; ReLU and dropout between them; the last one is the head."""
+    r"""``num_layers`` message-passing layers; ReLU and dropout between them; the last one is the head.
 
-    def __init__(self, in_channels, hidden_channels, out_channels, num_layers, dropout, make_conv: Callable):
+    With ``adjacency="gcn"`` the layers receive the cached, normalised sparse adjacency
+    :math:`\hat{\mathbf{D}}^{-1/2}\hat{\mathbf{A}}\hat{\mathbf{D}}^{-1/2}` instead of ``edge_index``
+    (built once per graph rather than once per layer call)."""
+
+    def __init__(
+        self,
+        in_channels,
+        hidden_channels,
+        out_channels,
+        num_layers,
+        dropout,
+        make_conv: Callable,
+        adjacency: str | None = None,
+    ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = nn.ModuleList(
             make_conv(dims[i], dims[i + 1], i == num_layers - 1) for i in range(num_layers)
         )
+        self._adjacency = adjacency
+        self._adj = _AdjacencyCache()
         self.reset_parameters()
 
-    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def _graph(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        if self._adjacency is None:
+            return edge_index
+        return self._adj.get(edge_index, x.size(0), self._adjacency)
+
+    def _hidden(self, x: Tensor, graph: Tensor) -> Tensor:
         x = input_dropout(x, self.dropout, self.training)
         for conv in self.convs[:-1]:
-            x = F.relu(conv(x, edge_index))
-            x = F.dropout(x, self.dropout, self.training)
+            x = F.relu(conv(x, graph))
+            x = dropout(x, self.dropout, self.training)
         return x
 
+    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self._hidden(x, self._graph(x, edge_index))
+
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return self.convs[-1](self.embed(x, edge_index), edge_index)
+        graph = self._graph(x, edge_index)
+        return self.convs[-1](self._hidden(x, graph), graph)
 
 
 class GCN(_ConvStack):
@@ -136,10 +171,23 @@ class GCN(_ConvStack):
         - **output:** logits :math:`(N, C)`
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5):
-        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout,
-                         lambda i, o, last: GCNConv(i, o))
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+    ):
+        super().__init__(
+            in_channels,
+            hidden_channels,
+            out_channels,
+            num_layers,
+            dropout,
+            lambda i, o, last: GCNConv(i, o, normalize=False),
+            adjacency="gcn",
+        )
 
 
 def _sage_layer(conv: SAGEConv, x: Tensor, edge_index: Tensor) -> Tensor:
@@ -165,15 +213,28 @@ class GraphSAGE(_ConvStack):
     r"""GraphSAGE with mean aggregation (Hamilton et al., arXiv:1706.02216).
 
     .. math::
-        \mathbf{x}_i' = \mathbf{W}_1 \mathbf{x}_i + \mathbf{W}_2 \,\mathrm{mean}_{j \in \mathcal{N}(i)} \mathbf{x}_j
+        \mathbf{x}_i' = \mathbf{W}_1 \mathbf{x}_i
+        + \mathbf{W}_2 \,\mathrm{mean}_{j \in \mathcal{N}(i)} \mathbf{x}_j
 
     Args: as :class:`GCN`. Shapes: as :class:`GCN`.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5):
-        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout,
-                         lambda i, o, last: _SAGELayer(i, o))
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+    ):
+        super().__init__(
+            in_channels,
+            hidden_channels,
+            out_channels,
+            num_layers,
+            dropout,
+            lambda i, o, last: _SAGELayer(i, o),
+        )
 
 
 class GAT(_ConvStack):
@@ -194,8 +255,16 @@ class GAT(_ConvStack):
         others as :class:`GCN` (default dropout ``0.5`` also on the attention coefficients).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5, heads: int = 8, output_heads: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        heads: int = 8,
+        output_heads: int = 1,
+    ):
         if hidden_channels % heads:
             raise ValueError(f"GAT: hidden_channels ({hidden_channels}) must be divisible by heads ({heads})")
 
@@ -214,10 +283,22 @@ class MLP(_ConvStack):
     .. math:: \mathbf{X}^{(l+1)} = \sigma\left(\mathbf{X}^{(l)} \mathbf{W}^{(l)} + \mathbf{b}^{(l)}\right)
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5):
-        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout,
-                         lambda i, o, last: _IgnoreGraph(nn.Linear(i, o)))
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+    ):
+        super().__init__(
+            in_channels,
+            hidden_channels,
+            out_channels,
+            num_layers,
+            dropout,
+            lambda i, o, last: _IgnoreGraph(nn.Linear(i, o)),
+        )
 
 
 class _IgnoreGraph(nn.Module):
@@ -247,18 +328,26 @@ class DirGNN(_ConvStack):
         others as :class:`GCN`.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5, alpha: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        alpha: float = 0.5,
+    ):
         super().__init__(
-            in_channels, hidden_channels, out_channels, num_layers, dropout,
+            in_channels,
+            hidden_channels,
+            out_channels,
+            num_layers,
+            dropout,
             lambda i, o, last: DirGNNConv(SAGEConv(i, o, root_weight=False), alpha=alpha, root_weight=True),
         )
 
-    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return super().embed(_dense(x), edge_index)
-
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return self.convs[-1](self.embed(x, edge_index), edge_index)
+    def _hidden(self, x: Tensor, graph: Tensor) -> Tensor:
+        return super()._hidden(_dense(x), graph)
 
 
 class APPNP(NodeClassifier):
@@ -277,18 +366,27 @@ class APPNP(NodeClassifier):
         others as :class:`GCN`.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5, K: int = 10, alpha: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        K: int = 10,
+        alpha: float = 0.1,
+    ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
         self.mlp = MLP(in_channels, hidden_channels, out_channels, num_layers, dropout)
-        self.propagate = APPNPPropagation(K=K, alpha=alpha)
+        self.propagate = APPNPPropagation(K=K, alpha=alpha, normalize=False)
+        self._adj = _AdjacencyCache()
         self.reset_parameters()
 
     def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
         return self.mlp.embed(x, edge_index)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return self.propagate(self.mlp(x, edge_index), edge_index)
+        return self.propagate(self.mlp(x, edge_index), self._adj.get(edge_index, x.size(0), "gcn"))
 
 
 class GPRGNN(NodeClassifier):
@@ -308,8 +406,16 @@ class GPRGNN(NodeClassifier):
         others as :class:`GCN`.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5, K: int = 10, alpha: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        K: int = 10,
+        alpha: float = 0.1,
+    ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
         self.K, self.alpha = K, alpha
         self.mlp = MLP(in_channels, hidden_channels, out_channels, num_layers, dropout)
@@ -356,23 +462,34 @@ class GCNII(NodeClassifier):
         others as :class:`GCN`.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 8,
-                 dropout: float = 0.5, alpha: float = 0.1, theta: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 8,
+        dropout: float = 0.5,
+        alpha: float = 0.1,
+        theta: float = 0.5,
+    ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
         self.lin_in = nn.Linear(in_channels, hidden_channels)
         self.convs = nn.ModuleList(
-            GCN2Conv(hidden_channels, alpha=alpha, theta=theta, layer=i + 1) for i in range(num_layers)
+            GCN2Conv(hidden_channels, alpha=alpha, theta=theta, layer=i + 1, normalize=False)
+            for i in range(num_layers)
         )
+        self._adj = _AdjacencyCache()
         self.lin_out = nn.Linear(hidden_channels, out_channels)
         self.reset_parameters()
 
     def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
         x = input_dropout(x, self.dropout, self.training)
+        adj = self._adj.get(edge_index, x.size(0), "gcn")
         x = x0 = F.relu(self.lin_in(x))
         for conv in self.convs:
-            x = F.dropout(x, self.dropout, self.training)
-            x = F.relu(conv(x, x0, edge_index))
-        return F.dropout(x, self.dropout, self.training)
+            x = dropout(x, self.dropout, self.training)
+            x = F.relu(conv(x, x0, adj))
+        return dropout(x, self.dropout, self.training)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         return self.lin_out(self.embed(x, edge_index))
@@ -399,8 +516,14 @@ class H2GCN(NodeClassifier):
         others as :class:`GCN`.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+    ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
         self.lin_ego = nn.Linear(in_channels, hidden_channels)
         self.lin_out = nn.Linear(hidden_channels * (2 ** (num_layers + 1) - 1), out_channels)
@@ -416,7 +539,7 @@ class H2GCN(NodeClassifier):
         for _ in range(self.num_layers):
             r = torch.cat([_spmm(a1, r), _spmm(a2, r)], dim=1)
             rounds.append(r)
-        return F.dropout(torch.cat(rounds, dim=1), self.dropout, self.training)
+        return dropout(torch.cat(rounds, dim=1), self.dropout, self.training)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         return self.lin_out(self.embed(x, edge_index))
@@ -466,7 +589,17 @@ def _sym_norm(edge_index: Tensor, num_nodes: int) -> Tensor:
 
 
 def _build_adjacency(edge_index: Tensor, num_nodes: int, kind: str) -> Tensor:
-    edge_index = edge_index.detach().cpu()
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+        return _build_adjacency_impl(edge_index, num_nodes, kind)
+
+
+def _build_adjacency_impl(edge_index: Tensor, num_nodes: int, kind: str) -> Tensor:
+    device = edge_index.device
+    return _adjacency_cpu(edge_index.detach().cpu(), num_nodes, kind).to(device)
+
+
+def _adjacency_cpu(edge_index: Tensor, num_nodes: int, kind: str) -> Tensor:
     if kind == "gcn":
         ei, w = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
         return torch.sparse_coo_tensor(ei, w, (num_nodes, num_nodes)).coalesce().to_sparse_csr()
@@ -499,7 +632,9 @@ def available_models() -> list[str]:
     return list(MODELS)
 
 
-def build_model(name: str, in_channels: int, hidden_channels: int, out_channels: int, **kwargs) -> NodeClassifier:
+def build_model(
+    name: str, in_channels: int, hidden_channels: int, out_channels: int, **kwargs
+) -> NodeClassifier:
     """Build a node classifier by name (case-insensitive; ``"graphsage"`` is an alias of ``"sage"``).
 
     Args:

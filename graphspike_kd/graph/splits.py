@@ -104,7 +104,9 @@ def few_shot_split(
     test_mask = torch.zeros(n, dtype=torch.bool)
     if protocol == "paper":
         if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-            raise ValueError(f"need 0 <= val_fraction + test_fraction < 1, got {val_fraction} + {test_fraction}")
+            raise ValueError(
+                f"need 0 <= val_fraction + test_fraction < 1, got {val_fraction} + {test_fraction}"
+            )
         rest = (labelled & ~train_mask).nonzero().view(-1)
         rest = rest[torch.randperm(rest.numel(), generator=generator)]
         n_val, n_test = round(val_fraction * n), round(test_fraction * n)
@@ -119,7 +121,9 @@ def few_shot_split(
     else:
         if planetoid_test_mask is not None:
             if planetoid_test_mask.shape != (n,):
-                raise ValueError(f"planetoid_test_mask has shape {tuple(planetoid_test_mask.shape)}, expected ({n},)")
+                raise ValueError(
+                    f"planetoid_test_mask has shape {tuple(planetoid_test_mask.shape)}, expected ({n},)"
+                )
             test_mask = planetoid_test_mask.bool() & ~train_mask & labelled
         else:
             test_mask = labelled & ~train_mask

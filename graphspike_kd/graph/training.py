@@ -41,7 +41,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.weight_decay < 0 or self.epochs < 1:
-            raise ValueError(f"bad TrainConfig: lr={self.lr}, weight_decay={self.weight_decay}, epochs={self.epochs}")
+            raise ValueError(
+                f"bad TrainConfig: lr={self.lr}, weight_decay={self.weight_decay}, epochs={self.epochs}"
+            )
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
 
@@ -81,7 +83,9 @@ def target_loss(logits: Tensor, targets: Tensor, mask: Tensor, weight: Tensor | 
             raise ValueError(f"hard targets have shape {tuple(targets.shape)}, expected ({n},)")
         mask = mask & (targets >= 0)
         if bool((targets[mask] >= c).any()):
-            raise ValueError(f"hard targets hold class {int(targets[mask].max())} but logits have {c} classes")
+            raise ValueError(
+                f"hard targets hold class {int(targets[mask].max())} but logits have {c} classes"
+            )
         per_node = -log_p[mask].gather(1, targets[mask].long().view(-1, 1)).view(-1)
     else:
         if targets.shape != (n, c):
@@ -171,7 +175,9 @@ def train_node_classifier(
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         best_state, best_epoch, best_acc, best_loss = None, 0, -1.0, float("inf")
         history: list[dict[str, float]] = []
-        epochs = tqdm(range(1, config.epochs + 1), disable=not progress, desc=type(model).__name__, leave=False)
+        epochs = tqdm(
+            range(1, config.epochs + 1), disable=not progress, desc=type(model).__name__, leave=False
+        )
         epoch = 0
         for epoch in epochs:
             model.train()
@@ -184,12 +190,17 @@ def train_node_classifier(
                 terms.update(extra_loss(logits))
             loss = sum(terms.values())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}: " + ", ".join(
-                    f"{k}={float(v):.4g}" for k, v in terms.items()))
+                raise FloatingPointError(
+                    f"non-finite loss at epoch {epoch}: "
+                    + ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                )
             loss.backward()
             optimizer.step()
-            record = {"epoch": float(epoch), "loss": float(loss.detach()),
-                      **{k: float(v.detach()) for k, v in terms.items()}}
+            record = {
+                "epoch": float(epoch),
+                "loss": float(loss.detach()),
+                **{k: float(v.detach()) for k, v in terms.items()},
+            }
             if use_val:
                 out = predict(model, x, edge_index)
                 val_acc = accuracy(out, val_y, val_mask)
