@@ -71,7 +71,7 @@ from graphspike_kd.graph.selectors import (
     ngs_state,
 )
 from graphspike_kd.graph.splits import FewShotSplit
-from graphspike_kd.graph.training import TrainConfig, accuracy, predict, train_node_classifier
+from graphspike_kd.graph.training import TrainConfig, predict, train_node_classifier
 
 HOMOPHILY_TEACHERS = ("gcn", "gat", "appnp", "h2gcn")
 HETEROPHILY_TEACHERS = ("gprgnn", "h2gcn", "mlp", "dirgnn")
@@ -97,7 +97,9 @@ def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, mask: Tenso
     Shapes: student_logits :math:`(N, C)`, teacher_probs :math:`(N, C)`, mask :math:`(N)` → scalar.
     """
     if student_logits.shape != teacher_probs.shape:
-        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_probs.shape)} differ")
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_probs.shape)} differ"
+        )
     if not bool(mask.any()):
         raise ValueError("distillation mask selects no node")
     logp = F.log_softmax(student_logits.float(), dim=1)
@@ -111,9 +113,17 @@ def entropy_loss(student_logits: Tensor, mask: Tensor | None = None) -> Tensor:
     return ent.mean() if mask is None else ent[mask].mean()
 
 
-def student_loss_terms(student_logits: Tensor, teacher_probs: Tensor, labels: Tensor, *, distill_mask: Tensor,
-                       label_mask: Tensor, alpha: float = 0.5, beta: float = 1.0, gamma: float = 0.1
-                       ) -> dict[str, Tensor]:
+def student_loss_terms(
+    student_logits: Tensor,
+    teacher_probs: Tensor,
+    labels: Tensor,
+    *,
+    distill_mask: Tensor,
+    label_mask: Tensor,
+    alpha: float = 0.5,
+    beta: float = 1.0,
+    gamma: float = 0.1,
+) -> dict[str, Tensor]:
     r"""The weighted terms of :math:`\alpha\mathcal{L}_{DL} + \beta\mathcal{L}_{CE} + \gamma\mathcal{L}_E`
     as a dict (``distill``, ``ce``, ``entropy``) so every term can be logged.
 
@@ -121,8 +131,10 @@ def student_loss_terms(student_logits: Tensor, teacher_probs: Tensor, labels: Te
     labels :math:`(N)` (``-1`` = none), masks :math:`(N)` bool.
     """
     lab = label_mask & (labels >= 0)
-    terms = {"distill": alpha * distillation_loss(student_logits, teacher_probs, distill_mask),
-             "entropy": gamma * entropy_loss(student_logits)}
+    terms = {
+        "distill": alpha * distillation_loss(student_logits, teacher_probs, distill_mask),
+        "entropy": gamma * entropy_loss(student_logits),
+    }
     if bool(lab.any()):
         terms["ce"] = beta * F.cross_entropy(student_logits[lab].float(), labels[lab])
     return terms
@@ -205,11 +217,13 @@ class PKDConfig:
     def __post_init__(self) -> None:
         if len(self.teachers) < 2:
             raise ValueError(f"PKD needs at least 2 teachers, got {self.teachers}")
-        for name, value, valid in (("teacher_selection", self.teacher_selection, TEACHER_SELECTIONS),
-                                   ("node_selection", self.node_selection, NODE_SELECTIONS),
-                                   ("denoise", self.denoise, DENOISE),
-                                   ("distill_on", self.distill_on, ("labelled", "all")),
-                                   ("uncertainty", self.uncertainty, ("pairwise", "js"))):
+        for name, value, valid in (
+            ("teacher_selection", self.teacher_selection, TEACHER_SELECTIONS),
+            ("node_selection", self.node_selection, NODE_SELECTIONS),
+            ("denoise", self.denoise, DENOISE),
+            ("distill_on", self.distill_on, ("labelled", "all")),
+            ("uncertainty", self.uncertainty, ("pairwise", "js")),
+        ):
             if value not in valid:
                 raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(valid)}")
         if self.self_training_rounds < 0 or self.ngs_rounds < 0 or self.final_epochs < 1:
@@ -221,13 +235,14 @@ class PKDConfig:
 class Expansion:
     """What GNS + annotation + denoising + teacher retraining produced (input of the distillation stage)."""
 
-    labels: Tensor                  # [N] long: true labels on shots, (denoised) LLM labels, -1 elsewhere
-    label_mask: Tensor              # [N] bool: nodes of the expanded set with a label
-    selected: Tensor                # [W] node ids sent to the annotator
-    llm_labels: Tensor              # [W] raw annotator labels of `selected` (-1 invalid)
-    teacher_probs: Tensor           # [B, N, C] softmax of the final teachers
+    labels: Tensor  # [N] long: true labels on shots, (denoised) LLM labels, -1 elsewhere
+    label_mask: Tensor  # [N] bool: nodes of the expanded set with a label
+    selected: Tensor  # [W] node ids sent to the annotator
+    llm_labels: Tensor  # [W] raw annotator labels of `selected` (-1 invalid)
+    teacher_probs: Tensor  # [B, N, C] softmax of the final teachers
     teacher_models: list[nn.Module]
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    shot_teachers: tuple[list[nn.Module], Tensor] | None = None  # stage-1 teachers and their softmax
 
 
 @dataclass
@@ -235,7 +250,7 @@ class PKDResult:
     student: nn.Module
     logits: Tensor
     expansion: Expansion
-    teacher_choice: Tensor          # [N] chosen teacher per node (argmax policy / ablation rule)
+    teacher_choice: Tensor  # [N] chosen teacher per node (argmax policy / ablation rule)
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -263,21 +278,34 @@ class PKD:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"PKD(teachers={list(c.teachers)}, student={c.student!r}, selection={c.node_selection}/"
-                f"{c.teacher_selection}, denoise={c.denoise!r})")
+        return (
+            f"PKD(teachers={list(c.teachers)}, student={c.student!r}, selection={c.node_selection}/"
+            f"{c.teacher_selection}, denoise={c.denoise!r})"
+        )
 
     # ----------------------------------------------------------------------------------- helpers
-    def _fit_model(self, name: str, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit,
-                   seed: int) -> nn.Module:
+    def _fit_model(
+        self, name: str, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
+    ) -> nn.Module:
         model = build_model(name, data.num_features, self.config.hidden, len(data.class_names))
         val_mask = split.val_mask if split.has_validation else None
         config = self.config.train if val_mask is not None else replace(self.config.train, patience=None)
-        train_node_classifier(model, x, data.edge_index, targets, mask, val_mask=val_mask, val_y=data.y,
-                              config=config, seed=seed)
+        train_node_classifier(
+            model,
+            x,
+            data.edge_index,
+            targets,
+            mask,
+            val_mask=val_mask,
+            val_y=data.y,
+            config=config,
+            seed=seed,
+        )
         return model
 
-    def train_teachers(self, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
-                       ) -> tuple[list[nn.Module], Tensor]:
+    def train_teachers(
+        self, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
+    ) -> tuple[list[nn.Module], Tensor]:
         """Train every teacher on ``targets[mask]``; returns the models and their softmax ``[B, N, C]``."""
         models, probs = [], []
         for b, name in enumerate(self.config.teachers):
@@ -287,18 +315,31 @@ class PKD:
         return models, torch.stack(probs)
 
     # ------------------------------------------------------------------------------------ stage 1-4
-    def expand(self, data, annotator, split: FewShotSplit, seed: int = 0) -> Expansion:
-        """Teachers on the shots → GNS (+ DNS) → annotate → retrain → denoise/retrain rounds."""
+    def expand(
+        self,
+        data,
+        annotator,
+        split: FewShotSplit,
+        seed: int = 0,
+        shot_teachers: tuple[list[nn.Module], Tensor] | None = None,
+    ) -> Expansion:
+        """Teachers on the shots → GNS (+ DNS) → annotate → denoise → retrain (→ more rounds).
+
+        ``shot_teachers`` (the ``shot_teachers`` of an earlier :class:`Expansion` on the same split, seed
+        and teacher set) skips retraining the shot-trained teachers, so that ablations share them."""
         c = self.config
         x = prepare_features(data.x)
         y = data.y
         n = y.numel()
         shots = torch.where(split.train_mask, y, torch.full_like(y, -1))
-        models0, probs0 = self.train_teachers(data, x, shots, split.train_mask, split, seed)
+        if shot_teachers is None:
+            shot_teachers = self.train_teachers(data, x, shots, split.train_mask, split, seed)
+        models0, probs0 = shot_teachers
 
         pool = split.pool_mask & ~split.train_mask
-        budget = expansion_budget(n, int(split.train_mask.sum()), int(pool.sum()),
-                                  fraction=c.budget_fraction, count=c.budget_count)
+        budget = expansion_budget(
+            n, int(split.train_mask.sum()), int(pool.sum()), fraction=c.budget_fraction, count=c.budget_count
+        )
         generator = torch.Generator().manual_seed(seed)
         if c.node_selection == "gns":
             selected = gns_select(probs0, pool, budget, form=c.uncertainty)
@@ -306,8 +347,11 @@ class PKD:
             cand = pool.nonzero().view(-1)
             selected = cand[torch.randperm(cand.numel(), generator=generator)[:budget]]
 
-        diagnostics: dict[str, Any] = {"budget": budget, "pool": int(pool.sum()),
-                                       "teacher_test_acc_shots": _teacher_acc(probs0, y, split.test_mask, c.teachers)}
+        diagnostics: dict[str, Any] = {
+            "budget": budget,
+            "pool": int(pool.sum()),
+            "teacher_test_acc_shots": _teacher_acc(probs0, y, split.test_mask, c.teachers),
+        }
         restore = _attach_dns(annotator, models0, data, x, selected, c.dns_k) if c.dns_k > 0 else None
         try:
             ann = annotator.annotate(selected.numpy()) if budget else None
@@ -319,7 +363,9 @@ class PKD:
         if budget:
             diagnostics["llm_acc_selected"] = float((llm == y[selected]).float().mean())
             cand = pool.nonzero().view(-1)
-            rand = cand[torch.randperm(cand.numel(), generator=torch.Generator().manual_seed(seed + 7919))[:budget]]
+            rand = cand[
+                torch.randperm(cand.numel(), generator=torch.Generator().manual_seed(seed + 7919))[:budget]
+            ]
             diagnostics["llm_acc_random"] = float(annotator.annotate(rand.numpy()).accuracy(y))
             diagnostics["llm_invalid"] = int((llm < 0).sum())
 
@@ -342,25 +388,39 @@ class PKD:
         if c.denoise != "none" and budget:
             kept = labels[selected] >= 0
             diagnostics["denoise_kept"] = float(kept.float().mean())
-            diagnostics["denoise_label_acc"] = float((labels[selected][kept] == y[selected][kept]).float().mean()) \
-                if bool(kept.any()) else float("nan")
+            diagnostics["denoise_label_acc"] = (
+                float((labels[selected][kept] == y[selected][kept]).float().mean())
+                if bool(kept.any())
+                else float("nan")
+            )
         if budget:
             lab = labels[selected] >= 0
-            diagnostics["expanded_label_acc"] = float((labels[selected][lab] == y[selected][lab]).float().mean()) \
-                if bool(lab.any()) else float("nan")
+            diagnostics["expanded_label_acc"] = (
+                float((labels[selected][lab] == y[selected][lab]).float().mean())
+                if bool(lab.any())
+                else float("nan")
+            )
         diagnostics["teacher_test_acc"] = _teacher_acc(probs, y, split.test_mask, c.teachers)
-        return Expansion(labels, mask, selected, llm, probs, models, diagnostics)
+        return Expansion(labels, mask, selected, llm, probs, models, diagnostics, shot_teachers)
 
-    def denoise(self, labels: Tensor, selected: Tensor, llm: Tensor, ranked: Tensor | None, probs: Tensor,
-                split: FewShotSplit, shot_llm: Tensor | None = None) -> Tensor:
+    def denoise(
+        self,
+        labels: Tensor,
+        selected: Tensor,
+        llm: Tensor,
+        ranked: Tensor | None,
+        probs: Tensor,
+        split: FewShotSplit,
+        shot_llm: Tensor | None = None,
+    ) -> Tensor:
         """One denoising pass over the LLM labels of ``selected`` (shots untouched); see the module doc."""
         c = self.config
         out = labels.clone()
         if selected.numel() == 0:
             return out
-        teacher_top = probs.argmax(-1)[:, selected]                     # [B, W]
-        mean = probs.mean(0)                                            # [N, C]
-        vote = _majority(probs)[selected]                               # [W]
+        teacher_top = probs.argmax(-1)[:, selected]  # [B, W]
+        mean = probs.mean(0)  # [N, C]
+        vote = _majority(probs)[selected]  # [W]
         valid = llm >= 0
         if c.denoise in ("drop", "relabel"):
             supported = (teacher_top == llm.view(1, -1)).any(0) & valid
@@ -379,9 +439,11 @@ class PKD:
             if shot_llm is not None:
                 shot_idx = split.train_index
                 ok = shot_llm >= 0
-                counts.index_put_((labels[shot_idx][ok], shot_llm[ok]), torch.ones(int(ok.sum())), accumulate=True)
-            pi = counts / counts.sum(1, keepdim=True)                   # P(l | y)
-            post = mean[selected] * pi[:, llm.clamp(min=0)].T           # [W, C] ∝ q(y) P(l | y)
+                counts.index_put_(
+                    (labels[shot_idx][ok], shot_llm[ok]), torch.ones(int(ok.sum())), accumulate=True
+                )
+            pi = counts / counts.sum(1, keepdim=True)  # P(l | y)
+            post = mean[selected] * pi[:, llm.clamp(min=0)].T  # [W, C] ∝ q(y) P(l | y)
             post = post / post.sum(1, keepdim=True)
             conf, arg = post.max(1)
             keep = valid & (conf >= c.posterior_threshold)
@@ -390,8 +452,14 @@ class PKD:
         return out
 
     # -------------------------------------------------------------------------------------- stage 5
-    def distill(self, data, expansion: Expansion, split: FewShotSplit, seed: int = 0,
-                teacher_selection: str | None = None) -> PKDResult:
+    def distill(
+        self,
+        data,
+        expansion: Expansion,
+        split: FewShotSplit,
+        seed: int = 0,
+        teacher_selection: str | None = None,
+    ) -> PKDResult:
         """Teacher selection (NGS or an ablation rule) and student training; inference uses the student."""
         c = self.config
         rule = teacher_selection or c.teacher_selection
@@ -400,7 +468,9 @@ class PKD:
         x = prepare_features(data.x)
         probs, labels = expansion.teacher_probs, expansion.labels
         b, n, _ = probs.shape
-        distill_mask = torch.ones(n, dtype=torch.bool) if c.distill_on == "all" else expansion.label_mask.clone()
+        distill_mask = (
+            torch.ones(n, dtype=torch.bool) if c.distill_on == "all" else expansion.label_mask.clone()
+        )
         generator = torch.Generator().manual_seed(seed)
         student = build_model(c.student, data.num_features, c.hidden, len(data.class_names))
         val_mask = split.val_mask if split.has_validation else None
@@ -409,12 +479,22 @@ class PKD:
         def train_student(choice: Tensor, config: TrainConfig, run_seed: int, reset: bool) -> None:
             chosen = probs[choice, torch.arange(n)]
             train_node_classifier(
-                student, x, data.edge_index, labels, expansion.label_mask, target_weight=c.beta,
+                student,
+                x,
+                data.edge_index,
+                labels,
+                expansion.label_mask,
+                target_weight=c.beta,
                 extra_loss=lambda logits: {
                     "distill": c.alpha * distillation_loss(logits, chosen, distill_mask),
-                    "entropy": c.gamma * entropy_loss(logits)},
-                val_mask=val_mask if config.patience is not None else None, val_y=data.y, config=config,
-                seed=run_seed, reset=reset)
+                    "entropy": c.gamma * entropy_loss(logits),
+                },
+                val_mask=val_mask if config.patience is not None else None,
+                val_y=data.y,
+                config=config,
+                seed=run_seed,
+                reset=reset,
+            )
 
         if rule == "ngs":
             states = ngs_state(data.x, data.edge_index, probs)
@@ -424,15 +504,19 @@ class PKD:
                 agent = PPOTeacherSelector(states.size(1), b, hidden=c.ppo_hidden, lr=c.ppo_lr)
                 student.reset_parameters()
             nodes = distill_mask.nonzero().view(-1)
-            round_cfg = TrainConfig(lr=c.train.lr, weight_decay=c.train.weight_decay,
-                                    epochs=c.student_epochs_per_round, patience=None)
+            round_cfg = TrainConfig(
+                lr=c.train.lr,
+                weight_decay=c.train.weight_decay,
+                epochs=c.student_epochs_per_round,
+                patience=None,
+            )
             choice = torch.zeros(n, dtype=torch.long)
             trace = []
             for rnd in tqdm(range(c.ngs_rounds), desc="NGS", disable=not self.progress, leave=False):
                 perm = nodes[torch.randperm(nodes.numel(), generator=generator)]  # shuffle D~_L
                 actions, old_logp, old_values = agent.act(states[perm], sample=True, generator=generator)
                 choice[perm] = actions
-                train_student(choice, round_cfg, seed * 1000 + rnd, reset=False)   # agent frozen
+                train_student(choice, round_cfg, seed * 1000 + rnd, reset=False)  # agent frozen
                 with torch.no_grad():
                     logits = predict(student, x, data.edge_index)
                 rewards = ngs_rewards(logits[perm], probs[actions, perm], labels[perm], eta=c.eta)
@@ -449,7 +533,7 @@ class PKD:
             reset = True
         elif rule == "majority":
             vote = _majority(probs)
-            agree = probs.argmax(-1) == vote.view(1, -1)                         # [B, N]
+            agree = probs.argmax(-1) == vote.view(1, -1)  # [B, N]
             conf = probs.max(-1).values.masked_fill(~agree, -1.0)
             choice = conf.argmax(0)
             reset = True
@@ -462,7 +546,9 @@ class PKD:
         logits = predict(student, x, data.edge_index)
         diagnostics["choice_counts"] = torch.bincount(choice[distill_mask], minlength=b).tolist()
         chosen_right = (probs[choice, torch.arange(n)].argmax(-1) == data.y)[split.test_mask]
-        diagnostics["chosen_teacher_test_acc"] = float(chosen_right.float().mean()) if chosen_right.numel() else None
+        diagnostics["chosen_teacher_test_acc"] = (
+            float(chosen_right.float().mean()) if chosen_right.numel() else None
+        )
         return PKDResult(student, logits, expansion, choice, diagnostics)
 
     def fit(self, data, annotator, split: FewShotSplit, seed: int = 0) -> PKDResult:
@@ -479,7 +565,9 @@ def _majority(probs: Tensor) -> Tensor:
 def _teacher_acc(probs: Tensor, y: Tensor, mask: Tensor, names: Sequence[str]) -> dict[str, float]:
     if not bool(mask.any()):
         return {}
-    return {name: float((probs[b].argmax(-1)[mask] == y[mask]).float().mean()) for b, name in enumerate(names)}
+    return {
+        name: float((probs[b].argmax(-1)[mask] == y[mask]).float().mean()) for b, name in enumerate(names)
+    }
 
 
 def _attach_dns(annotator, models: list[nn.Module], data, x: Tensor, selected: Tensor, k: int):
@@ -505,4 +593,8 @@ def _attach_dns(annotator, models: list[nn.Module], data, x: Tensor, selected: T
 
 def summarise(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std())} if arr.size else {"mean": math.nan, "std": math.nan}
+    return (
+        {"mean": float(arr.mean()), "std": float(arr.std())}
+        if arr.size
+        else {"mean": math.nan, "std": math.nan}
+    )

@@ -185,7 +185,9 @@ def dns_neighbours(
     return {int(v): list(dict.fromkeys(ids)) for v, ids in zip(nodes.tolist(), lists, strict=True)}
 
 
-def ngs_state(features: Tensor, edge_index: Tensor, teacher_probs: Tensor, *, max_features: int = 64) -> Tensor:
+def ngs_state(
+    features: Tensor, edge_index: Tensor, teacher_probs: Tensor, *, max_features: int = 64
+) -> Tensor:
     r"""The per-node state of the NGS policy: our documented lighter substitute for the paper's LLM hidden
     state of a per-node prompt (the paper freezes the LLM, so its state is a constant per node too).
 
@@ -290,8 +292,18 @@ class PPOTeacherSelector(nn.Module):
         - **output:** policy logits :math:`(n, B)`, values :math:`(n)`
     """
 
-    def __init__(self, state_dim: int, num_teachers: int, *, hidden: int = 128, clip: float = 0.2,
-                 value_coef: float = 0.5, entropy_coef: float = 0.01, lr: float = 3e-3, ppo_epochs: int = 4):
+    def __init__(
+        self,
+        state_dim: int,
+        num_teachers: int,
+        *,
+        hidden: int = 128,
+        clip: float = 0.2,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.01,
+        lr: float = 3e-3,
+        ppo_epochs: int = 4,
+    ):
         super().__init__()
         if num_teachers < 1 or state_dim < 1:
             raise ValueError(f"need state_dim >= 1 and num_teachers >= 1, got {state_dim}, {num_teachers}")
@@ -317,8 +329,9 @@ class PPOTeacherSelector(nn.Module):
         return self.policy(states), self.value(states).view(-1)
 
     @torch.no_grad()
-    def act(self, states: Tensor, *, sample: bool = True, generator: torch.Generator | None = None
-            ) -> tuple[Tensor, Tensor, Tensor]:
+    def act(
+        self, states: Tensor, *, sample: bool = True, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Actions (sampled in training, argmax at inference), their log-probabilities and the values."""
         logits, values = self(states)
         logp = logits.log_softmax(-1)
@@ -332,8 +345,9 @@ class PPOTeacherSelector(nn.Module):
     def probabilities(self, states: Tensor) -> Tensor:
         return self.policy(states).softmax(-1)
 
-    def loss_terms(self, states: Tensor, actions: Tensor, old_logp: Tensor, advantages: Tensor,
-                   returns: Tensor) -> dict[str, Tensor]:
+    def loss_terms(
+        self, states: Tensor, actions: Tensor, old_logp: Tensor, advantages: Tensor, returns: Tensor
+    ) -> dict[str, Tensor]:
         """The three PPO terms (already weighted): ``policy``, ``value``, ``entropy`` (negated bonus)."""
         logits, values = self(states)
         logp_all = logits.log_softmax(-1)
@@ -349,11 +363,17 @@ class PPOTeacherSelector(nn.Module):
             "_clip_fraction": ((ratio - 1).abs() > self.clip).float().mean().detach(),
         }
 
-    def update(self, states: Tensor, actions: Tensor, old_logp: Tensor, rewards: Tensor,
-               old_values: Tensor) -> PPOStats:
+    def update(
+        self, states: Tensor, actions: Tensor, old_logp: Tensor, rewards: Tensor, old_values: Tensor
+    ) -> PPOStats:
         """``ppo_epochs`` Adam steps on the clipped objective for one batch of one-step episodes."""
         n = states.size(0)
-        for name, t in (("actions", actions), ("old_logp", old_logp), ("rewards", rewards), ("old_values", old_values)):
+        for name, t in (
+            ("actions", actions),
+            ("old_logp", old_logp),
+            ("rewards", rewards),
+            ("old_values", old_values),
+        ):
             if t.shape != (n,):
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
         advantages = rewards - old_values
@@ -368,8 +388,13 @@ class PPOTeacherSelector(nn.Module):
             self.optimizer.step()
             for key in sums:
                 sums[key] += float(terms[key].detach()) / self.ppo_epochs
-        return PPOStats(sums["policy"], sums["value"] / self.value_coef if self.value_coef else 0.0,
-                        -sums["entropy"] / self.entropy_coef if self.entropy_coef else 0.0, sums["_clip_fraction"])
+        return PPOStats(
+            sums["policy"],
+            sums["value"] / self.value_coef if self.value_coef else 0.0,
+            -sums["entropy"] / self.entropy_coef if self.entropy_coef else 0.0,
+            sums["_clip_fraction"],
+        )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(state_dim={self.state_dim}, num_teachers={self.num_teachers}, clip={self.clip})"
+        name = type(self).__name__
+        return f"{name}(state_dim={self.state_dim}, num_teachers={self.num_teachers}, clip={self.clip})"

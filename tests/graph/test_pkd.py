@@ -35,7 +35,9 @@ def test_distillation_loss_hand_value():
     mask = torch.tensor([True, True])
     expected = 0.5 * (-math.log(0.5) + -(0.5 * math.log(0.75) + 0.5 * math.log(0.25)))
     assert distillation_loss(student, teacher, mask).item() == pytest.approx(expected, rel=1e-5)
-    assert distillation_loss(student, teacher, torch.tensor([True, False])).item() == pytest.approx(math.log(2))
+    assert distillation_loss(student, teacher, torch.tensor([True, False])).item() == pytest.approx(
+        math.log(2)
+    )
     with pytest.raises(ValueError, match="no node"):
         distillation_loss(student, teacher, torch.tensor([False, False]))
 
@@ -53,24 +55,43 @@ def test_student_loss_terms_weights():
     teacher = torch.randn(6, 3, generator=g).softmax(-1)
     labels = torch.tensor([0, 1, -1, 2, -1, 0])
     everywhere = torch.ones(6, dtype=torch.bool)
-    terms = student_loss_terms(logits, teacher, labels, distill_mask=everywhere, label_mask=everywhere,
-                               alpha=0.5, beta=1.0, gamma=0.1)
+    terms = student_loss_terms(
+        logits,
+        teacher,
+        labels,
+        distill_mask=everywhere,
+        label_mask=everywhere,
+        alpha=0.5,
+        beta=1.0,
+        gamma=0.1,
+    )
     lab = labels >= 0
     assert terms["ce"].item() == pytest.approx(F.cross_entropy(logits[lab], labels[lab]).item(), rel=1e-6)
-    assert terms["distill"].item() == pytest.approx(0.5 * distillation_loss(logits, teacher, everywhere).item())
+    assert terms["distill"].item() == pytest.approx(
+        0.5 * distillation_loss(logits, teacher, everywhere).item()
+    )
     assert terms["entropy"].item() == pytest.approx(0.1 * entropy_loss(logits).item())
-    doubled = student_loss_terms(logits, teacher, labels, distill_mask=everywhere, label_mask=everywhere,
-                                 alpha=1.0, beta=2.0, gamma=0.2)
+    doubled = student_loss_terms(
+        logits,
+        teacher,
+        labels,
+        distill_mask=everywhere,
+        label_mask=everywhere,
+        alpha=1.0,
+        beta=2.0,
+        gamma=0.2,
+    )
     for key in ("ce", "distill", "entropy"):
         assert doubled[key].item() == pytest.approx(2 * terms[key].item(), rel=1e-6)
     # gradient of the CE term vanishes when no node has a label
-    none = student_loss_terms(logits, teacher, torch.full((6,), -1), distill_mask=everywhere,
-                              label_mask=everywhere)
+    none = student_loss_terms(
+        logits, teacher, torch.full((6,), -1), distill_mask=everywhere, label_mask=everywhere
+    )
     assert "ce" not in none
 
 
 def test_ngs_reward_hand_value():
-    student = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])   # p = [.75, .25], [.5, .5]
+    student = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])  # p = [.75, .25], [.5, .5]
     teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, -1])
     r = ngs_rewards(student, teacher, labels, eta=0.3)
@@ -115,8 +136,13 @@ class NoisyAnnotator:
         self.asked.append(node_ids)
         self.seen_neighbours.append(self.neighbours)
         labels = self.answer[node_ids]
-        return Annotations(node_ids=node_ids, labels=labels, confidence=np.ones(len(node_ids)),
-                           raw=[""] * len(node_ids), ranked=labels.reshape(-1, 1))
+        return Annotations(
+            node_ids=node_ids,
+            labels=labels,
+            confidence=np.ones(len(node_ids)),
+            raw=[""] * len(node_ids),
+            ranked=labels.reshape(-1, 1),
+        )
 
 
 def _sbm(n_per_class=60, classes=3, seed=0):
@@ -143,9 +169,17 @@ def test_pkd_end_to_end_small_graph(protocol):
     split = few_shot_split(data.y, 3, protocol=protocol, seed=0)
     annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.7)
     teachers = ("gcn", "gat", "appnp", "h2gcn") if protocol == "paper" else ("gcn", "appnp", "mlp")
-    config = PKDConfig(teachers=teachers, hidden=16, train=TrainConfig(epochs=40, patience=15),
-                       budget_count=60, ngs_rounds=3, student_epochs_per_round=3, final_epochs=40,
-                       denoise="drop", ppo_hidden=16)
+    config = PKDConfig(
+        teachers=teachers,
+        hidden=16,
+        train=TrainConfig(epochs=40, patience=15),
+        budget_count=60,
+        ngs_rounds=3,
+        student_epochs_per_round=3,
+        final_epochs=40,
+        denoise="drop",
+        ppo_hidden=16,
+    )
     pkd = PKD(config)
     expansion = pkd.expand(data, annotator, split, seed=0)
     # budget arithmetic and selection from the pool only
@@ -176,9 +210,59 @@ def test_pkd_end_to_end_small_graph(protocol):
 def test_pkd_is_deterministic():
     data = _sbm(n_per_class=30)
     split = few_shot_split(data.y, 2, seed=1)
-    config = PKDConfig(hidden=8, train=TrainConfig(epochs=20, patience=10), budget_count=20, ngs_rounds=2,
-                       student_epochs_per_round=2, final_epochs=20, self_training_rounds=0, ppo_hidden=8,
-                       denoise="none", teachers=("gcn", "mlp"), dns_k=0)
+    config = PKDConfig(
+        hidden=8,
+        train=TrainConfig(epochs=20, patience=10),
+        budget_count=20,
+        ngs_rounds=2,
+        student_epochs_per_round=2,
+        final_epochs=20,
+        self_training_rounds=0,
+        ppo_hidden=8,
+        denoise="none",
+        teachers=("gcn", "mlp"),
+        dns_k=0,
+    )
     runs = [PKD(config).fit(data, NoisyAnnotator(data.y, split.train_index), split, seed=3) for _ in range(2)]
     assert torch.equal(runs[0].logits, runs[1].logits)
     assert torch.equal(runs[0].teacher_choice, runs[1].teacher_choice)
+
+
+def test_benchmark_pkd_rows_on_cora(tmp_path):
+    from graphspike_kd.benchmarks.pkd import main
+
+    out = tmp_path / "pkd.json"
+    argv = [
+        "--dataset",
+        "cora",
+        "--seeds",
+        "0",
+        "--shots",
+        "1",
+        "--epochs",
+        "5",
+        "--teachers",
+        "gcn",
+        "mlp",
+        "--pkd-teachers",
+        "gcn",
+        "mlp",
+        "--pkd-ngs-rounds",
+        "2",
+        "--pkd-budget",
+        "50",
+        "--pkd-hidden",
+        "16",
+        "--pkd-rows",
+        "pkd",
+        "pkd_random_teacher",
+        "pkd_random_nodes",
+        "--quiet",
+        "--output",
+        str(out),
+    ]
+    payload = main(argv)
+    for row in ("pkd", "pkd_random_teacher", "pkd_random_nodes"):
+        assert len(payload["methods"][row]["acc"]) == 1 and 0.0 <= payload["methods"][row]["mean"] <= 1.0
+    diag = payload["per_seed"][0]["pkd"]["expansion"]
+    assert diag["budget"] == 50 and 0.0 <= diag["llm_acc_selected"] <= 1.0 and "teacher_test_acc" in diag

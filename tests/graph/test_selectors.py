@@ -23,7 +23,7 @@ def _one_thread():
 
 
 def _kl(p, q):
-    return sum(a * math.log(a / b) for a, b in zip(p, q))
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
 
 
 # ----------------------------------------------------------------------------------------- delta_K
@@ -100,9 +100,9 @@ def test_budget_count_and_caps():
 def test_gns_selects_most_uncertain_pool_nodes():
     agree = torch.tensor([0.9, 0.1])
     probs = torch.stack([agree.expand(6, 2).clone(), agree.expand(6, 2).clone()])
-    probs[1, 2] = torch.tensor([0.1, 0.9])     # strong disagreement on node 2
-    probs[1, 4] = torch.tensor([0.6, 0.4])     # mild disagreement on node 4
-    probs[1, 0] = torch.tensor([0.01, 0.99])   # strongest, but node 0 is not in the pool
+    probs[1, 2] = torch.tensor([0.1, 0.9])  # strong disagreement on node 2
+    probs[1, 4] = torch.tensor([0.6, 0.4])  # mild disagreement on node 4
+    probs[1, 0] = torch.tensor([0.01, 0.99])  # strongest, but node 0 is not in the pool
     pool = torch.tensor([False, True, True, True, True, True])
     assert gns_select(probs, pool, 2).tolist() == [2, 4]
     assert gns_select(probs, pool, 2, form="js").tolist() == [2, 4]
@@ -131,7 +131,9 @@ def test_dns_candidates_restrict_neighbours():
     emb = torch.arange(10, dtype=torch.float32).view(-1, 1)
     allowed = torch.zeros(10, dtype=torch.bool)
     allowed[[7, 8, 9]] = True
-    assert dns_neighbours([emb], torch.tensor([0]), k=2, candidates=allowed, metric="euclidean") == {0: [7, 8]}
+    assert dns_neighbours([emb], torch.tensor([0]), k=2, candidates=allowed, metric="euclidean") == {
+        0: [7, 8]
+    }
 
 
 # --------------------------------------------------------------------------------------------- NGS
@@ -141,7 +143,7 @@ def test_ngs_state_shape_and_agreement():
     edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     s = ngs_state(x, edge_index, probs)
     assert s.shape == (3, 2 * 3 + 3 * (2 * 2 + 2))
-    agreement = s[:, 6 + 6 + 3: 6 + 6 + 6]
+    agreement = s[:, 6 + 6 + 3 : 6 + 6 + 6]
     assert torch.allclose(agreement[0], torch.tensor([0.5, 0.5, 0.0]))
 
 
@@ -151,8 +153,13 @@ def test_policy_sums_to_one_and_value_can_be_negative():
     assert torch.allclose(agent.probabilities(states).sum(-1), torch.ones(20))
     targets = torch.full((20,), -3.0)
     for _ in range(100):
-        agent.update(states, torch.zeros(20, dtype=torch.long), torch.full((20,), math.log(0.25)), targets,
-                     torch.zeros(20))
+        agent.update(
+            states,
+            torch.zeros(20, dtype=torch.long),
+            torch.full((20,), math.log(0.25)),
+            targets,
+            torch.zeros(20),
+        )
     assert float(agent(states)[1].mean()) < -1.0
 
 
