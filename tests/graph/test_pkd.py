@@ -172,11 +172,11 @@ def test_pkd_end_to_end_small_graph(protocol):
     config = PKDConfig(
         teachers=teachers,
         hidden=16,
-        train=TrainConfig(epochs=40, patience=15),
+        train=TrainConfig(epochs=30, patience=10),
         budget_count=60,
         ngs_rounds=3,
         student_epochs_per_round=3,
-        final_epochs=40,
+        final_epochs=30,
         denoise="drop",
         ppo_hidden=16,
     )

@@ -148,11 +148,11 @@ def test_ngs_state_shape_and_agreement():
 
 
 def test_policy_sums_to_one_and_value_can_be_negative():
-    agent = PPOTeacherSelector(5, 4)
+    agent = PPOTeacherSelector(5, 4, lr=1e-2)
     states = torch.randn(20, 5)
     assert torch.allclose(agent.probabilities(states).sum(-1), torch.ones(20))
     targets = torch.full((20,), -3.0)
-    for _ in range(100):
+    for _ in range(25):
         agent.update(
             states,
             torch.zeros(20, dtype=torch.long),
@@ -160,7 +160,7 @@ def test_policy_sums_to_one_and_value_can_be_negative():
             targets,
             torch.zeros(20),
         )
-    assert float(agent(states)[1].mean()) < -1.0
+    assert float(agent(states)[1].detach().mean()) < -1.0
 
 
 def test_ppo_converges_to_the_always_right_teacher():
