@@ -8,8 +8,10 @@ Pipeline of :meth:`PKD.fit` (paper Algorithm 1; our additions marked *):
 2. **GNS**: rank the unlabelled pool by K-uncertainty :math:`\delta_K` and send the top :math:`W` nodes
    (the budget) to the annotator, with **DNS** neighbour context for annotators that take one;
    true labels override LLM labels on :math:`D_L`;
-3. retrain the teachers with cross-entropy on the expanded set :math:`\tilde D_L`;
-4. \* **denoise** the LLM labels with the retrained teachers (options below), retrain, repeat;
+3. \* **denoise** the LLM labels, with the shot-trained teachers as referees (their errors are independent of
+   the LLM's; options below);
+4. retrain the teachers with cross-entropy on the expanded set :math:`\tilde D_L` (\* optional
+   self-training rounds re-vet the labels with the retrained teachers and retrain again);
 5. **NGS**: a PPO policy picks one teacher per node; the student and the policy are updated in
    alternation (student frozen during the PPO step and vice versa);
 6. predict with the student only.
@@ -46,7 +48,7 @@ far more than uniform noise, so the teachers trained on the expanded set are use
                  :math:`\arg\max_y q_i(y)\,\pi_{y\ell_i}`; nodes whose posterior mass on it is below
                  ``posterior_threshold`` are dropped.
 
-``self_training_rounds`` repeats denoise → retrain with the improved teachers.
+``self_training_rounds`` repeats denoise → retrain with the retrained teachers as referees.
 """
 
 from __future__ import annotations
