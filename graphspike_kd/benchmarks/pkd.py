@@ -17,8 +17,18 @@ For each seed it draws a few-shot split (:mod:`graphspike_kd.graph.splits`), the
                            labelled validation set (``strict``), the teacher that agrees most with the
                            majority vote on the non-shot nodes (label-free selection).
 
-PKD itself (GNS, NGS, student distillation) is not part of this module yet; the JSON holds the methods that
-exist. Accuracies are fractions in [0, 1]; ``std`` is the population standard deviation over seeds.
+and PKD (:class:`graphspike_kd.graph.pkd.PKD`; teachers and student by dataset, see
+:func:`~graphspike_kd.graph.pkd.default_models`) with its ablations (``--pkd-rows``):
+
+``pkd``                    GNS (``--pkd-budget``, default 48 % of all nodes) + denoising + NGS + student.
+``pkd_random_teacher``     the same expanded set and teachers, one teacher drawn at random per node.
+``pkd_majority_teacher``   ... a teacher that agrees with the teachers' majority vote.
+``pkd_confident_teacher``  ... the teacher with the lowest-entropy prediction.
+``pkd_random_nodes``       GNS replaced by random selection of the same number of pool nodes (identical to
+                           ``pkd`` when the budget is the whole pool, as under the paper protocol at 48 %).
+``pkd_no_denoise``         every LLM label kept (the paper's pipeline without our denoising).
+
+Accuracies are fractions in [0, 1]; ``std`` is the population standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +47,13 @@ from tqdm.auto import tqdm
 
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import build_model
+from graphspike_kd.graph.pkd import DENOISE, PKD, PKDConfig, default_models
 from graphspike_kd.graph.splits import PROTOCOLS, few_shot_split
 from graphspike_kd.graph.training import TrainConfig, accuracy, predict, train_node_classifier
 
 DEFAULT_TEACHERS = ("gcn", "gat", "appnp", "h2gcn")
+PKD_ROWS = ("pkd", "pkd_random_teacher", "pkd_majority_teacher", "pkd_confident_teacher", "pkd_random_nodes",
+            "pkd_no_denoise")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,6 +105,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch CPU threads; these graphs are too small for intra-op threads to pay off, and on "
         "a shared machine extra threads only contend (default: 1)",
     )
+    p.add_argument("--pkd-rows", nargs="*", default=list(PKD_ROWS), choices=PKD_ROWS,
+                   help="PKD rows to run; give the flag alone for none (default: all)")
+    p.add_argument("--pkd-budget", type=int, default=None,
+                   help="nodes GNS sends to the annotator (default: expand to 48%% of all nodes)")
+    p.add_argument("--pkd-denoise", default="drop", choices=DENOISE)
+    p.add_argument("--pkd-teachers", nargs="+", default=None,
+                   help="PKD teachers (default: GCN, GAT, APPNP, H2GCN; heterophily set on WebKB)")
+    p.add_argument("--pkd-student", default=None, help="PKD student (default: GCN; H2GCN on WebKB)")
+    p.add_argument("--pkd-hidden", type=int, default=128)
+    p.add_argument("--pkd-ngs-rounds", type=int, default=40, help="student/PPO alternations (paper: 200)")
     p.add_argument("--output", type=Path, default=None, help="write the results JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -222,10 +246,57 @@ def run_seed(
         "test_nodes": int(split.test_mask.sum()),
         "pool_nodes": int(split.pool_mask.sum()),
     }
+    if args.pkd_rows:
+        pkd_results, diagnostics["pkd"] = run_pkd(data, annotator, split, seed, args, config)
+        results.update(pkd_results)
     return results, diagnostics
 
 
-METHOD_ORDER = ("gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher")
+def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: TrainConfig
+            ) -> tuple[dict[str, float], dict]:
+    """The PKD rows for one split; ablations share the GNS expansion where they can."""
+    teachers, student = default_models(data.name)
+    config = PKDConfig(
+        teachers=tuple(args.pkd_teachers or teachers), student=args.pkd_student or student,
+        hidden=args.pkd_hidden, train=train, budget_count=args.pkd_budget, denoise=args.pkd_denoise,
+        ngs_rounds=args.pkd_ngs_rounds, final_epochs=args.epochs)
+    results: dict[str, float] = {}
+    diagnostics: dict[str, object] = {}
+    rules = {"pkd": "ngs", "pkd_random_teacher": "random", "pkd_majority_teacher": "majority",
+             "pkd_confident_teacher": "confident"}
+    expansion = None
+    if any(r in args.pkd_rows for r in (*rules, "pkd_random_nodes")):
+        expansion = PKD(config).expand(data, annotator, split, seed)
+        diagnostics["expansion"] = expansion.diagnostics
+    for row, rule in rules.items():
+        if row in args.pkd_rows:
+            out = PKD(config).distill(data, expansion, split, seed, teacher_selection=rule)
+            results[row] = accuracy(out.logits, data.y, split.test_mask)
+            diagnostics[row] = out.diagnostics
+    if "pkd_random_nodes" in args.pkd_rows:
+        if expansion.selected.numel() == expansion.diagnostics["pool"]:
+            results["pkd_random_nodes"] = results["pkd"] if "pkd" in results else accuracy(
+                PKD(config).distill(data, expansion, split, seed).logits, data.y, split.test_mask)
+            diagnostics["pkd_random_nodes"] = "budget = whole pool: random selection picks the same set"
+        else:
+            random_pkd = PKD(replace(config, node_selection="random"))
+            shared = expansion.shot_teachers
+            random_exp = random_pkd.expand(data, annotator, split, seed, shot_teachers=shared)
+            out = random_pkd.distill(data, random_exp, split, seed)
+            results["pkd_random_nodes"] = accuracy(out.logits, data.y, split.test_mask)
+            diagnostics["pkd_random_nodes"] = out.expansion.diagnostics
+    if "pkd_no_denoise" in args.pkd_rows:
+        plain = PKD(replace(config, denoise="none"))
+        shared = expansion.shot_teachers if expansion is not None else None
+        plain_exp = plain.expand(data, annotator, split, seed, shot_teachers=shared)
+        out = plain.distill(data, plain_exp, split, seed)
+        results["pkd_no_denoise"] = accuracy(out.logits, data.y, split.test_mask)
+        diagnostics["pkd_no_denoise"] = out.expansion.diagnostics
+    return results, diagnostics
+
+
+METHOD_ORDER = ("gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher",
+                *PKD_ROWS)
 
 
 def format_table(payload: dict) -> str:

@@ -1,0 +1,268 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Data
+
+from graphspike_kd.graph.annotators import Annotations
+from graphspike_kd.graph.pkd import (
+    PKD,
+    PKDConfig,
+    default_models,
+    distillation_loss,
+    entropy_loss,
+    ngs_rewards,
+    student_loss_terms,
+)
+from graphspike_kd.graph.splits import few_shot_split
+from graphspike_kd.graph.training import TrainConfig, accuracy
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------- loss terms
+def test_distillation_loss_hand_value():
+    student = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # softmax: [.5, .5], [.75, .25]
+    teacher = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    mask = torch.tensor([True, True])
+    expected = 0.5 * (-math.log(0.5) + -(0.5 * math.log(0.75) + 0.5 * math.log(0.25)))
+    assert distillation_loss(student, teacher, mask).item() == pytest.approx(expected, rel=1e-5)
+    assert distillation_loss(student, teacher, torch.tensor([True, False])).item() == pytest.approx(
+        math.log(2)
+    )
+    with pytest.raises(ValueError, match="no node"):
+        distillation_loss(student, teacher, torch.tensor([False, False]))
+
+
+def test_entropy_loss_bounds():
+    assert entropy_loss(torch.zeros(4, 7)).item() == pytest.approx(math.log(7), rel=1e-6)
+    assert entropy_loss(torch.tensor([[50.0, 0.0, 0.0]])).item() < 1e-6
+    logits = torch.tensor([[0.0, 0.0], [100.0, 0.0]])
+    assert entropy_loss(logits, torch.tensor([True, False])).item() == pytest.approx(math.log(2))
+
+
+def test_student_loss_terms_weights():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, generator=g)
+    teacher = torch.randn(6, 3, generator=g).softmax(-1)
+    labels = torch.tensor([0, 1, -1, 2, -1, 0])
+    everywhere = torch.ones(6, dtype=torch.bool)
+    terms = student_loss_terms(
+        logits,
+        teacher,
+        labels,
+        distill_mask=everywhere,
+        label_mask=everywhere,
+        alpha=0.5,
+        beta=1.0,
+        gamma=0.1,
+    )
+    lab = labels >= 0
+    assert terms["ce"].item() == pytest.approx(F.cross_entropy(logits[lab], labels[lab]).item(), rel=1e-6)
+    assert terms["distill"].item() == pytest.approx(
+        0.5 * distillation_loss(logits, teacher, everywhere).item()
+    )
+    assert terms["entropy"].item() == pytest.approx(0.1 * entropy_loss(logits).item())
+    doubled = student_loss_terms(
+        logits,
+        teacher,
+        labels,
+        distill_mask=everywhere,
+        label_mask=everywhere,
+        alpha=1.0,
+        beta=2.0,
+        gamma=0.2,
+    )
+    for key in ("ce", "distill", "entropy"):
+        assert doubled[key].item() == pytest.approx(2 * terms[key].item(), rel=1e-6)
+    # gradient of the CE term vanishes when no node has a label
+    none = student_loss_terms(
+        logits, teacher, torch.full((6,), -1), distill_mask=everywhere, label_mask=everywhere
+    )
+    assert "ce" not in none
+
+
+def test_ngs_reward_hand_value():
+    student = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])  # p = [.75, .25], [.5, .5]
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, -1])
+    r = ngs_rewards(student, teacher, labels, eta=0.3)
+    # node 0: Acc 1, CE -ln .75, DL -ln .75; node 1: no label -> only DL = ln 2
+    assert r[0].item() == pytest.approx(0.7 - 0.3 * (2 * -math.log(0.75)), rel=1e-5)
+    assert r[1].item() == pytest.approx(-0.3 * math.log(2), rel=1e-5)
+
+
+def test_default_models():
+    assert default_models("cora") == (("gcn", "gat", "appnp", "h2gcn"), "gcn")
+    teachers, student = default_models("Texas")
+    assert student == "h2gcn" and "h2gcn" in teachers and len(teachers) == 4
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="teacher_selection"):
+        PKDConfig(teacher_selection="oracle")
+    with pytest.raises(ValueError, match="denoise"):
+        PKDConfig(denoise="magic")
+    with pytest.raises(ValueError, match="at least 2 teachers"):
+        PKDConfig(teachers=("gcn",))
+
+
+# ------------------------------------------------------------------------------------ end to end
+class NoisyAnnotator:
+    """Answers the true label with probability ``accuracy`` (seeded per node), a wrong one otherwise; wrong
+    on every shot node so that the test can check that true labels win there. Records what it was asked."""
+
+    def __init__(self, y, shots, accuracy=0.7, seed=0):
+        rng = np.random.default_rng(seed)
+        c = int(y.max()) + 1
+        self.answer = y.numpy().copy()
+        flip = rng.random(len(self.answer)) > accuracy
+        flip[shots.numpy()] = True
+        self.answer[flip] = (self.answer[flip] + 1 + rng.integers(0, c - 1, flip.sum())) % c
+        self.neighbours = None
+        self.seen_neighbours = []
+        self.asked = []
+
+    def annotate(self, node_ids):
+        node_ids = np.asarray(node_ids, dtype=np.int64)
+        self.asked.append(node_ids)
+        self.seen_neighbours.append(self.neighbours)
+        labels = self.answer[node_ids]
+        return Annotations(
+            node_ids=node_ids,
+            labels=labels,
+            confidence=np.ones(len(node_ids)),
+            raw=[""] * len(node_ids),
+            ranked=labels.reshape(-1, 1),
+        )
+
+
+def _sbm(n_per_class=60, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    n = y.numel()
+    same = y.view(-1, 1) == y.view(1, -1)
+    prob = torch.where(same, torch.tensor(0.08), torch.tensor(0.005))
+    adj = torch.rand(n, n, generator=g) < prob
+    adj = torch.triu(adj, 1)
+    edge_index = adj.nonzero().T
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], 1)
+    x = F.one_hot(y, classes).float() * 0.6 + torch.randn(n, 16, generator=g)[:, :classes] * 1.0
+    x = torch.cat([x, torch.randn(n, 13, generator=g)], 1)
+    data = Data(x=x, edge_index=edge_index, y=y)
+    data.class_names = [f"c{i}" for i in range(classes)]
+    data.name = "sbm"
+    return data
+
+
+@pytest.mark.parametrize("protocol", ["paper", "strict"])
+def test_pkd_end_to_end_small_graph(protocol):
+    data = _sbm()
+    split = few_shot_split(data.y, 3, protocol=protocol, seed=0)
+    annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.7)
+    teachers = ("gcn", "gat", "appnp", "h2gcn") if protocol == "paper" else ("gcn", "appnp", "mlp")
+    config = PKDConfig(
+        teachers=teachers,
+        hidden=16,
+        train=TrainConfig(epochs=30, patience=10),
+        budget_count=60,
+        ngs_rounds=3,
+        student_epochs_per_round=3,
+        final_epochs=30,
+        denoise="drop",
+        ppo_hidden=16,
+    )
+    pkd = PKD(config)
+    expansion = pkd.expand(data, annotator, split, seed=0)
+    # budget arithmetic and selection from the pool only
+    assert expansion.selected.numel() == 60
+    assert not bool(split.train_mask[expansion.selected].any())
+    assert bool(split.pool_mask[expansion.selected].all())
+    # DNS neighbours were given to the annotator for the selection query, then removed again
+    assert isinstance(annotator.seen_neighbours[0], dict)
+    assert set(annotator.seen_neighbours[0]) == set(expansion.selected.tolist())
+    assert all(len(v) <= 4 * len(teachers) for v in annotator.seen_neighbours[0].values())
+    assert annotator.neighbours is None
+    # true labels win on the shots; dropped labels are -1 and outside the label mask
+    assert torch.equal(expansion.labels[split.train_mask], data.y[split.train_mask])
+    assert torch.equal(expansion.label_mask, expansion.labels >= 0)
+    d = expansion.diagnostics
+    assert 0.0 <= d["llm_acc_selected"] <= 1.0 and set(d["teacher_test_acc"]) == set(config.teachers)
+    # vetting by the teachers keeps a cleaner subset than the raw LLM labels
+    assert d["expanded_label_acc"] >= d["llm_acc_selected"]
+
+    for rule in ("ngs", "majority"):
+        result = pkd.distill(data, expansion, split, seed=0, teacher_selection=rule)
+        assert result.logits.shape == (data.num_nodes, 3)
+        assert result.teacher_choice.shape == (data.num_nodes,)
+        assert accuracy(result.logits, data.y, split.test_mask) > 0.6  # chance is 1/3
+    assert sum(result.diagnostics["choice_counts"]) == data.num_nodes
+
+
+def test_pkd_is_deterministic():
+    data = _sbm(n_per_class=30)
+    split = few_shot_split(data.y, 2, seed=1)
+    config = PKDConfig(
+        hidden=8,
+        train=TrainConfig(epochs=20, patience=10),
+        budget_count=20,
+        ngs_rounds=2,
+        student_epochs_per_round=2,
+        final_epochs=20,
+        self_training_rounds=0,
+        ppo_hidden=8,
+        denoise="none",
+        teachers=("gcn", "mlp"),
+        dns_k=0,
+    )
+    runs = [PKD(config).fit(data, NoisyAnnotator(data.y, split.train_index), split, seed=3) for _ in range(2)]
+    assert torch.equal(runs[0].logits, runs[1].logits)
+    assert torch.equal(runs[0].teacher_choice, runs[1].teacher_choice)
+
+
+def test_benchmark_pkd_rows_on_cora(tmp_path):
+    from graphspike_kd.benchmarks.pkd import main
+
+    out = tmp_path / "pkd.json"
+    argv = [
+        "--dataset",
+        "cora",
+        "--seeds",
+        "0",
+        "--shots",
+        "1",
+        "--epochs",
+        "5",
+        "--teachers",
+        "gcn",
+        "mlp",
+        "--pkd-teachers",
+        "gcn",
+        "mlp",
+        "--pkd-ngs-rounds",
+        "2",
+        "--pkd-budget",
+        "50",
+        "--pkd-hidden",
+        "16",
+        "--pkd-rows",
+        "pkd",
+        "pkd_random_teacher",
+        "pkd_random_nodes",
+        "--quiet",
+        "--output",
+        str(out),
+    ]
+    payload = main(argv)
+    for row in ("pkd", "pkd_random_teacher", "pkd_random_nodes"):
+        assert len(payload["methods"][row]["acc"]) == 1 and 0.0 <= payload["methods"][row]["mean"] <= 1.0
+    diag = payload["per_seed"][0]["pkd"]["expansion"]
+    assert diag["budget"] == 50 and 0.0 <= diag["llm_acc_selected"] <= 1.0 and "teacher_test_acc" in diag
