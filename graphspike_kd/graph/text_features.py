@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphspike_kd._cache import cache_root
+
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-CACHE_ENV = "GRAPHSPIKE_KD_CACHE"
 
 
 def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: int = 2) -> Tensor:
@@ -49,9 +50,9 @@ def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: in
 
 
 def default_cache_dir() -> Path:
-    """``$GRAPHSPIKE_KD_CACHE`` if set (shared with the annotators), else ``~/.cache/graphspike_kd``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "graphspike_kd"
+    """:func:`graphspike_kd._cache.cache_root` (``$GRAPHSPIKE_KD_CACHE`` or ``~/.cache/graphspike_kd``),
+    shared with the annotators."""
+    return cache_root()
 
 
 def texts_cache_key(texts: Sequence[str], model_id: str) -> str:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from graphspike_kd._cache import cache_root
 from graphspike_kd.spiking.functional import _Config, check_multistep_args
 from graphspike_kd.spiking.surrogate import get_surrogate
 
@@ -45,9 +46,7 @@ _library_path: str | None = None
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("GRAPHSPIKE_KD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                 "graphspike_kd")
-    return Path(root) / "native"
+    return cache_root() / "native"
 
 
 def _cpu_signature() -> str:

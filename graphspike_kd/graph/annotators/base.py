@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from graphspike_kd._cache import cache_root
+
 from .cache import AnnotationCache, CacheKey, CacheRecord
 from .prompts import PROMPT_VERSION
 
@@ -183,12 +185,6 @@ def stable_hash(*parts: str) -> str:
         h.update(part.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
-
-
-def cache_root() -> Path:
-    """``$GRAPHSPIKE_KD_CACHE`` if set, else ``~/.cache/graphspike_kd``."""
-    root = os.environ.get("GRAPHSPIKE_KD_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "graphspike_kd"
 
 
 def default_cache_path(backend: str) -> Path:

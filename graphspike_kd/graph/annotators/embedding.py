@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .base import Annotator, QueryResult, cache_root, dataset_fields
+from graphspike_kd._cache import cache_root
+
+from .base import Annotator, QueryResult, dataset_fields
 from .cache import AnnotationCache
 from .embedding_store import EmbeddingStore
 from .prompts import class_descriptions
