@@ -5,6 +5,17 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch intra-op thread (tiny models: thread hand-off costs more than it saves)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _cuda_reason() -> str | None:
     try:
         import torch

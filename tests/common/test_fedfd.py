@@ -15,14 +15,8 @@ from graphspike_kd.common.federated import (
     fedfd_feature_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: one intra-op thread avoids thread hand-off overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny models: one intra-op thread avoids thread hand-off overhead on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class _Net(nn.Module):

@@ -448,3 +448,27 @@ def get_annotator(name: str, **kwargs: Any) -> Annotator:
     module_name, cls_name = _BACKENDS[key].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(**kwargs)
+
+
+class NodeTextPrompting:
+    """What the prompting backends (``hf``, ``openai``) share: a node's text and its neighbour context.
+
+    Expects ``texts`` (list of str or None), ``neighbours`` (None, a mapping node -> ids, or a callable)
+    and ``max_neighbours`` on the instance.
+    """
+
+    texts: Sequence[str | None]
+    neighbours: Any
+    max_neighbours: int
+
+    def context_nodes(self, node: int) -> list[int]:
+        """Neighbour ids for the prompt: de-duplicated, never the node itself, at most ``max_neighbours``."""
+        if self.neighbours is None:
+            return []
+        found = self.neighbours(node) if callable(self.neighbours) else self.neighbours.get(node, ())
+        ids = [int(v) for v in (found.tolist() if hasattr(found, "tolist") else found)]
+        return [v for v in dict.fromkeys(ids) if v != node][: self.max_neighbours]
+
+    def _text(self, node: int) -> str | None:
+        text = self.texts[node]
+        return None if text is None or not str(text).strip() else str(text)

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Annotator, QueryResult, dataset_fields
+from .base import Annotator, NodeTextPrompting, QueryResult, dataset_fields
 from .cache import AnnotationCache
 from .prompts import build_messages, class_display_names, render_plain
 
@@ -113,7 +113,7 @@ def _load_model(model: str | os.PathLike[str], dtype: Any, device: str) -> tuple
     return lm.to(device).eval(), tokenizer, name  # type: ignore[arg-type]
 
 
-class HFAnnotator(Annotator):
+class HFAnnotator(NodeTextPrompting, Annotator):
     """Annotate nodes with a local causal LM by scoring each class name's log-likelihood.
 
     Args:
@@ -215,17 +215,6 @@ class HFAnnotator(Annotator):
         )
 
     # ------------------------------------------------------------------------------------------- prompts
-    def context_nodes(self, node: int) -> list[int]:
-        if self.neighbours is None:
-            return []
-        found = self.neighbours(node) if callable(self.neighbours) else self.neighbours.get(node, ())
-        ids = [int(v) for v in (found.tolist() if hasattr(found, "tolist") else found)]
-        return [v for v in dict.fromkeys(ids) if v != node][: self.max_neighbours]
-
-    def _text(self, node: int) -> str | None:
-        text = self.texts[node]
-        return None if text is None or not str(text).strip() else str(text)
-
     def prompt_for(self, node: int) -> str:
         text = self._text(node)
         if text is None:

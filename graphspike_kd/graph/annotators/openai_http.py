@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from typing import Any
 
-from .base import Annotator, AnnotatorError, QueryResult, dataset_fields
+from .base import Annotator, AnnotatorError, NodeTextPrompting, QueryResult, dataset_fields
 from .cache import AnnotationCache
 from .hf import Neighbours
 from .prompts import _json_objects, build_messages, parse_category, render_plain
@@ -54,7 +54,7 @@ class _Retryable(Exception):
     """A failure worth another try (timeout, connection error, 429/5xx, malformed reply)."""
 
 
-class OpenAIAnnotator(Annotator):
+class OpenAIAnnotator(NodeTextPrompting, Annotator):
     """Annotate nodes through an OpenAI-compatible ``/v1/chat/completions`` (or ``/v1/completions``) server.
 
     Args:
@@ -147,17 +147,6 @@ class OpenAIAnnotator(Annotator):
         )
 
     # ------------------------------------------------------------------------------------------- prompts
-    def context_nodes(self, node: int) -> list[int]:
-        if self.neighbours is None:
-            return []
-        found = self.neighbours(node) if callable(self.neighbours) else self.neighbours.get(node, ())
-        ids = [int(v) for v in (found.tolist() if hasattr(found, "tolist") else found)]
-        return [v for v in dict.fromkeys(ids) if v != node][: self.max_neighbours]
-
-    def _text(self, node: int) -> str | None:
-        text = self.texts[node]
-        return None if text is None or not str(text).strip() else str(text)
-
     def messages_for(self, node: int) -> list[dict[str, str]]:
         text = self._text(node)
         if text is None:
