@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,6 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch CPU threads; these graphs are too small for intra-op threads to pay off, and on "
         "a shared machine extra threads only contend (default: 1)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="seeds run in this many processes, each with --threads threads; per-seed results are identical "
+        "to a sequential run (default: one per CPU core, up to the number of seeds, for annotators that "
+        "need no new queries; 1 for LLM backends, whose answers go to a shared disk cache)",
+    )
     p.add_argument("--pkd-rows", nargs="*", default=list(PKD_ROWS), choices=PKD_ROWS,
                    help="PKD rows to run; give the flag alone for none (default: all)")
     p.add_argument("--pkd-budget", type=int, default=None,
@@ -122,6 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--shots must be >= 1, got {args.shots}")
     if args.budget is not None and args.budget < 0:
         p.error(f"--budget must be >= 0, got {args.budget}")
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
     return args
 
 
@@ -295,6 +308,72 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
     return results, diagnostics
 
 
+def _parallel_safe(annotator) -> bool:
+    """True when worker processes can share ``annotator``: it keeps answers in memory only (workers' copies
+    diverge harmlessly), or it is the embedding backend, which :func:`run_seeds` warms on every node first so
+    that no worker writes its disk cache."""
+    return getattr(annotator.cache, "path", None) is None or annotator.backend == "embedding"
+
+
+def resolve_workers(requested: int | None, annotator, num_seeds: int) -> int:
+    """Number of worker processes for the seeds (see ``--workers``); raises ``SystemExit`` with the reason
+    when ``requested > 1`` is not possible."""
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if requested is None:
+        if not fork or not _parallel_safe(annotator):
+            return 1
+        return max(1, min(num_seeds, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1))
+    if requested > 1 and not fork:
+        raise SystemExit("--workers > 1 needs the 'fork' start method (Linux, macOS); use --workers 1")
+    if requested > 1 and not _parallel_safe(annotator):
+        raise SystemExit(
+            f"--workers > 1 with the {annotator.backend!r} annotator: its answers go to a disk cache that "
+            "parallel workers would write at once; use --workers 1"
+        )
+    return min(requested, num_seeds)
+
+
+_WORKER_STATE: tuple | None = None  # (data, annotator, args), inherited by forked workers
+
+
+def _seed_job(seed: int) -> tuple[dict[str, float], dict]:
+    assert _WORKER_STATE is not None
+    data, annotator, args = _WORKER_STATE
+    torch.set_num_threads(args.threads)
+    return run_seed(data, annotator, seed, args)
+
+
+def run_seeds(
+    data, annotator, args: argparse.Namespace, workers: int = 1
+) -> list[tuple[dict[str, float], dict]]:
+    """:func:`run_seed` for every seed of ``args.seeds``, in order; with ``workers > 1`` the seeds run in
+    forked processes. Every seed seeds its own generators, so its results do not depend on ``workers``."""
+    per_seed = 1 + len(args.teachers) + ("gcn" not in args.teachers)
+    bar = tqdm(total=len(args.seeds) * per_seed, desc=f"{args.dataset} models trained", disable=args.quiet)
+    if workers == 1:
+        out = [run_seed(data, annotator, seed, args, bar) for seed in args.seeds]
+        bar.close()
+        return out
+    if getattr(annotator.cache, "path", None) is not None:  # embedding backend: answer every node now
+        annotator.annotate(np.arange(data.num_nodes))
+    global _WORKER_STATE
+    _WORKER_STATE = (data, annotator, args)
+    results: dict[int, tuple[dict[str, float], dict]] = {}
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(_seed_job, seed): i for i, seed in enumerate(args.seeds)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.set_postfix_str(f"seed {args.seeds[futures[future]]} done")
+                bar.update(per_seed)
+    finally:
+        _WORKER_STATE = None
+        bar.close()
+    return [results[i] for i in range(len(args.seeds))]
+
+
 METHOD_ORDER = ("gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher",
                 *PKD_ROWS)
 
@@ -334,14 +413,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     per_method: dict[str, list[float]] = {}
     diagnostics = []
-    trainings = len(args.seeds) * (1 + len(args.teachers) + ("gcn" not in args.teachers))
-    bar = tqdm(total=trainings, desc=f"{args.dataset} models trained", disable=args.quiet)
-    for seed in args.seeds:
-        results, diag = run_seed(data, annotator, seed, args, bar)
+    workers = resolve_workers(args.workers, annotator, len(args.seeds))
+    for results, diag in run_seeds(data, annotator, args, workers):
         for name, acc in results.items():
             per_method.setdefault(name, []).append(acc)
         diagnostics.append(diag)
-    bar.close()
 
     payload = {
         "dataset": args.dataset,
@@ -353,6 +429,8 @@ def main(argv: list[str] | None = None) -> dict:
             for name, accs in per_method.items()
         },
         "wall_time_s": time.perf_counter() - start,
+        "workers": workers,
+        "threads": args.threads,
         "annotator": annotator_name,
         "llm_model": str(model_name),
         "teachers": list(args.teachers),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from graphspike_kd.benchmarks.pkd import main, majority_vote
+from graphspike_kd.benchmarks.pkd import main, majority_vote, resolve_workers
 
 CONTRACT_METHODS = {"gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher"}
 
@@ -67,3 +68,24 @@ def test_majority_vote_ties_go_to_the_most_probable_class():
     )
     # node 0: one vote each, class 1 has the highest mean probability; node 1: class 2 wins 2 to 1
     assert majority_vote(probs).tolist() == [1, 2]
+
+
+def test_seeds_in_worker_processes_give_the_sequential_results():
+    argv = ["--dataset", "cora", "--seeds", "0", "1", "--shots", "1", "--epochs", "3", "--teachers", "gcn",
+            "mlp", "--budget", "30", "--pkd-rows", "pkd", "pkd_no_denoise", "--pkd-ngs-rounds", "1",
+            "--quiet"]
+    sequential = main([*argv, "--workers", "1"])
+    parallel = main([*argv, "--workers", "2"])
+    assert parallel["workers"] == 2 and sequential["workers"] == 1
+    assert parallel["methods"] == sequential["methods"]
+    assert parallel["per_seed"] == sequential["per_seed"]
+
+
+def test_workers_refused_for_annotators_with_a_disk_cache(tmp_path):
+    llm = SimpleNamespace(cache=SimpleNamespace(path=tmp_path / "hf.jsonl"), backend="hf")
+    with pytest.raises(SystemExit, match="disk cache"):
+        resolve_workers(2, llm, num_seeds=5)
+    assert resolve_workers(None, llm, num_seeds=5) == 1  # default: sequential
+    memory = SimpleNamespace(cache=SimpleNamespace(path=None), backend="cached")
+    assert resolve_workers(8, memory, num_seeds=3) == 3  # never more workers than seeds
+    assert 1 <= resolve_workers(None, memory, num_seeds=5) <= 5
