@@ -120,7 +120,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="PKD rows to run; give the flag alone for none (default: all)")
     p.add_argument("--pkd-budget", type=int, default=None,
                    help="nodes GNS sends to the annotator (default: expand to 48%% of all nodes)")
-    p.add_argument("--pkd-denoise", default="drop", choices=DENOISE)
+    p.add_argument("--pkd-denoise", default=PKDConfig.denoise, choices=DENOISE,
+                   help=f"denoiser of the LLM labels (default: {PKDConfig.denoise})")
+    p.add_argument("--pkd-denoise-gate", default=PKDConfig.denoise_gate, choices=("validation", "off"),
+                   help="validation: keep the denoised labels only if their teachers validate at least as "
+                   f"well as teachers on the raw labels (default: {PKDConfig.denoise_gate})")
+    p.add_argument("--pkd-posterior-threshold", type=float, default=0.5,
+                   help="min posterior of a kept label with --pkd-denoise posterior (default: 0.5)")
+    p.add_argument("--pkd-posterior-iterations", type=int, default=1,
+                   help="EM rounds of the posterior denoiser's confusion matrix (default: 1)")
+    p.add_argument("--pkd-self-training", type=int, default=0, metavar="ROUNDS",
+                   help="extra denoise -> retrain rounds, retrained teachers as referees (default: 0)")
     p.add_argument("--pkd-teachers", nargs="+", default=None,
                    help="PKD teachers (default: GCN, GAT, APPNP, H2GCN; heterophily set on WebKB)")
     p.add_argument("--pkd-student", default=None, help="PKD student (default: GCN; H2GCN on WebKB)")
@@ -272,6 +282,8 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
     config = PKDConfig(
         teachers=tuple(args.pkd_teachers or teachers), student=args.pkd_student or student,
         hidden=args.pkd_hidden, train=train, budget_count=args.pkd_budget, denoise=args.pkd_denoise,
+        denoise_gate=args.pkd_denoise_gate, posterior_threshold=args.pkd_posterior_threshold,
+        posterior_iterations=args.pkd_posterior_iterations, self_training_rounds=args.pkd_self_training,
         ngs_rounds=args.pkd_ngs_rounds, final_epochs=args.epochs)
     results: dict[str, float] = {}
     diagnostics: dict[str, object] = {}
@@ -300,8 +312,10 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
             diagnostics["pkd_random_nodes"] = out.expansion.diagnostics
     if "pkd_no_denoise" in args.pkd_rows:
         plain = PKD(replace(config, denoise="none"))
-        shared = expansion.shot_teachers if expansion is not None else None
-        plain_exp = plain.expand(data, annotator, split, seed, shot_teachers=shared)
+        plain_exp = expansion.raw_expansion if expansion is not None else None  # trained by the denoise gate
+        if plain_exp is None:
+            shared = expansion.shot_teachers if expansion is not None else None
+            plain_exp = plain.expand(data, annotator, split, seed, shot_teachers=shared)
         out = plain.distill(data, plain_exp, split, seed)
         results["pkd_no_denoise"] = accuracy(out.logits, data.y, split.test_mask)
         diagnostics["pkd_no_denoise"] = out.expansion.diagnostics

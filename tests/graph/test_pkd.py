@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from graphspike_kd.graph.pkd import (
     ngs_rewards,
     student_loss_terms,
 )
-from graphspike_kd.graph.splits import few_shot_split
+from graphspike_kd.graph.splits import FewShotSplit, few_shot_split
 from graphspike_kd.graph.training import TrainConfig, accuracy
 
 
@@ -115,6 +116,74 @@ def test_config_validation():
         PKDConfig(teachers=("gcn",))
 
 
+# ------------------------------------------------------------------------------------ denoising
+def _denoise_case():
+    """5 nodes, 2 classes: node 0 is the shot (class 0), nodes 1-4 were annotated."""
+    split = FewShotSplit(
+        train_mask=torch.tensor([True, False, False, False, False]),
+        val_mask=torch.zeros(5, dtype=torch.bool),
+        test_mask=torch.zeros(5, dtype=torch.bool),
+        pool_mask=torch.tensor([False, True, True, True, True]),
+        protocol="strict",
+        shots=1,
+        seed=0,
+    )
+    # two teachers [B=2, N=5, C=2]
+    probs = torch.tensor(
+        [
+            [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]],
+            [[0.9, 0.1], [0.7, 0.3], [0.4, 0.6], [0.3, 0.7], [0.1, 0.9]],
+        ]
+    )
+    selected = torch.tensor([1, 2, 3, 4])
+    llm = torch.tensor([0, 0, 0, -1])  # node 4: no valid answer
+    labels = torch.tensor([0, 0, 0, 0, -1])
+    return split, probs, selected, llm, labels
+
+
+def test_denoise_drop_and_relabel_hand_cases():
+    split, probs, selected, llm, labels = _denoise_case()
+    # node 1: both teachers say 0 = LLM -> kept; node 2: both say 1 -> dropped; node 3: one says 0 -> kept
+    out = PKD(PKDConfig(denoise="drop")).denoise(labels, selected, llm, None, probs, split)
+    assert out.tolist() == [0, 0, -1, 0, -1]
+    ranked = torch.tensor([[0, 1], [0, 1], [0, -1], [-1, -1]])
+    out = PKD(PKDConfig(denoise="relabel")).denoise(labels, selected, llm, ranked, probs, split)
+    assert out.tolist() == [0, 0, 1, 0, -1]  # node 2: the teachers' class 1 is in the LLM's list
+    ranked[1] = torch.tensor([0, -1])
+    out = PKD(PKDConfig(denoise="relabel")).denoise(labels, selected, llm, ranked, probs, split)
+    assert out.tolist() == [0, 0, -1, 0, -1]  # ... and dropped when it is not
+
+
+def test_denoise_posterior_hand_value_and_em():
+    split, probs, selected, llm, labels = _denoise_case()
+    shot_llm = torch.tensor([0])
+    mean = probs.mean(0)[selected]  # q_i(y) of nodes 1-4
+    # soft counts: 1 everywhere + shot (y=0, l=0) + q of the valid annotated nodes, all with l = 0
+    counts = torch.ones(2, 2)
+    counts[0, 0] += 1
+    counts[:, 0] += mean[:3].sum(0)
+    pi = counts / counts.sum(1, keepdim=True)
+    post = mean * pi[:, 0]
+    post = post / post.sum(1, keepdim=True)
+    pkd = PKD(PKDConfig(denoise="posterior", posterior_threshold=0.5))
+    torch.testing.assert_close(pkd._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), post)
+    out = pkd.denoise(labels, selected, llm, None, probs, split, shot_llm)
+    expected = torch.where(post.max(1).values >= 0.5, post.argmax(1), -1)
+    expected[3] = -1  # invalid answer
+    assert out[0] == 0 and out[selected].tolist() == expected.tolist()
+    # EM: a second round re-estimates pi from the first posterior, not from q
+    counts2 = torch.ones(2, 2)
+    counts2[0, 0] += 1
+    counts2[:, 0] += post[:3].sum(0)
+    pi2 = counts2 / counts2.sum(1, keepdim=True)
+    post2 = mean * pi2[:, 0]
+    post2 = post2 / post2.sum(1, keepdim=True)
+    em = PKD(PKDConfig(denoise="posterior", posterior_iterations=2))
+    torch.testing.assert_close(em._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), post2)
+    with pytest.raises(ValueError, match="posterior_iterations"):
+        PKDConfig(posterior_iterations=0)
+
+
 # ------------------------------------------------------------------------------------ end to end
 class NoisyAnnotator:
     """Answers the true label with probability ``accuracy`` (seeded per node), a wrong one otherwise; wrong
@@ -205,6 +274,35 @@ def test_pkd_end_to_end_small_graph(protocol):
         assert result.teacher_choice.shape == (data.num_nodes,)
         assert accuracy(result.logits, data.y, split.test_mask) > 0.6  # chance is 1/3
     assert sum(result.diagnostics["choice_counts"]) == data.num_nodes
+
+
+@pytest.mark.parametrize(
+    "protocol,gate", [("paper", "validation"), ("paper", "off"), ("strict", "validation")]
+)
+def test_denoise_gate_compares_teachers_on_validation(protocol, gate):
+    data = _sbm(n_per_class=30)
+    split = few_shot_split(data.y, 2, protocol=protocol, seed=2)
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=8, train=TrainConfig(epochs=15, patience=10),
+                       budget_count=30, denoise="drop", denoise_gate=gate, dns_k=0)
+    annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.6)
+    expansion = PKD(config).expand(data, annotator, split, seed=0)
+    if protocol == "strict" or gate == "off":  # nothing to validate on, or switched off: always denoised
+        assert expansion.raw_expansion is None and "denoise_gate" not in expansion.diagnostics
+        return
+    raw = expansion.raw_expansion
+    g = expansion.diagnostics["denoise_gate"]
+    # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
+    llm = torch.from_numpy(annotator.answer)[raw.selected]
+    assert torch.equal(raw.labels[raw.selected], llm)
+    plain = PKD(replace(config, denoise="none")).expand(data, annotator, split, seed=0)
+    assert torch.equal(plain.teacher_probs, raw.teacher_probs)
+    val = split.val_mask
+    mean_val = lambda e: float((e.teacher_probs.argmax(-1)[:, val] == data.y[val]).float().mean())  # noqa: E731
+    assert g["teacher_val_acc_raw"] == pytest.approx(mean_val(raw))
+    assert g["chosen"] == ("denoised" if g["teacher_val_acc_denoised"] >= g["teacher_val_acc_raw"] else "raw")
+    assert (expansion is raw) == (g["chosen"] == "raw")
+    with pytest.raises(ValueError, match="denoise_gate"):
+        PKDConfig(denoise_gate="test")
 
 
 def test_pkd_is_deterministic():

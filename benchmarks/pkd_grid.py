@@ -1,0 +1,138 @@
+"""Run ``python -m graphspike_kd.benchmarks.pkd`` over datasets x shots x protocols, one JSON per cell.
+
+    python benchmarks/pkd_grid.py                      # all six datasets, shots 1 3 5, paper + strict
+    python benchmarks/pkd_grid.py --datasets cora --shots 5 --protocols paper
+    python benchmarks/pkd_grid.py --table              # print the Markdown tables of what is recorded
+    python benchmarks/pkd_grid.py --baselines-table    # 5-shot baselines of every dataset, one table
+
+Each cell writes ``benchmarks/results/pkd_<dataset>_<protocol>_<shots>.json`` with the exact command that
+produced it (the benchmark's own ``command`` field) and is skipped when that file exists (``--force`` reruns).
+Every cell runs the benchmark's defaults (seeds 0-4, every PKD row); extra arguments after ``--`` are passed
+to each run. The tables list each method's mean ± std over seeds, in percent, one table per
+(dataset, protocol) with one column per shot count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = ("cora", "citeseer", "cornell", "texas", "washington", "wisconsin")
+
+
+def cell_path(dataset: str, protocol: str, shots: int, results: Path = RESULTS) -> Path:
+    return results / f"pkd_{dataset}_{protocol}_{shots}.json"
+
+
+def run_grid(datasets, shots_list, protocols, extra: list[str], force: bool, results: Path) -> None:
+    from graphspike_kd.benchmarks.pkd import main
+
+    for dataset in datasets:
+        for protocol in protocols:
+            for shots in shots_list:
+                out = cell_path(dataset, protocol, shots, results)
+                if out.exists() and not force:
+                    print(f"skip {out.name} (exists; --force reruns)", flush=True)
+                    continue
+                argv = ["--dataset", dataset, "--shots", str(shots), "--protocol", protocol, "--quiet",
+                        "--output", os.path.relpath(out), *extra]
+                print(f"run python -m graphspike_kd.benchmarks.pkd {' '.join(argv)}", flush=True)
+                main(argv)
+
+
+def tables(results: Path = RESULTS) -> str:
+    """Markdown tables of every recorded cell: one per (dataset, protocol), methods x shots."""
+    cells: dict[tuple[str, str], dict[int, dict]] = {}
+    for path in sorted(results.glob("pkd_*_*_*.json")):
+        payload = json.loads(path.read_text())
+        if not {"dataset", "protocol", "shots", "methods"} <= set(payload):
+            continue
+        cells.setdefault((payload["dataset"], payload["protocol"]), {})[int(payload["shots"])] = payload
+    from graphspike_kd.benchmarks.pkd import METHOD_ORDER
+
+    blocks = []
+    for dataset in [d for d in DATASETS if any(k[0] == d for k in cells)]:
+        for protocol in ("paper", "strict"):
+            by_shots = cells.get((dataset, protocol))
+            if not by_shots:
+                continue
+            shots = sorted(by_shots)
+            any_payload = by_shots[shots[0]]
+            methods = [m for m in METHOD_ORDER if any(m in p["methods"] for p in by_shots.values())]
+            lines = [
+                f"**{dataset}**, {protocol} protocol, annotator {any_payload['annotator']} "
+                f"({any_payload['llm_model']}), seeds {' '.join(map(str, any_payload['seeds']))}",
+                "",
+                "| method | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
+                "|---|" + "---|" * len(shots),
+            ]
+            for method in methods:
+                row = []
+                for k in shots:
+                    m = by_shots[k]["methods"].get(method)
+                    row.append("–" if m is None else f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}")
+                lines.append(f"| {method} | " + " | ".join(row) + " |")
+            walls = ", ".join(f"{by_shots[k]['wall_time_s']:.0f} s" for k in shots)
+            lines.append("")
+            lines.append(f"Wall time per run ({', '.join(map(str, shots))} shots): {walls}.")
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+BASELINES = ("gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher")
+
+
+def baselines_table(results: Path = RESULTS, shots: int = 5) -> str:
+    """Markdown table of the baselines (and ``pkd``) of every recorded ``shots``-shot cell, one row per
+    (dataset, protocol)."""
+    columns = (*BASELINES, "pkd")
+    lines = [
+        "| dataset | protocol | annotator | " + " | ".join(columns) + " | wall (s) |",
+        "|---|---|---|" + "---|" * (len(columns) + 1),
+    ]
+    for dataset in DATASETS:
+        for protocol in ("paper", "strict"):
+            path = cell_path(dataset, protocol, shots, results)
+            if not path.exists():
+                continue
+            payload = json.loads(path.read_text())
+            cells = []
+            for name in columns:
+                m = payload["methods"].get(name)
+                cells.append("–" if m is None else f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}")
+            lines.append(f"| {dataset} | {protocol} | {payload['annotator']} ({payload['llm_model']}) | "
+                         + " | ".join(cells) + f" | {payload['wall_time_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--shots", nargs="+", type=int, default=[1, 3, 5])
+    p.add_argument("--protocols", nargs="+", default=["paper", "strict"], choices=["paper", "strict"])
+    p.add_argument("--force", action="store_true", help="rerun cells whose JSON exists")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--table", action="store_true", help="print the tables of recorded cells and exit")
+    p.add_argument("--baselines-table", action="store_true",
+                   help="print the 5-shot baselines of every dataset and protocol as one table and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        print(tables(args.results))
+        return
+    if args.baselines_table:
+        print(baselines_table(args.results))
+        return
+    run_grid(args.datasets, args.shots, args.protocols, extra, args.force, args.results)
+
+
+if __name__ == "__main__":
+    main()
