@@ -4,6 +4,7 @@
     python benchmarks/pkd_grid.py --datasets cora --shots 5 --protocols paper
     python benchmarks/pkd_grid.py --table              # print the Markdown tables of what is recorded
     python benchmarks/pkd_grid.py --baselines-table    # 5-shot baselines of every dataset, one table
+    python benchmarks/pkd_grid.py --table --write docs/pkd.md   # refresh the tables between its markers
 
 Each cell writes ``benchmarks/results/pkd_<dataset>_<protocol>_<shots>.json`` with the exact command that
 produced it (the benchmark's own ``command`` field) and is skipped when that file exists (``--force`` reruns).
@@ -109,6 +110,17 @@ def baselines_table(results: Path = RESULTS, shots: int = 5) -> str:
     return "\n".join(lines)
 
 
+def write_between_markers(path: Path, name: str, text: str) -> None:
+    """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in the Markdown file ``path``."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path}: no {start} ... {end} markers to write between")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra: list[str] = []
@@ -124,12 +136,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", action="store_true", help="print the tables of recorded cells and exit")
     p.add_argument("--baselines-table", action="store_true",
                    help="print the 5-shot baselines of every dataset and protocol as one table and exit")
+    p.add_argument("--write", type=Path, default=None, metavar="FILE.md",
+                   help="with --table / --baselines-table: write between the <!-- pkd-grid --> / "
+                   "<!-- pkd-baselines --> markers of FILE.md instead of printing")
     args = p.parse_args(argv)
-    if args.table:
-        print(tables(args.results))
-        return
-    if args.baselines_table:
-        print(baselines_table(args.results))
+    if args.table or args.baselines_table:
+        text = tables(args.results) if args.table else baselines_table(args.results)
+        if args.write is None:
+            print(text)
+        else:
+            write_between_markers(args.write, "pkd-grid" if args.table else "pkd-baselines", text)
+            print(f"wrote {args.write}")
         return
     run_grid(args.datasets, args.shots, args.protocols, extra, args.force, args.results)
 

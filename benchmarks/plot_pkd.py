@@ -2,8 +2,9 @@
 
     python benchmarks/plot_pkd.py benchmarks/results/pkd_cora_*.json --output benchmarks/results/pkd_cora.png
 
-One panel per (dataset, protocol) found in the files; one line per method (mean ± std over seeds as error
-bars). Files for the same dataset, protocol and shots are not merged: the last one given wins.
+One panel per (dataset, protocol) found in the files, two panels per row; one line per method (mean ± std
+over seeds as error bars). Files for the same dataset, protocol and shots are not merged: the last one given
+wins.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ def plot(panels: dict[tuple[str, str], dict[int, dict]], output: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted(panels)
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    ncols = min(2, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4.5 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(flat, keys, strict=False):
         by_shots = panels[key]
         shots = sorted(by_shots)
         methods = sorted(
@@ -56,7 +62,7 @@ def plot(panels: dict[tuple[str, str], dict[int, dict]], output: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_xticks(shots)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    flat[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)

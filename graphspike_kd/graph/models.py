@@ -71,7 +71,8 @@ def input_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    r"""Inverted dropout, about 3x faster than :func:`torch.nn.functional.dropout` on CPU.
+    r"""Inverted dropout; on CPU (2,708 x 896 floats, one thread) forward + backward take about half the time
+    of a float-uniform mask and a third of :func:`torch.nn.functional.dropout`'s.
 
     The keep mask compares 15-bit uniform integers with :math:`t = \lceil 2^{15} p \rceil`; four of them
     come from each 64-bit draw of the generator, which is where the time goes (a float draw per element

@@ -277,32 +277,39 @@ def test_pkd_end_to_end_small_graph(protocol):
 
 
 @pytest.mark.parametrize(
-    "protocol,gate", [("paper", "validation"), ("paper", "off"), ("strict", "validation")]
+    "protocol,shots,gate",
+    [("paper", 2, "auto"), ("paper", 2, "off"), ("strict", 3, "auto"), ("strict", 2, "auto")],
 )
-def test_denoise_gate_compares_teachers_on_validation(protocol, gate):
+def test_denoise_gate(protocol, shots, gate):
     data = _sbm(n_per_class=30)
-    split = few_shot_split(data.y, 2, protocol=protocol, seed=2)
+    split = few_shot_split(data.y, shots, protocol=protocol, seed=2)
     config = PKDConfig(teachers=("gcn", "mlp"), hidden=8, train=TrainConfig(epochs=15, patience=10),
                        budget_count=30, denoise="drop", denoise_gate=gate, dns_k=0)
     annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.6)
     expansion = PKD(config).expand(data, annotator, split, seed=0)
-    if protocol == "strict" or gate == "off":  # nothing to validate on, or switched off: always denoised
-        assert expansion.raw_expansion is None and "denoise_gate" not in expansion.diagnostics
-        return
-    raw = expansion.raw_expansion
-    g = expansion.diagnostics["denoise_gate"]
-    # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
-    llm = torch.from_numpy(annotator.answer)[raw.selected]
-    assert torch.equal(raw.labels[raw.selected], llm)
     plain = PKD(replace(config, denoise="none")).expand(data, annotator, split, seed=0)
+    llm = torch.from_numpy(annotator.answer)[plain.selected]
+    if gate == "off" or (protocol == "strict" and shots >= 3):  # always denoised
+        assert expansion.raw_expansion is None and "denoise_gate" not in expansion.diagnostics
+        assert not torch.equal(expansion.labels[expansion.selected], llm)  # some LLM labels were dropped
+        return
+    g = expansion.diagnostics["denoise_gate"]
+    raw = expansion.raw_expansion
+    # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
+    assert torch.equal(raw.labels[raw.selected], llm)
     assert torch.equal(plain.teacher_probs, raw.teacher_probs)
+    if protocol == "strict":  # 2 < denoise_min_shots = 3 and nothing to validate on: raw labels
+        assert expansion is raw and g["chosen"] == "raw" and "denoise_min_shots" in g["reason"]
+        return
     val = split.val_mask
     mean_val = lambda e: float((e.teacher_probs.argmax(-1)[:, val] == data.y[val]).float().mean())  # noqa: E731
     assert g["teacher_val_acc_raw"] == pytest.approx(mean_val(raw))
     assert g["chosen"] == ("denoised" if g["teacher_val_acc_denoised"] >= g["teacher_val_acc_raw"] else "raw")
     assert (expansion is raw) == (g["chosen"] == "raw")
     with pytest.raises(ValueError, match="denoise_gate"):
-        PKDConfig(denoise_gate="test")
+        PKDConfig(denoise_gate="validation")
+    with pytest.raises(ValueError, match="denoise_min_shots"):
+        PKDConfig(denoise_min_shots=0)
 
 
 def test_pkd_is_deterministic():
