@@ -400,9 +400,6 @@ class PKD:
             diagnostics["llm_acc_random"] = float(annotator.annotate(rand.numpy()).accuracy(y))
             diagnostics["llm_invalid"] = int((llm < 0).sum())
 
-        shot_llm = None
-        if c.denoise == "posterior" and budget:  # the shots' own LLM answers calibrate the confusion matrix
-            shot_llm = torch.from_numpy(annotator.annotate(split.train_index.numpy()).labels.copy())
         raw_labels = shots.clone()
         raw_labels[selected] = llm
         raw_labels[split.train_mask] = y[split.train_mask]  # true labels win on the shots
@@ -439,6 +436,9 @@ class PKD:
                 raw.raw_expansion = raw
                 return raw
 
+        shot_llm = None
+        if c.denoise == "posterior" and budget:  # the shots' own LLM answers calibrate the confusion matrix
+            shot_llm = torch.from_numpy(annotator.annotate(split.train_index.numpy()).labels.copy())
         # the first vetting uses the shot-trained teachers: their errors are independent of the LLM's
         # (teachers trained on the LLM labels reproduce them, and then rarely contradict them)
         labels, reference = raw_labels, probs0

@@ -158,13 +158,17 @@ def test_denoise_posterior_hand_value_and_em():
     split, probs, selected, llm, labels = _denoise_case()
     shot_llm = torch.tensor([0])
     mean = probs.mean(0)[selected]  # q_i(y) of nodes 1-4
-    # soft counts: 1 everywhere + shot (y=0, l=0) + q of the valid annotated nodes, all with l = 0
-    counts = torch.ones(2, 2)
-    counts[0, 0] += 1
-    counts[:, 0] += mean[:3].sum(0)
-    pi = counts / counts.sum(1, keepdim=True)
-    post = mean * pi[:, 0]
-    post = post / post.sum(1, keepdim=True)
+
+    def hand_posterior(belief):
+        # soft counts: 1 everywhere + shot (y=0, l=0) + belief of the valid annotated nodes, all with l = 0
+        counts = torch.ones(2, 2)
+        counts[0, 0] += 1
+        counts[:, 0] += belief[:3].sum(0)
+        pi = counts / counts.sum(1, keepdim=True)
+        post = mean * pi[:, 0]
+        return post / post.sum(1, keepdim=True)
+
+    post = hand_posterior(mean)  # first estimate: the teachers' mean softmax q as the belief
     pkd = PKD(PKDConfig(denoise="posterior", posterior_threshold=0.5))
     torch.testing.assert_close(pkd._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), post)
     out = pkd.denoise(labels, selected, llm, None, probs, split, shot_llm)
@@ -172,14 +176,10 @@ def test_denoise_posterior_hand_value_and_em():
     expected[3] = -1  # invalid answer
     assert out[0] == 0 and out[selected].tolist() == expected.tolist()
     # EM: a second round re-estimates pi from the first posterior, not from q
-    counts2 = torch.ones(2, 2)
-    counts2[0, 0] += 1
-    counts2[:, 0] += post[:3].sum(0)
-    pi2 = counts2 / counts2.sum(1, keepdim=True)
-    post2 = mean * pi2[:, 0]
-    post2 = post2 / post2.sum(1, keepdim=True)
     em = PKD(PKDConfig(denoise="posterior", posterior_iterations=2))
-    torch.testing.assert_close(em._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), post2)
+    torch.testing.assert_close(
+        em._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), hand_posterior(post)
+    )
     with pytest.raises(ValueError, match="posterior_iterations"):
         PKDConfig(posterior_iterations=0)
 
