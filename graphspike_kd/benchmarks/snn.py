@@ -203,6 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     schedule=args.schedule, step_size=args.step_size, kd_weight=args.kd_weight,
                     kd_temperature=args.kd_temperature, kd_detach_teacher=not args.kd_no_detach,
                     esd_beta=args.esd_beta, lean=args.lean and method in ("ratebp", "esd"),
+                    steps_per_call=args.steps_per_call if method in ("ratebp", "esd") else None,
                     amp=not args.no_amp,
                     seed=seed, checkpoint_dir=ckpt, resume=args.resume, progress=not args.quiet,
                     num_workers=args.num_workers, max_steps_per_epoch=args.max_steps_per_epoch,
@@ -278,6 +279,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kd-no-detach", action="store_true", help="let the KD gradient reach the teacher step")
     p.add_argument("--esd-beta", type=float, default=None, help="ESD beta (default 0.3; 0.1 on cifar10dvs)")
     p.add_argument("--lean", action="store_true", help="rate-BP spike pass one step at a time")
+    p.add_argument("--steps-per-call", type=int, default=None,
+                   help="rate-BP spike pass this many steps at a time (default: all T at once)")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--device", default=None,
                    help="default: cuda if available, else cpu (torchrun: cuda:LOCAL_RANK)")

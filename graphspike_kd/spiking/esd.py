@@ -254,14 +254,15 @@ def esd_loss(exit_logits: list[Tensor] | Tensor, target: Tensor, *, T: int, alph
 
 
 def esd_step_loss(model: ESDNet, x: Tensor, target: Tensor, T: int | None = None, *, lean: bool = False,
-                  alpha: float = 1.0, beta: float = 0.3, temperature: float = 3.0) -> dict[str, Any]:
+                  steps_per_call: int | None = None, alpha: float = 1.0, beta: float = 0.3,
+                  temperature: float = 3.0) -> dict[str, Any]:
     """One ESD training batch: rate-BP spike pass of the backbone, rate pass through backbone and branches,
     :func:`esd_loss`. Returns the loss dict plus ``"logits"`` (the SNN head's rate-pass logits) and
     ``"exit_logits"``."""
     steps = x.shape[0] if x.dim() == 5 else T
     if steps is None:
         raise ValueError("esd_step_loss: static input needs T")
-    spike_pass(model.backbone, x, steps, lean=lean)
+    spike_pass(model.backbone, x, steps, lean=lean, steps_per_call=steps_per_call)
     with mode(model.backbone, "rate"):
         exits = model.exits(time_average(x), T=1)
     out: dict[str, Any] = esd_loss(exits, target, T=int(steps), alpha=alpha, beta=beta,

@@ -33,7 +33,7 @@ from graphspike_kd._cache import cache_root
 from graphspike_kd.spiking.functional import _Config, check_multistep_args
 from graphspike_kd.spiking.surrogate import get_surrogate
 
-__all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library"]
+__all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library", "ratebp_record_cpp"]
 
 SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
 SURROGATE_IDS = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3, "fast_sigmoid": 4, "erf": 5}
@@ -108,6 +108,9 @@ def _load() -> ctypes.CDLL:
             bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32,
                             i32]
             bwd.restype = i32
+            rec = getattr(lib, f"gsk_ratebp_record_{suffix}")
+            rec.argtypes = [p] * 9 + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32]
+            rec.restype = i32
         _library, _library_path = lib, str(path)
         return lib
 
@@ -162,6 +165,44 @@ def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, x
     if status != 0:
         raise RuntimeError(f"native neuron backward failed with status {status}")
     return grad_x, grad_v, torch.tensor(grad_k.value, dtype=h_seq.dtype) if want_k else None
+
+
+def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | None, *, k: float, lam: float,
+                      k_in: float, threshold: float, surrogate: Any, hard: bool, detach_reset: bool,
+                      decay_input: bool) -> Tensor:
+    r"""The rate-BP recording spike pass of one neuron layer over ``x`` ``[T, N]`` (contiguous float32/64),
+    natively: the arithmetic of :meth:`graphspike_kd.spiking.ratebp.RateBPNeuron._spike_forward` (spikes
+    and membranes bit-identical to it, eligibilities to float rounding). Updates ``state`` in place:
+    ``"u"`` (membrane relative to the reset value), ``"spikes"`` and ``"elig"`` (running sums), ``"d"``
+    (:math:`D_{t-1}`, only without ``kappa_seq``), ``"dk"`` / ``"elig_k"`` (only for a learnable decay).
+    ``kappa_seq`` ``[T]`` float64 is the per-step :math:`\kappa_t` shared by every neuron (soft, detached
+    reset) or ``None``. Returns the spikes ``[T, N]``."""
+    lib = _load()
+    if surrogate.name not in SURROGATE_IDS:
+        raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate.name!r}; it has "
+                           f"{sorted(SURROGATE_IDS)}")
+    T, N = x.shape
+    tensors = [x, state["u"], state["spikes"], state["elig"]]
+    d = state.get("d") if kappa_seq is None else None
+    dk, elig_k = state.get("dk"), state.get("elig_k")
+    for t in (*tensors, d, dk, elig_k):
+        if t is not None and (not t.is_contiguous() or t.dtype != x.dtype or t.device.type != "cpu"):
+            raise RuntimeError("ratebp_record_cpp: every tensor must be a contiguous CPU tensor of x's dtype")
+    if kappa_seq is None and not isinstance(d, Tensor):
+        raise RuntimeError("ratebp_record_cpp: without kappa_seq the state needs a per-neuron 'd' tensor")
+    if kappa_seq is not None:
+        kappa_seq = kappa_seq.to(torch.float64).contiguous()
+        if kappa_seq.numel() != T:
+            raise RuntimeError(f"ratebp_record_cpp: kappa_seq has {kappa_seq.numel()} values for T = {T}")
+    spikes = torch.empty_like(x)
+    fn = lib.gsk_ratebp_record_f32 if x.dtype == torch.float32 else lib.gsk_ratebp_record_f64
+    status = fn(_ptr(x), _ptr(spikes), _ptr(state["u"]), _ptr(d), _ptr(dk), _ptr(state["spikes"]),
+                _ptr(state["elig"]), _ptr(elig_k), _ptr(kappa_seq), T, N, k, lam, k_in, threshold,
+                surrogate.alpha, SURROGATE_IDS[surrogate.name], int(not hard), int(detach_reset),
+                int(decay_input), torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError(f"native rate-BP recording failed with status {status}")
+    return spikes
 
 
 class _NeuronMultiStepCpp(torch.autograd.Function):

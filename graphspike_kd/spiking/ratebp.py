@@ -52,12 +52,15 @@ A training step has two passes over the same model:
 Evaluation is the plain ``T``-step SNN (modules in ``"plain"`` mode, BN with running statistics). The
 same model object also trains with BPTT (:func:`bptt_loss`, ``"plain"`` mode), so the two can be compared.
 
-Execution modes of the spike pass: ``lean=False`` runs each layer over the whole ``[T*N, ...]`` batch
+Execution modes of the spike pass: by default each layer runs over the whole ``[T*N, ...]`` batch
 (the official ``rate_M``; transient memory grows with ``T``); ``lean=True`` calls the model ``T`` times
-with one step each (``rate_S``; memory flat in ``T``). In lean mode every BatchNorm normalises each step
-with that step's batch statistics (a single-step SNN), while the statistics recorded for the rate pass
-and the running statistics are pooled exactly over all ``T*N`` samples (inferred: the official rate_S
-normalises per step; pooling for the rate pass is our choice).
+with one step each (``rate_S``; memory flat in ``T``); ``steps_per_call=c`` calls it ``ceil(T / c)``
+times with ``c`` steps each (our middle ground: memory bounded by ``c`` steps, while the convolutions
+still see ``c*N`` samples per call, which runs them much more efficiently on CPU than ``N``). When the model
+is called on part of the time steps, every BatchNorm normalises that call's steps with their own batch
+statistics (``lean``: a single-step SNN), while the statistics recorded for the rate pass and the running
+statistics are pooled exactly over all ``T*N`` samples (inferred: the official rate_S normalises per
+step; pooling for the rate pass is our choice).
 
 Rate-pass exactness needs only linear operations between neurons (conv, BN, avg-pool, add, flatten,
 linear); :func:`check_rate_compatible` rejects max-pool and dropout.
@@ -130,7 +133,10 @@ class RateBPNeuron(RateBPModule):
     membrane across calls (so the model can be stepped one time step at a time) and accumulates
     :math:`\sum_t S[t]` and the eligibility :math:`\sum_t g'_t \kappa_t` (module docstring). In
     ``"rate"`` mode it maps the time-averaged input current :math:`\bar c` to the recorded rate with
-    Jacobian :math:`\mathrm{diag}(e)`.
+    Jacobian :math:`\mathrm{diag}(e)`. The spike pass follows the wrapped neuron's ``backend``:
+    ``"cpp"`` records with the native CPU kernel (:func:`graphspike_kd.spiking.native.ratebp_record_cpp`,
+    one pass over each layer's ``[T, N]`` input; same spikes, eligibilities equal to float rounding),
+    every other backend with torch operations (on any device).
 
     Args:
         neuron (BaseNeuron): an :class:`~graphspike_kd.spiking.neurons.IF`, ``LIF`` or ``PLIF`` in
@@ -203,6 +209,8 @@ class RateBPNeuron(RateBPModule):
         elif st["u"].shape != x[0].shape:
             raise ValueError(f"RateBPNeuron: step input has {x[0].numel()} neurons per step but the spike "
                              f"pass started with {st['u'].numel()}; call begin_spike_pass() between batches")
+        if nrn.resolve_backend(x) == "cpp":  # the same arithmetic in one native pass per layer
+            return self._spike_forward_cpp(x, x_seq.shape, k, k_in, lam, th, hard, scalar_kappa)
         u = st["u"]
         out = torch.empty_like(x)
         g = torch.empty_like(u)
@@ -253,6 +261,27 @@ class RateBPNeuron(RateBPModule):
                 torch.sub(h, s, alpha=th, out=u)
         self._steps += T
         return out.view(x_seq.shape)
+
+    def _spike_forward_cpp(self, x: Tensor, shape: torch.Size, k: float, k_in: float, lam: float, th: float,
+                           hard: bool, scalar_kappa: bool) -> Tensor:
+        from graphspike_kd.spiking.native import ratebp_record_cpp
+
+        nrn, st = self.neuron, self._state
+        assert st is not None
+        T = x.shape[0]
+        kappa_seq = None
+        if scalar_kappa:  # kappa_t = k_in + lam * kappa_{t-1}, in double exactly as the torch loop
+            seq, d = [], st["d"]
+            for _ in range(T):
+                d = k_in + lam * d
+                seq.append(d)
+            st["d"] = d
+            kappa_seq = torch.tensor(seq, dtype=torch.float64)
+        out = ratebp_record_cpp(x.contiguous(), st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
+                                surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
+                                decay_input=nrn.decay_input)
+        self._steps += T
+        return out.view(shape)
 
     # -------------------------------------------------------------------------------------- rate pass
     def _rate_forward(self, c: Tensor) -> Tensor:
@@ -482,14 +511,28 @@ def _num_steps(x: Tensor, T: int | None) -> int:
     return int(T)
 
 
-def spike_pass(model: nn.Module, x: Tensor, T: int | None = None, *, lean: bool = False) -> Tensor:
+def _resolve_steps_per_call(steps: int, lean: bool, steps_per_call: int | None) -> int:
+    if steps_per_call is None:
+        return 1 if lean else steps
+    if isinstance(steps_per_call, bool) or int(steps_per_call) != steps_per_call or steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be a positive int or None, got {steps_per_call!r}")
+    if lean and steps_per_call != 1:
+        raise ValueError(f"lean=True means one step per call; it contradicts steps_per_call={steps_per_call}")
+    return min(int(steps_per_call), steps)
+
+
+def spike_pass(model: nn.Module, x: Tensor, T: int | None = None, *, lean: bool = False,
+               steps_per_call: int | None = None) -> Tensor:
     """Run the recording spike pass (no graph) and return its logits (mean over time), ``[N, C]``.
 
     ``model(x, T=...)`` must return time-averaged logits (the models of
     :mod:`graphspike_kd.spiking.models` do). ``x`` is static ``[N, ...]`` (repeated ``T`` times) or frames
-    ``[T, N, ...]``. With ``lean=True`` the model is called once per time step (memory flat in ``T``).
+    ``[T, N, ...]``. With ``lean=True`` the model is called once per time step (memory flat in ``T``);
+    ``steps_per_call=c`` calls it with ``c`` steps at a time (the last call with the remainder); the
+    default runs all ``T`` steps in one call (module docstring: execution modes).
     """
     steps = _num_steps(x, T)
+    per_call = _resolve_steps_per_call(steps, lean, steps_per_call)
     mods = _ratebp_modules(model)
     if not mods:
         raise ValueError(f"{type(model).__name__} has no rate-BP modules; see check_rate_compatible")
@@ -497,13 +540,14 @@ def spike_pass(model: nn.Module, x: Tensor, T: int | None = None, *, lean: bool 
         m.begin_spike_pass()
     reset_net(model)
     with torch.no_grad(), mode(model, "spike"):
-        if not lean:
+        if per_call >= steps:
             logits = model(x, T=steps)
         else:
             logits = None
-            for t in range(steps):
-                xt = x[t : t + 1] if x.dim() == 5 else x
-                out = model(xt, T=1)
+            for t0 in range(0, steps, per_call):
+                n = min(per_call, steps - t0)
+                xt = x[t0 : t0 + n] if x.dim() == 5 else x
+                out = model(xt, T=n).mul_(n)  # the model averages over its n steps
                 logits = out if logits is None else logits.add_(out)
             logits = logits / steps
     for m in mods:
@@ -541,14 +585,16 @@ Criterion = Callable[[Tensor, Tensor], Tensor]
 
 
 def ratebp_loss(model: nn.Module, x: Tensor, target: Tensor, T: int | None = None, *, lean: bool = False,
-                criterion: Criterion | None = None, grad_scale: float | None = None) -> dict[str, Tensor]:
-    """One rate-BP training batch: spike pass + rate pass + loss. Returns a dict of loss terms:
+                steps_per_call: int | None = None, criterion: Criterion | None = None,
+                grad_scale: float | None = None) -> dict[str, Tensor]:
+    """One rate-BP training batch: spike pass (``lean`` / ``steps_per_call`` as in :func:`spike_pass`) +
+    rate pass + loss. Returns a dict of loss terms:
     ``"loss"`` (value = criterion, gradient scaled by ``grad_scale``, default :math:`1/T`; call
     ``.backward()`` on it), ``"ce"`` (detached value), ``"logits"`` (rate-pass logits) and
     ``"spike_logits"`` (spike-pass logits, what evaluation would output in train-mode BN)."""
     criterion = F.cross_entropy if criterion is None else criterion
     steps = _num_steps(x, T)
-    spike_logits = spike_pass(model, x, steps, lean=lean)
+    spike_logits = spike_pass(model, x, steps, lean=lean, steps_per_call=steps_per_call)
     logits = rate_pass(model, x)
     value = criterion(logits, target)
     factor = 1.0 / steps if grad_scale is None else grad_scale

@@ -135,6 +135,8 @@ class TrainConfig:
             (defaults 1.0, 2.0, True)
         esd_alpha, esd_beta, esd_temperature: ESD weights. (defaults 1.0, 0.3, 3.0)
         lean (bool): rate-BP spike pass one step at a time (memory flat in ``T``). (default: ``False``)
+        steps_per_call (int or None): rate-BP spike pass ``c`` steps at a time (memory bounded by ``c``
+            steps); ``None`` = all ``T`` at once, or one with ``lean``. (default: ``None``)
         amp (bool): mixed precision when on CUDA (ignored on CPU). (default: ``True``)
         seed (int): data order and augmentation seed. (default: ``0``)
         eval_steps (list of int or None): also evaluate with the first ``t`` steps for each ``t`` (low
@@ -165,6 +167,7 @@ class TrainConfig:
     esd_beta: float = 0.3
     esd_temperature: float = 3.0
     lean: bool = False
+    steps_per_call: int | None = None
     amp: bool = True
     seed: int = 0
     eval_steps: list[int] | None = None
@@ -189,6 +192,13 @@ class TrainConfig:
         if self.lean and self.method not in ("ratebp", "esd"):
             raise ValueError(f"TrainConfig: lean=True is a rate-BP option; method {self.method!r} "
                              "trains with BPTT")
+        if self.steps_per_call is not None:
+            if self.method not in ("ratebp", "esd"):
+                raise ValueError(f"TrainConfig: steps_per_call is a rate-BP option; method {self.method!r} "
+                                 "trains with BPTT")
+            if self.steps_per_call < 1 or (self.lean and self.steps_per_call != 1):
+                raise ValueError(f"TrainConfig: steps_per_call must be >= 1 (and 1 with lean=True), got "
+                                 f"{self.steps_per_call}")
 
     def resolved_eval_steps(self) -> list[int]:
         if self.eval_steps is not None:
@@ -205,10 +215,10 @@ def make_step_function(config: TrainConfig) -> StepFunction:
     if m == "vanilla":
         return bptt_loss
     if m == "ratebp":
-        return partial(ratebp_loss, lean=config.lean)
+        return partial(ratebp_loss, lean=config.lean, steps_per_call=config.steps_per_call)
     if m == "esd":
-        return partial(esd_step_loss, lean=config.lean, alpha=config.esd_alpha, beta=config.esd_beta,
-                       temperature=config.esd_temperature)
+        return partial(esd_step_loss, lean=config.lean, steps_per_call=config.steps_per_call,
+                       alpha=config.esd_alpha, beta=config.esd_beta, temperature=config.esd_temperature)
     return partial(timestep_kd_step_loss, method=m, weight=config.kd_weight,
                    temperature=config.kd_temperature, detach_teacher=config.kd_detach_teacher)
 

@@ -8,7 +8,7 @@ import torch
 from graphspike_kd.spiking import native
 from graphspike_kd.spiking.functional import neuron_multistep_torch
 from graphspike_kd.spiking.neurons import LIF, PLIF
-from graphspike_kd.spiking.surrogate import available_surrogates
+from graphspike_kd.spiking.surrogate import available_surrogates, get_surrogate
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,77 @@ def test_cpp_errors(built, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-gsk")
     with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler: 'no-such-compiler-gsk' was not found"):
         native.build_native_library()
+
+
+def _record(backend, kind, x, chunks, **kw):
+    from graphspike_kd.spiking.neurons import IF
+    from graphspike_kd.spiking.ratebp import RateBPNeuron
+
+    cls = {"if": IF, "lif": LIF, "plif": PLIF}[kind]
+    kw["surrogate"] = get_surrogate(kw["surrogate"])
+    if kind == "if":
+        kw.pop("decay_input")
+    neuron = RateBPNeuron(cls(step_mode="m", backend=backend, **kw).to(x.dtype))
+    neuron.ratebp_mode = "spike"
+    neuron.begin_spike_pass()
+    spikes, t0 = [], 0
+    for c in chunks:  # several calls: the state (membrane, kappa carry, dU/dk) crosses them
+        spikes.append(neuron(x[t0 : t0 + c]))
+        t0 += c
+    neuron.end_spike_pass()
+    return torch.cat(spikes), neuron.rate, neuron.eligibility, neuron.decay_eligibility
+
+
+@pytest.mark.parametrize("kind", ["lif", "plif", "if"])
+@pytest.mark.parametrize("v_reset,detach_reset,decay_input", CONFIGS)
+@pytest.mark.parametrize("surrogate", available_surrogates())
+def test_cpp_ratebp_recording_equals_torch_path(built, kind, v_reset, detach_reset, decay_input, surrogate):
+    if surrogate not in native.SURROGATE_IDS:
+        pytest.skip(f"no native kernel for {surrogate}")
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 3, 701, generator=gen) * 1.5 + 0.5  # 2103 neurons: three blocks, the last partial
+    kw = dict(v_reset=v_reset, detach_reset=detach_reset, decay_input=decay_input, surrogate=surrogate)
+    for chunks in ([7], [3, 1, 3]):
+        ref = _record("torch", kind, x, chunks, **kw)
+        ours = _record("cpp", kind, x, chunks, **kw)
+        assert torch.equal(ours[0], ref[0])  # spikes, bit for bit
+        assert torch.equal(ours[1], ref[1])  # firing rates
+        assert ref[0].sum() > 0 and ref[2].abs().sum() > 0  # the case is not vacuous
+        torch.testing.assert_close(ours[2], ref[2], rtol=1e-5, atol=1e-6)  # eligibility: float rounding
+        if kind == "plif":
+            torch.testing.assert_close(ours[3], ref[3], rtol=1e-5, atol=1e-5)
+        else:
+            assert ours[3] is None and ref[3] is None
+
+
+def test_cpp_ratebp_recording_float64_and_threads(built):
+    x = torch.randn(5, 4000, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) + 0.6
+    kw = dict(v_reset=None, detach_reset=True, decay_input=False, surrogate="sigmoid")
+    ref = _record("torch", "plif", x, [5], **kw)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ours = _record("cpp", "plif", x, [2, 3], **kw)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(ours[0], ref[0])
+    torch.testing.assert_close(ours[2], ref[2], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours[3], ref[3], rtol=1e-12, atol=1e-12)
+
+
+def test_cpp_backend_ratebp_step_matches_torch_backend(built):
+    from graphspike_kd.spiking import ratebp as rb
+    from graphspike_kd.spiking.models import RATEBP_NEURON, vggsnn
+
+    x = torch.rand(4, 2, 16, 16, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, 1, 2, 3])
+    grads = {}
+    for backend in ("torch", "cpp"):
+        torch.manual_seed(0)
+        model = vggsnn(in_channels=2, num_classes=4, T=3, neuron=dict(RATEBP_NEURON, backend=backend))
+        out = rb.ratebp_loss(model, x, y, 3)
+        out["loss"].backward()
+        grads[backend] = (out["spike_logits"], [p.grad.clone() for p in model.parameters()])
+    assert torch.equal(grads["cpp"][0], grads["torch"][0])  # same spikes all the way to the logits
+    for a, b in zip(grads["cpp"][1], grads["torch"][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

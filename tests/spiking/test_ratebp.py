@@ -225,6 +225,40 @@ def test_lean_and_multistep_rate_gradients_agree_on_direction():
     assert F.cosine_similarity(_grads(model), g_multi, dim=0) > 0.9
 
 
+def test_steps_per_call_chunks_the_spike_pass():
+    model = _tiny_vgg()
+    frames = torch.randn(5, 4, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2  # T = 5
+    stem_stats = {}
+    for key, kw in (("all", {}), ("all_explicit", {"steps_per_call": 9}), ("lean", {"lean": True}),
+                    ("one", {"steps_per_call": 1}), ("two", {"steps_per_call": 2})):
+        logits = rb.spike_pass(model, frames, **kw)
+        stem_stats[key] = (logits, model.stem_bn._spike_stats, model.stem_neuron.rate.clone())
+    # steps_per_call >= T is the one-call pass; steps_per_call=1 is the lean pass, bit for bit
+    for a, b in (("all", "all_explicit"), ("lean", "one")):
+        logits_a, (mean_a, var_a), rate_a = stem_stats[a]
+        logits_b, (mean_b, var_b), rate_b = stem_stats[b]
+        assert torch.equal(logits_a, logits_b) and torch.equal(rate_a, rate_b)
+        assert torch.equal(mean_a, mean_b) and torch.equal(var_a, var_b)
+    # the stem BN sees conv(frames) whatever the chunking: its pooled statistics do not depend on it
+    for key in ("lean", "two"):
+        torch.testing.assert_close(stem_stats[key][1][0], stem_stats["all"][1][0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(stem_stats[key][1][1], stem_stats["all"][1][1], rtol=1e-5, atol=1e-6)
+    # chunks of 2, 2 and the remainder 1, each normalised with its own statistics, weighted by length
+    rb.reset_net(model)
+    for m in model.modules():
+        if isinstance(m, rb.RateBPModule):
+            m.begin_spike_pass()
+    with torch.no_grad(), rb.mode(model, "spike"):
+        parts = [model(frames[a:b], T=b - a) * (b - a) for a, b in ((0, 2), (2, 4), (4, 5))]
+    torch.testing.assert_close(stem_stats["two"][0], sum(parts) / 5, rtol=0, atol=0)
+    assert not torch.equal(stem_stats["two"][2], stem_stats["all"][2])  # per-chunk BN changes the spikes
+    with pytest.raises(ValueError, match="contradicts steps_per_call=3"):
+        rb.spike_pass(model, frames, lean=True, steps_per_call=3)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="steps_per_call must be a positive int"):
+            rb.spike_pass(model, frames, steps_per_call=bad)
+
+
 def test_frames_input_and_modes_restored():
     model = _tiny_vgg()
     x = torch.randn(4, 3, 8, 8)

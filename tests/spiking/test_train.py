@@ -17,6 +17,7 @@ from graphspike_kd.spiking.train import (
     TrainConfig,
     Trainer,
     init_distributed,
+    make_step_function,
     step_logits,
 )
 
@@ -144,3 +145,14 @@ def test_amp_on_cuda_runs_every_method():
         assert trainer.use_amp and trainer.scaler.is_enabled()
         out = trainer.fit(_data(), _data(16, seed=1))
         assert 0.0 <= out["final_test_acc"] <= 1.0
+
+
+def test_steps_per_call_is_a_ratebp_option():
+    with pytest.raises(ValueError, match="steps_per_call is a rate-BP option"):
+        TrainConfig(method="vanilla", steps_per_call=2)
+    with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
+        TrainConfig(method="ratebp", steps_per_call=0)
+    with pytest.raises(ValueError, match="and 1 with lean=True"):
+        TrainConfig(method="esd", lean=True, steps_per_call=2)
+    step = make_step_function(TrainConfig(method="ratebp", steps_per_call=2))
+    assert step.keywords["steps_per_call"] == 2

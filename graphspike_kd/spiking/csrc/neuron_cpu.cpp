@@ -32,6 +32,12 @@ inline F charge(F u, F x, F k, bool decay_input) {
   return x + (F(1) - k) * u;
 }
 
+// h = x + lam u with lam = 1 - k rounded once from double, as torch.add(x, u, alpha=lam) computes it
+template <typename F>
+inline F charge_lam(F u, F x, F lam) {
+  return x + lam * u;
+}
+
 template <typename F, bool SOFT>
 inline F reset(F h, F s, F th) {
   return SOFT ? h - th * s : h - h * s;
@@ -212,7 +218,118 @@ int backward_any(const F* h, const F* gs, const F* gv, const F* x, const F* v0, 
 #undef GSK_CASE
 }
 
+// Rate-BP recording spike pass (RateBPNeuron._spike_forward in graphspike_kd/spiking/ratebp.py, whose torch
+// ops this mirrors operation by operation, so spikes and membranes are bit-identical): the neuron's forward
+// without a graph, accumulating sum_t S[t] and the eligibility sum_t g'_t kappa_t (and, for a learnable
+// decay, sum_t g'_t dH[t]/dk), with the state (u, D, dU/dk) carried across calls (lean spike pass).
+//   kappa_t = k_in + lam D_{t-1};  D_t = kappa_t rho_t;  rho_t = 1 - S (+ (-h g') unless detached) for a
+//   hard reset, 1 - th g' (or 1 when detached) for a soft reset.
+// With a soft, detached reset kappa_t is the same number for every neuron: the caller passes the sequence
+// (kappa_seq, computed in double as the torch path does) and d_state is unused.
+// Each (block, step) runs two loops: the membrane (h, s, u; record_impl below, compiled without FMA
+// contraction like the forward) and then the eligibility terms (this function, with FMAs: they change the
+// last bits of e, never a spike). Two functions because GCC does not inline across the fp-contract setting,
+// and a call per element would not vectorise; a call per block of kBlock neurons costs nothing.
+template <typename F, int SG, bool SOFT>
+void record_eligibility(const F* h, const F* s, const F* x, const F* u_prev, F* d, F* dk, F* ea, F* eka, int64_t n,
+                        F kappa_t, F lam, F k_in, F th, F alpha, bool scalar_kappa, bool detach, bool decay_input) {
+  const bool want_k = dk != nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    const F g = surrogate_grad<F, SG>(h[i] - th, alpha);
+    F rho = F(1);
+    if (scalar_kappa) {
+      ea[i] += g * kappa_t;
+    } else {
+      const F kappa = lam != F(0) ? d[i] * lam + k_in : k_in;
+      ea[i] += g * kappa;
+      if (!SOFT) {
+        rho = F(1) - s[i];
+        if (!detach) rho = rho - h[i] * g;
+      } else if (!detach) {
+        rho = F(1) - th * g;
+      }
+      d[i] = kappa * rho;
+    }
+    if (want_k) {
+      const F dh_dk = (decay_input ? x[i] - u_prev[i] : -u_prev[i]) + lam * dk[i];
+      eka[i] += g * dh_dk;
+      dk[i] = scalar_kappa ? dh_dk : dh_dk * rho;
+    }
+  }
+}
+
 #pragma GCC pop_options
+
+template <typename F, int SG, bool SOFT>
+void record_impl(const F* x, F* spikes, F* u_state, F* d_state, F* dk_state, F* spike_acc, F* elig_acc,
+                 F* eligk_acc, const double* kappa_seq, int64_t T, int64_t N, F k, F lam, F k_in, F th, F alpha,
+                 bool detach, bool decay_input, int threads) {
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const bool scalar_kappa = kappa_seq != nullptr;
+  const bool want_k = dk_state != nullptr;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
+    F h[kBlock];
+    F u_prev[kBlock];
+    F* u = u_state + i0;
+    for (int64_t t = 0; t < T; ++t) {
+      const F* xt = x + t * N + i0;
+      F* st = spikes + t * N + i0;
+      F* sa = spike_acc + i0;
+      if (want_k) std::memcpy(u_prev, u, sizeof(F) * n);
+      if (decay_input) {
+        for (int64_t i = 0; i < n; ++i) {
+          const F hi = charge<F>(u[i], xt[i], k, true);
+          const F si = hi >= th ? F(1) : F(0);
+          h[i] = hi;
+          st[i] = si;
+          sa[i] += si;
+          u[i] = reset<F, SOFT>(hi, si, th);
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          const F hi = charge_lam<F>(u[i], xt[i], lam);
+          const F si = hi >= th ? F(1) : F(0);
+          h[i] = hi;
+          st[i] = si;
+          sa[i] += si;
+          u[i] = reset<F, SOFT>(hi, si, th);
+        }
+      }
+      record_eligibility<F, SG, SOFT>(h, st, xt, u_prev, scalar_kappa ? nullptr : d_state + i0,
+                                      want_k ? dk_state + i0 : nullptr, elig_acc + i0,
+                                      want_k ? eligk_acc + i0 : nullptr, n,
+                                      scalar_kappa ? F(kappa_seq[t]) : F(0), lam, k_in, th, alpha, scalar_kappa,
+                                      detach, decay_input);
+    }
+  }
+}
+
+template <typename F>
+int record_any(const F* x, F* s, F* u, F* d, F* dk, F* sa, F* ea, F* eka, const double* kappa_seq, int64_t T,
+               int64_t N, F k, F lam, F k_in, F th, F alpha, int sg, bool soft, bool detach, bool di, int threads) {
+#define GSK_CASE(SG)                                                                                     \
+  case SG:                                                                                               \
+    if (soft)                                                                                            \
+      record_impl<F, SG, true>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha, detach, \
+                               di, threads);                                                             \
+    else                                                                                                 \
+      record_impl<F, SG, false>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha, detach, \
+                                di, threads);                                                            \
+    return 0;
+  switch (sg) {
+    GSK_CASE(kSigmoid)
+    GSK_CASE(kATan)
+    GSK_CASE(kRectangle)
+    GSK_CASE(kTriangle)
+    GSK_CASE(kFastSigmoid)
+    GSK_CASE(kErf)
+    default:
+      return 1;
+  }
+#undef GSK_CASE
+}
 
 }  // namespace
 
@@ -246,6 +363,21 @@ int gsk_neuron_backward_f64(const double* h, const double* gs, const double* gv,
                             int decay_input, int want_k, int threads) {
   return backward_any<double>(h, gs, gv, x, v0, gx, gv0, gk, T, N, k, th, v_r, alpha, surrogate, soft, detach,
                               decay_input, want_k, threads);
+}
+
+int gsk_ratebp_record_f32(const float* x, float* s, float* u, float* d, float* dk, float* sa, float* ea, float* eka,
+                          const double* kappa_seq, int64_t T, int64_t N, double k, double lam, double k_in, double th,
+                          double alpha, int surrogate, int soft, int detach, int decay_input, int threads) {
+  return record_any<float>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, float(k), float(lam), float(k_in),
+                           float(th), float(alpha), surrogate, soft, detach, decay_input, threads);
+}
+
+int gsk_ratebp_record_f64(const double* x, double* s, double* u, double* d, double* dk, double* sa, double* ea,
+                          double* eka, const double* kappa_seq, int64_t T, int64_t N, double k, double lam,
+                          double k_in, double th, double alpha, int surrogate, int soft, int detach,
+                          int decay_input, int threads) {
+  return record_any<double>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha, surrogate, soft,
+                            detach, decay_input, threads);
 }
 
 }  // extern "C"
