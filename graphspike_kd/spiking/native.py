@@ -129,42 +129,51 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config) -> tuple[Tensor, Tensor, Tensor]:
-    """Native forward on ``x`` ``[T, N]`` from ``u0`` ``[N]``; returns ``(spikes, h_seq, v_last)``."""
+def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config,
+                     keep_h: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Native forward on ``x`` ``[T, N]`` from ``u0`` ``[N]``; returns ``(spikes, h_seq, v_last)``
+    (``h_seq`` is ``None`` with ``keep_h=False``: the backward then recomputes it from ``x``)."""
     lib = _load()
     x, u0 = x.contiguous(), u0.to(x.dtype).contiguous()
     T, N = x.shape
     v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
-    spikes, h_seq, v_last = torch.empty_like(x), torch.empty_like(x), torch.empty_like(u0)
+    spikes, v_last = torch.empty_like(x), torch.empty_like(u0)
+    h_seq = torch.empty_like(x) if keep_h else None
     fn = lib.gsk_neuron_forward_f32 if x.dtype == torch.float32 else lib.gsk_neuron_forward_f64
     fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k, cfg.v_threshold - v_r, v_r,
        int(cfg.decay_input), int(cfg.v_reset is None), torch.get_num_threads())
     return spikes, h_seq, v_last
 
 
-def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, x: Tensor | None,
+def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor | None, x: Tensor | None,
                       u0: Tensor | None, k: float, cfg: _Config,
                       want_k: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Native reverse-time loop; returns ``(grad_x [T, N], grad_v_init [N], grad_k (0-dim) or None)``."""
+    """Native reverse-time loop; returns ``(grad_x [T, N], grad_v_init [N], grad_k (0-dim) or None)``.
+    With ``h_seq=None`` it recomputes the membranes from ``x`` and ``u0`` block by block (both required)."""
     lib = _load()
-    T, N = h_seq.shape
-    gs = grad_spikes.reshape(T, N).to(h_seq.dtype).contiguous()
-    gv = grad_v_last.reshape(N).to(h_seq.dtype).contiguous()
-    if want_k:
+    if h_seq is None:
+        if x is None or u0 is None:
+            raise RuntimeError("cpp_backward_loop: recomputing h needs x and u0")
+        x, u0 = x.contiguous(), u0.to(x.dtype).contiguous()
+    elif want_k:
         x, u0 = x.contiguous(), u0.contiguous()
     else:
         x = u0 = None
-    grad_x, grad_v = torch.empty_like(h_seq), torch.empty_like(gv)
+    like = h_seq if h_seq is not None else x
+    T, N = like.shape
+    gs = grad_spikes.reshape(T, N).to(like.dtype).contiguous()
+    gv = grad_v_last.reshape(N).to(like.dtype).contiguous()
+    grad_x, grad_v = torch.empty_like(like), torch.empty_like(gv)
     grad_k = ctypes.c_double(0.0)
     v_r = 0.0 if cfg.v_reset is None else cfg.v_reset
-    fn = lib.gsk_neuron_backward_f32 if h_seq.dtype == torch.float32 else lib.gsk_neuron_backward_f64
+    fn = lib.gsk_neuron_backward_f32 if like.dtype == torch.float32 else lib.gsk_neuron_backward_f64
     status = fn(_ptr(h_seq), _ptr(gs), _ptr(gv), _ptr(x), _ptr(u0), _ptr(grad_x), _ptr(grad_v),
                 ctypes.addressof(grad_k), T, N, k, cfg.v_threshold - v_r, v_r, cfg.surrogate.alpha,
                 SURROGATE_IDS[cfg.surrogate.name], int(cfg.v_reset is None), int(cfg.detach_reset),
                 int(cfg.decay_input), int(want_k), torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"native neuron backward failed with status {status}")
-    return grad_x, grad_v, torch.tensor(grad_k.value, dtype=h_seq.dtype) if want_k else None
+    return grad_x, grad_v, torch.tensor(grad_k.value, dtype=like.dtype) if want_k else None
 
 
 def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | None, *, k: float, lam: float,
@@ -206,7 +215,10 @@ def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | N
 
 
 class _NeuronMultiStepCpp(torch.autograd.Function):
-    """Native forward/backward; saves ``h_seq`` (and ``x``, ``v_init`` for a decay gradient)."""
+    """Native forward/backward. Saves the input ``x`` and ``v_init`` and recomputes the membranes in the
+    backward, block by block in cache (bit-identical to the forward's), instead of writing and keeping an
+    ``h_seq``: the forward then writes one ``[T, N]`` tensor (the spikes) instead of two, and the saved
+    ``[T, N]`` tensor is the caller's input rather than a new allocation."""
 
     @staticmethod
     def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
@@ -215,23 +227,18 @@ class _NeuronMultiStepCpp(torch.autograd.Function):
         x = x_seq.detach().reshape(shape[0], -1).contiguous()
         u0 = v_init.detach().reshape(-1).to(x.dtype).contiguous()
         k = float(decay)
-        spikes, h_seq, v_last = cpp_forward_loop(x, u0, k, cfg)
+        spikes, _, v_last = cpp_forward_loop(x, u0, k, cfg, keep_h=False)
         ctx.cfg, ctx.consts = cfg, (k, shape, v_init.shape, decay.dtype)
-        if ctx.needs_input_grad[2]:
-            ctx.save_for_backward(h_seq, x, u0)
-        else:
-            ctx.save_for_backward(h_seq)
+        ctx.save_for_backward(x, u0)
         return spikes.view(shape), v_last.view(v_init.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_spikes: Tensor, grad_v_last: Tensor) -> tuple[Tensor | None, ...]:
         k, x_shape, v_shape, decay_dtype = ctx.consts
-        saved = ctx.saved_tensors
+        x, u0 = ctx.saved_tensors
         want_k = ctx.needs_input_grad[2]
-        x, u0 = (saved[1], saved[2]) if want_k else (None, None)
-        grad_x, grad_v, grad_k = cpp_backward_loop(grad_spikes, grad_v_last, saved[0], x, u0, k, ctx.cfg,
-                                                   want_k)
+        grad_x, grad_v, grad_k = cpp_backward_loop(grad_spikes, grad_v_last, None, x, u0, k, ctx.cfg, want_k)
         return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None,
                 grad_k.to(decay_dtype) if want_k else None, None)
 

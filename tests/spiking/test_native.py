@@ -143,3 +143,39 @@ def test_cpp_backend_ratebp_step_matches_torch_backend(built):
     assert torch.equal(grads["cpp"][0], grads["torch"][0])  # same spikes all the way to the logits
     for a, b in zip(grads["cpp"][1], grads["torch"][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("want_decay_grad", [False, True])
+@pytest.mark.parametrize("v_reset", [None, 0.0])
+def test_cpp_backward_recomputes_membranes_for_long_sequences(built, want_decay_grad, v_reset):
+    # T = 100: the recomputing backward's block shrinks below 1024 neurons (its [T, block] buffer stays in
+    # cache); N = 2600 leaves a partial last block
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.rand(100, 2600, generator=gen) * 1.2).requires_grad_()
+    v0 = torch.rand(2600, generator=gen).requires_grad_()
+    w = torch.tensor(0.4, requires_grad=want_decay_grad)
+    gs, gv = torch.randn(100, 2600, generator=gen), torch.randn(2600, generator=gen)
+    kw = dict(v_threshold=1.0, v_reset=v_reset, decay_input=True, detach_reset=False,
+              surrogate_name="sigmoid")
+    inputs = (x, v0, w) if want_decay_grad else (x, v0)
+    results = []
+    for fn in (native.neuron_multistep_cpp, neuron_multistep_torch):
+        s, v = fn(x, v0, torch.sigmoid(w), **kw)
+        results.append((s, *torch.autograd.grad((s * gs).sum() + (v * gv).sum(), inputs)))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1:], results[1][1:], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cpp_saves_the_input_not_a_new_membrane_tensor(built):
+    x = torch.rand(6, 3000).requires_grad_()
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        native.neuron_multistep_cpp(x, torch.zeros(3000), torch.tensor(0.5))
+    big = [t for t in saved if t.numel() == x.numel()]
+    assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()  # x itself: no [T, N] tensor allocated to save

@@ -4,7 +4,7 @@
 // tracked relative to the reset value (u = v - v_reset, threshold th = v_threshold - v_reset):
 //   decay_input:   h = u + k (x - u)   (written as torch's lerp rounds it)     otherwise: h = x + (1 - k) u
 //   s = (h >= th);  soft: u = h - th s;  hard: u = h - h s
-// Backward (t = T-1 .. 0, c = dL/du[t]):
+// Backward (t = T-1 .. 0, c = dL/du[t]), from a saved h_seq or (h == nullptr) recomputing h per block:
 //   soft: gh = c + g' (gs - th c) [or c + g' gs if detach_reset]
 //   hard: gh = c (1 - s) + g' (gs - h c) [or c (1 - s) + g' gs]
 //   dL/dx[t] = gh (k if decay_input else 1);  c <- gh (1 - k);  dL/dk += gh (x - u[t-1]) or -gh u[t-1]
@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -47,6 +48,7 @@ template <typename F, bool SOFT>
 void forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64_t T, int64_t N, F k, F th,
                   F v_r, bool decay_input, int threads) {
   const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const bool store_h = h_seq != nullptr;  // the recomputing backward needs no h_seq
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
@@ -54,13 +56,13 @@ void forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64
     for (int64_t i = 0; i < n; ++i) u[i] = v0[i0 + i] - v_r;
     for (int64_t t = 0; t < T; ++t) {
       const F* xt = x + t * N + i0;
-      F* ht = h_seq + t * N + i0;
+      F* ht = store_h ? h_seq + t * N + i0 : nullptr;
       F* st = spikes + t * N + i0;
       if (decay_input) {
         for (int64_t i = 0; i < n; ++i) {
           F h = charge<F>(u[i], xt[i], k, true);
           F s = h >= th ? F(1) : F(0);
-          ht[i] = h;
+          if (store_h) ht[i] = h;
           st[i] = s;
           u[i] = reset<F, SOFT>(h, s, th);
         }
@@ -68,13 +70,47 @@ void forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64
         for (int64_t i = 0; i < n; ++i) {
           F h = charge<F>(u[i], xt[i], k, false);
           F s = h >= th ? F(1) : F(0);
-          ht[i] = h;
+          if (store_h) ht[i] = h;
           st[i] = s;
           u[i] = reset<F, SOFT>(h, s, th);
         }
       }
     }
     for (int64_t i = 0; i < n; ++i) v_last[i0 + i] = u[i] + v_r;
+  }
+}
+
+// Neurons per block for the recomputing backward: the [T, block] buffer of h stays within ~256 KiB (L2).
+inline int64_t recompute_block_size(int64_t T, size_t elem) {
+  const int64_t fit = static_cast<int64_t>((256 * 1024) / (static_cast<size_t>(std::max<int64_t>(T, 1)) * elem));
+  return std::max<int64_t>(16, std::min<int64_t>(kBlock, fit - fit % 16));
+}
+
+// forward_impl's recursion for one block of n <= kBlock neurons, writing h into hbuf [T, n] (no spikes):
+// the same arithmetic, compiled without contraction, so h is bit-identical to the forward's h_seq.
+template <typename F, bool SOFT>
+void recompute_membrane(const F* x, const F* v0, F* hbuf, int64_t T, int64_t N, int64_t n, F k, F th, F v_r,
+                        bool decay_input) {
+  F u[kBlock];
+  for (int64_t i = 0; i < n; ++i) u[i] = v0[i] - v_r;
+  for (int64_t t = 0; t < T; ++t) {
+    const F* xt = x + t * N;
+    F* ht = hbuf + t * n;
+    if (decay_input) {
+      for (int64_t i = 0; i < n; ++i) {
+        const F h = charge<F>(u[i], xt[i], k, true);
+        const F s = h >= th ? F(1) : F(0);
+        ht[i] = h;
+        u[i] = reset<F, SOFT>(h, s, th);
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const F h = charge<F>(u[i], xt[i], k, false);
+        const F s = h >= th ? F(1) : F(0);
+        ht[i] = h;
+        u[i] = reset<F, SOFT>(h, s, th);
+      }
+    }
   }
 }
 
@@ -125,71 +161,111 @@ inline F surrogate_grad(F x, F alpha) {
   }
 }
 
+// The reverse-time loop over one block of n neurons. h points at the block's h[0] with row stride
+// h_stride (N when reading the saved h_seq, n when reading a block recomputed by recompute_membrane);
+// gs, gx and x at the block's row 0 with row stride N. Writes grad_x and grad_v0 (the block's slice) and
+// returns the block's part of dL/dk.
+template <typename F, int SG, bool SOFT>
+double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_last, const F* x, const F* v0,
+                      F* gx, F* gv0, int64_t T, int64_t N, int64_t n, F k, F th, F v_r, F alpha, bool detach,
+                      bool decay_input, bool want_k) {
+  const F dhdx = decay_input ? k : F(1), dhdv = F(1) - k;
+  const F keep_surrogate_reset = detach ? F(0) : F(1);  // gradient through the spike used in the reset
+  F c[kBlock];
+  F acc[kBlock];
+  for (int64_t i = 0; i < n; ++i) {
+    c[i] = gv_last[i];
+    acc[i] = F(0);
+  }
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const F* ht = h + t * h_stride;
+    const F* gst = gs + t * N;
+    F* gxt = gx + t * N;
+    if (!want_k) {
+      for (int64_t i = 0; i < n; ++i) {
+        const F hi = ht[i];
+        const F sg = surrogate_grad<F, SG>(hi - th, alpha);
+        F gh;
+        if (SOFT) {
+          gh = c[i] + sg * (gst[i] - keep_surrogate_reset * th * c[i]);
+        } else {
+          const F si = hi >= th ? F(1) : F(0);
+          gh = (c[i] - c[i] * si) + sg * (gst[i] - keep_surrogate_reset * hi * c[i]);
+        }
+        gxt[i] = gh * dhdx;
+        c[i] = gh * dhdv;
+      }
+    } else {
+      const F* xt = x + t * N;
+      const F* hp = t > 0 ? h + (t - 1) * h_stride : nullptr;
+      for (int64_t i = 0; i < n; ++i) {
+        const F hi = ht[i];
+        const F sg = surrogate_grad<F, SG>(hi - th, alpha);
+        F gh;
+        if (SOFT) {
+          gh = c[i] + sg * (gst[i] - keep_surrogate_reset * th * c[i]);
+        } else {
+          const F si = hi >= th ? F(1) : F(0);
+          gh = (c[i] - c[i] * si) + sg * (gst[i] - keep_surrogate_reset * hi * c[i]);
+        }
+        F u_prev = v0[i] - v_r;
+        if (hp) {  // th * sp and hp * sp are exact (sp is 0 or 1): u_prev is the forward's membrane
+          const F sp = hp[i] >= th ? F(1) : F(0);
+          u_prev = SOFT ? hp[i] - th * sp : hp[i] - hp[i] * sp;
+        }
+        acc[i] += gh * (decay_input ? xt[i] - u_prev : -u_prev);
+        gxt[i] = gh * dhdx;
+        c[i] = gh * dhdv;
+      }
+    }
+  }
+  double local = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    gv0[i] = c[i];
+    local += acc[i];
+  }
+  return local;
+}
+
+// Backward from the saved h_seq [T, N].
 template <typename F, int SG, bool SOFT>
 double backward_impl(const F* h_seq, const F* grad_spikes, const F* grad_v_last, const F* x, const F* v0,
                      F* grad_x, F* grad_v0, int64_t T, int64_t N, F k, F th, F v_r, F alpha, bool detach,
                      bool decay_input, bool want_k, int threads) {
   const int64_t blocks = (N + kBlock - 1) / kBlock;
-  const F dhdx = decay_input ? k : F(1), dhdv = F(1) - k;
-  const F keep_surrogate_reset = detach ? F(0) : F(1);  // gradient through the spike used in the reset
   double acc_total = 0.0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : acc_total)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
-    F c[kBlock];
-    F acc[kBlock];
-    for (int64_t i = 0; i < n; ++i) {
-      c[i] = grad_v_last[i0 + i];
-      acc[i] = F(0);
+    acc_total += backward_block<F, SG, SOFT>(h_seq + i0, N, grad_spikes + i0, grad_v_last + i0,
+                                             want_k ? x + i0 : nullptr, want_k ? v0 + i0 : nullptr, grad_x + i0,
+                                             grad_v0 + i0, T, N, n, k, th, v_r, alpha, detach, decay_input, want_k);
+  }
+  return acc_total;
+}
+
+// Backward that recomputes h from x and v0 instead of reading a saved h_seq: per block, the forward
+// recursion (recompute_membrane, bit-identical to forward_impl) fills a [T, n] buffer that stays in cache,
+// then the reverse loop reads it. The forward then writes only the spikes (no h_seq allocation, one
+// [T, N] stream less) and autograd keeps x, which the caller allocated anyway, instead of h_seq.
+template <typename F, int SG, bool SOFT>
+double backward_recompute_impl(const F* x, const F* v0, const F* grad_spikes, const F* grad_v_last, F* grad_x,
+                               F* grad_v0, int64_t T, int64_t N, F k, F th, F v_r, F alpha, bool detach,
+                               bool decay_input, bool want_k, int threads) {
+  const int64_t block = recompute_block_size(T, sizeof(F));
+  const int64_t blocks = (N + block - 1) / block;
+  double acc_total = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : acc_total)
+  {
+    std::vector<F> hbuf(static_cast<size_t>(T * block));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = b * block, n = std::min(block, N - i0);
+      recompute_membrane<F, SOFT>(x + i0, v0 + i0, hbuf.data(), T, N, n, k, th, v_r, decay_input);
+      acc_total += backward_block<F, SG, SOFT>(hbuf.data(), n, grad_spikes + i0, grad_v_last + i0, x + i0,
+                                               v0 + i0, grad_x + i0, grad_v0 + i0, T, N, n, k, th, v_r, alpha,
+                                               detach, decay_input, want_k);
     }
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const F* ht = h_seq + t * N + i0;
-      const F* gst = grad_spikes + t * N + i0;
-      F* gxt = grad_x + t * N + i0;
-      if (!want_k) {
-        for (int64_t i = 0; i < n; ++i) {
-          const F h = ht[i];
-          const F sg = surrogate_grad<F, SG>(h - th, alpha);
-          F gh;
-          if (SOFT) {
-            gh = c[i] + sg * (gst[i] - keep_surrogate_reset * th * c[i]);
-          } else {
-            const F s = h >= th ? F(1) : F(0);
-            gh = (c[i] - c[i] * s) + sg * (gst[i] - keep_surrogate_reset * h * c[i]);
-          }
-          gxt[i] = gh * dhdx;
-          c[i] = gh * dhdv;
-        }
-      } else {
-        const F* xt = x + t * N + i0;
-        const F* hp = t > 0 ? h_seq + (t - 1) * N + i0 : nullptr;
-        for (int64_t i = 0; i < n; ++i) {
-          const F h = ht[i];
-          const F sg = surrogate_grad<F, SG>(h - th, alpha);
-          F gh;
-          if (SOFT) {
-            gh = c[i] + sg * (gst[i] - keep_surrogate_reset * th * c[i]);
-          } else {
-            const F s = h >= th ? F(1) : F(0);
-            gh = (c[i] - c[i] * s) + sg * (gst[i] - keep_surrogate_reset * h * c[i]);
-          }
-          F u_prev = v0[i0 + i] - v_r;
-          if (hp) {
-            const F sp = hp[i] >= th ? F(1) : F(0);
-            u_prev = SOFT ? hp[i] - th * sp : hp[i] - hp[i] * sp;
-          }
-          acc[i] += gh * (decay_input ? xt[i] - u_prev : -u_prev);
-          gxt[i] = gh * dhdx;
-          c[i] = gh * dhdv;
-        }
-      }
-    }
-    double local = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      grad_v0[i0 + i] = c[i];
-      local += acc[i];
-    }
-    acc_total += local;
   }
   return acc_total;
 }
@@ -200,10 +276,16 @@ int backward_any(const F* h, const F* gs, const F* gv, const F* x, const F* v0, 
                  bool want_k, int threads) {
 #define GSK_CASE(SG)                                                                                      \
   case SG:                                                                                                \
-    *gk = soft ? backward_impl<F, SG, true>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach, di, \
-                                            want_k, threads)                                              \
-               : backward_impl<F, SG, false>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach,   \
-                                             di, want_k, threads);                                        \
+    if (h == nullptr) /* recompute h from x and v0 */                                                     \
+      *gk = soft ? backward_recompute_impl<F, SG, true>(x, v0, gs, gv, gx, gv0, T, N, k, th, v_r, alpha,    \
+                                                        detach, di, want_k, threads)                      \
+                 : backward_recompute_impl<F, SG, false>(x, v0, gs, gv, gx, gv0, T, N, k, th, v_r, alpha,   \
+                                                         detach, di, want_k, threads);                    \
+    else                                                                                                  \
+      *gk = soft ? backward_impl<F, SG, true>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach,   \
+                                              di, want_k, threads)                                        \
+                 : backward_impl<F, SG, false>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach,  \
+                                               di, want_k, threads);                                      \
     return 0;
   switch (sg) {
     GSK_CASE(kSigmoid)
