@@ -1,6 +1,7 @@
 """Peak training memory and step time of BPTT vs rate-BP on a spiking VGG, CIFAR-sized input.
 
     python benchmarks/ratebp.py --T 4 16 [--arch vgg11] [--batch 32] [--steps 2] [--threads 1]
+                                [--backend torch|cpp] [--steps-per-call 4]
                                 [--output benchmarks/results/ratebp.json] [--quiet]
 
 Every (method, T) runs in a **fresh subprocess**: build the model, optimizer and a fixed random batch
@@ -15,9 +16,13 @@ and unlike a profiler's allocator count it also includes memory torch allocates 
 accounting (oneDNN scratch, autograd bookkeeping). ``step_s`` is the median of the timed steps.
 
 Methods: ``bptt`` (backprop through time, the plain T-step SNN), ``ratebp`` (rate-BP with the lean spike
-pass, one time step per call: memory flat in T) and ``ratebp_multistep`` (rate-BP with each layer run over
-the whole ``[T*N]`` batch, the official ``rate_M``). The CPU is shared, so compare ratios measured in one
-run; ``--threads 1`` (default) avoids the thread-oversubscription stalls of a contended machine.
+pass, one time step per call: memory flat in T), ``ratebp_chunked`` (rate-BP whose spike pass runs
+``--steps-per-call`` steps per call: memory bounded by that many steps, convolutions on that many times
+the batch) and ``ratebp_multistep`` (rate-BP with each layer run over the whole ``[T*N]`` batch, the
+official ``rate_M``). ``--backend`` is the neurons' backend for every method (``torch``, the library
+default, or ``cpp``, the native CPU kernel: BPTT then runs the native forward/backward and rate-BP the
+native recording pass). The CPU is shared, so compare ratios measured in one run; ``--threads 1``
+(default) avoids the thread-oversubscription stalls of a contended machine.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("bptt", "ratebp", "ratebp_multistep")
+METHODS = ("bptt", "ratebp", "ratebp_chunked", "ratebp_multistep")
 
 
 def _status_kb(field: str) -> int:
@@ -47,11 +52,12 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from graphspike_kd.spiking import ratebp as rb
-    from graphspike_kd.spiking.models import get_model
+    from graphspike_kd.spiking.models import RATEBP_NEURON, get_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = get_model(args.arch, in_channels=3, num_classes=10, T=args.T_one)
+    model = get_model(args.arch, in_channels=3, num_classes=10, T=args.T_one,
+                      neuron=dict(RATEBP_NEURON, backend=args.backend))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, 32, 32, generator=gen)
@@ -62,7 +68,8 @@ def worker(args: argparse.Namespace) -> dict:
         if args.method == "bptt":
             out = rb.bptt_loss(model, x, y, args.T_one)
         else:
-            out = rb.ratebp_loss(model, x, y, args.T_one, lean=args.method == "ratebp")
+            per_call = {"ratebp": 1, "ratebp_chunked": args.steps_per_call, "ratebp_multistep": None}
+            out = rb.ratebp_loss(model, x, y, args.T_one, steps_per_call=per_call[args.method])
         out["loss"].backward()
         opt.step()
 
@@ -86,6 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--backend", default="torch", choices=("torch", "cpp"),
+                        help="neuron backend of every method (default: torch, the library default)")
+    parser.add_argument("--steps-per-call", type=int, default=4,
+                        help="time steps per model call of ratebp_chunked's spike pass")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ratebp.json"))
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -97,13 +108,18 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if any(t < 1 for t in args.T):
         parser.error(f"--T values must be >= 1, got {args.T}")
+    if args.steps_per_call < 1:
+        parser.error(f"--steps-per-call must be >= 1, got {args.steps_per_call}")
 
     from tqdm import tqdm
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(args.threads))
+    cli_args = sys.argv[1:] if argv is None else list(argv)
     results: dict = {"T": list(args.T), "arch": args.arch, "batch": args.batch, "input": [3, 32, 32],
-                     "threads": args.threads, "steps": args.steps,
+                     "threads": args.threads, "steps": args.steps, "backend": args.backend,
+                     "steps_per_call": args.steps_per_call,
+                     "command": " ".join(["python benchmarks/ratebp.py", *cli_args]),
                      "memory_measure": "peak RSS (VmHWM) minus RSS before the first step, fresh process "
                                        "per configuration"}
     for m in args.methods:
@@ -112,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     for m, t in tqdm(jobs, desc="ratebp benchmark", disable=args.quiet):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--method", m, "--T-one", str(t),
                "--arch", args.arch, "--batch", str(args.batch), "--steps", str(args.steps),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--backend", args.backend,
+               "--steps-per-call", str(args.steps_per_call)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"worker {m} T={t} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -120,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         results[m]["peak_mem_mb"].append(round(rec["peak_mem_mb"], 1))
         results[m]["step_s"].append(round(rec["step_s"], 3))
 
-    lines = [f"{args.arch}, batch {args.batch}, 3x32x32, {args.threads} thread(s); peak = VmHWM - RSS before "
-             "training (fresh process each)",
+    lines = [f"{args.arch}, batch {args.batch}, 3x32x32, {args.threads} thread(s), neuron backend "
+             f"{args.backend}; peak = VmHWM - RSS before training (fresh process each)",
              f"{'method':<18}{'T':>4}{'peak MiB':>11}{'step s':>9}"]
     for m in args.methods:
         for i, t in enumerate(args.T):
@@ -134,10 +151,14 @@ def main(argv: list[str] | None = None) -> dict:
             ratios[m] = {"mem_ratio": round(mem[hi] / mem[lo], 3), "time_ratio": round(sec[hi] / sec[lo], 3)}
             lines.append(f"{m}: peak memory T={args.T[hi]} / T={args.T[lo]} = {ratios[m]['mem_ratio']:.2f}, "
                          f"step time ratio {ratios[m]['time_ratio']:.2f}")
-        if "bptt" in results and "ratebp" in results:
-            speedup = results["bptt"]["step_s"][hi] / results["ratebp"]["step_s"][hi]
-            ratios["speedup_ratebp_vs_bptt_at_max_T"] = round(speedup, 3)
-            lines.append(f"rate-BP (lean) step is {speedup:.2f}x faster than BPTT at T={args.T[hi]}")
+        if "bptt" in results:
+            for m in args.methods:
+                if m == "bptt":
+                    continue
+                speedup = results["bptt"]["step_s"][hi] / results[m]["step_s"][hi]
+                key = "speedup_ratebp_vs_bptt_at_max_T" if m == "ratebp" else f"speedup_{m}_vs_bptt_at_max_T"
+                ratios[key] = round(speedup, 3)
+                lines.append(f"{m} step is {speedup:.2f}x faster than BPTT at T={args.T[hi]}")
         results["ratios"] = ratios
     print("\n".join(lines))
     out = Path(args.output)
