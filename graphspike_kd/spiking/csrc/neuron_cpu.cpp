@@ -312,32 +312,46 @@ int backward_any(const F* h, const F* gs, const F* gv, const F* x, const F* v0, 
 // contraction like the forward) and then the eligibility terms (this function, with FMAs: they change the
 // last bits of e, never a spike). Two functions because GCC does not inline across the fp-contract setting,
 // and a call per element would not vectorise; a call per block of kBlock neurons costs nothing.
-template <typename F, int SG, bool SOFT>
-void record_eligibility(const F* h, const F* s, const F* x, const F* u_prev, F* d, F* dk, F* ea, F* eka, int64_t n,
-                        F kappa_t, F lam, F k_in, F th, F alpha, bool scalar_kappa, bool detach, bool decay_input) {
-  const bool want_k = dk != nullptr;
+// One loop per (SCALAR_KAPPA, WANT_K) case, and __restrict pointers: with the cases as run-time branches
+// and eight possibly-aliasing pointers GCC did not vectorise this loop (3x slower than the forward).
+template <typename F, int SG, bool SOFT, bool SCALAR_KAPPA, bool WANT_K>
+void record_eligibility_loop(const F* __restrict h, const F* __restrict s, const F* __restrict x,
+                             const F* __restrict u_prev, F* __restrict d, F* __restrict dk, F* __restrict ea,
+                             F* __restrict eka, int64_t n, F kappa_t, F lam, F k_in, F th, F alpha, bool detach,
+                             bool decay_input) {
+  const F keep_reset = detach ? F(0) : F(1);  // gradient through the spike used in the reset
+  const F di = decay_input ? F(1) : F(0);
   for (int64_t i = 0; i < n; ++i) {
     const F g = surrogate_grad<F, SG>(h[i] - th, alpha);
     F rho = F(1);
-    if (scalar_kappa) {
+    if (SCALAR_KAPPA) {
       ea[i] += g * kappa_t;
     } else {
-      const F kappa = lam != F(0) ? d[i] * lam + k_in : k_in;
+      const F kappa = d[i] * lam + k_in;
       ea[i] += g * kappa;
-      if (!SOFT) {
-        rho = F(1) - s[i];
-        if (!detach) rho = rho - h[i] * g;
-      } else if (!detach) {
-        rho = F(1) - th * g;
-      }
+      rho = SOFT ? F(1) - keep_reset * th * g : (F(1) - s[i]) - keep_reset * h[i] * g;
       d[i] = kappa * rho;
     }
-    if (want_k) {
-      const F dh_dk = (decay_input ? x[i] - u_prev[i] : -u_prev[i]) + lam * dk[i];
+    if (WANT_K) {
+      const F dh_dk = (di * x[i] - u_prev[i]) + lam * dk[i];
       eka[i] += g * dh_dk;
-      dk[i] = scalar_kappa ? dh_dk : dh_dk * rho;
+      dk[i] = SCALAR_KAPPA ? dh_dk : dh_dk * rho;
     }
   }
+}
+
+template <typename F, int SG, bool SOFT>
+void record_eligibility(const F* h, const F* s, const F* x, const F* u_prev, F* d, F* dk, F* ea, F* eka, int64_t n,
+                        F kappa_t, F lam, F k_in, F th, F alpha, bool scalar_kappa, bool detach, bool decay_input) {
+#define GSK_REC(SC, WK) \
+  record_eligibility_loop<F, SG, SOFT, SC, WK>(h, s, x, u_prev, d, dk, ea, eka, n, kappa_t, lam, k_in, th, alpha, \
+                                               detach, decay_input)
+  if (scalar_kappa) {
+    if (dk != nullptr) GSK_REC(true, true); else GSK_REC(true, false);
+  } else {
+    if (dk != nullptr) GSK_REC(false, true); else GSK_REC(false, false);
+  }
+#undef GSK_REC
 }
 
 #pragma GCC pop_options
