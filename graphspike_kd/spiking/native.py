@@ -218,7 +218,9 @@ class _NeuronMultiStepCpp(torch.autograd.Function):
     """Native forward/backward. Saves the input ``x`` and ``v_init`` and recomputes the membranes in the
     backward, block by block in cache (bit-identical to the forward's), instead of writing and keeping an
     ``h_seq``: the forward then writes one ``[T, N]`` tensor (the spikes) instead of two, and the saved
-    ``[T, N]`` tensor is the caller's input rather than a new allocation."""
+    ``[T, N]`` tensor is the caller's input (a view of it; a copy only when the input is not contiguous)
+    rather than a new allocation. As with any saved input, modifying ``x_seq`` in place before the
+    backward is then an autograd error."""
 
     @staticmethod
     def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
