@@ -1,7 +1,8 @@
 """BPTT vs rate-BP vs rate-BP + ESD on scikit-learn's digits (8x8 grey images), a small spiking conv net.
 
     python -m graphspike_kd.benchmarks.snn_digits [--seeds 0 1 2 3 4] [--epochs 20] [--T 4]
-                                                  [--methods bptt ratebp esd] [--output FILE.json] [--quiet]
+                                                  [--methods bptt ratebp esd] [--esd-beta 0.3]
+                                                  [--output FILE.json] [--quiet]
 
 Data: ``sklearn.datasets.load_digits`` (1,797 images shipped inside scikit-learn, nothing downloaded),
 pixels scaled to [0, 1], one fixed stratified split (25 % test, ``random_state=0``); the seed sets the
@@ -23,6 +24,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, T: int, batch: int = 512) -
 
 
 def run(method: str, seed: int, data: tuple[Tensor, ...], *, T: int, epochs: int, batch: int = 64,
-        lr: float = 0.1, progress: Any = None) -> float:
-    """Train one model with ``method`` and return its test accuracy (%)."""
+        lr: float = 0.1, esd_beta: float = 0.3, progress: Any = None) -> float:
+    """Train one model with ``method`` and return its test accuracy (%). ``esd_beta`` is ESD's
+    self-distillation weight (0 leaves only the exits' cross-entropies: an ablation)."""
     x_tr, y_tr, x_te, y_te = data
     torch.manual_seed(seed)
     model = build_model(method, T)
@@ -85,7 +88,7 @@ def run(method: str, seed: int, data: tuple[Tensor, ...], *, T: int, epochs: int
     steps_per_epoch = (len(y_tr) + batch - 1) // batch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
-    step_loss = STEP_LOSSES[method]
+    step_loss = partial(esd_step_loss, beta=esd_beta) if method == "esd" else STEP_LOSSES[method]
     for _ in range(epochs):
         order = torch.randperm(len(y_tr), generator=gen)
         for i in range(0, len(y_tr), batch):
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--T", type=int, default=4, help="time steps (direct encoding)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--esd-beta", type=float, default=0.3,
+                        help="ESD self-distillation weight (0: exits' cross-entropies only, an ablation)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON results file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -121,12 +126,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dataset": "sklearn digits (8x8)", "T": args.T, "epochs": args.epochs, "seeds": args.seeds,
         "split": {"train": len(data[1]), "test": len(data[3]), "random_state": 0, "stratified": True},
         "model": f"SpikingVGG({CFG}), official rate-BP LIF (tau 1.25, soft reset, detach_reset)",
-        "methods": {},
+        "esd_beta": args.esd_beta, "methods": {},
     }
     total = len(args.methods) * len(args.seeds) * args.epochs
     with tqdm(total=total, desc="snn_digits", disable=args.quiet) as bar:
         for method in args.methods:
-            accs = [run(method, s, data, T=args.T, epochs=args.epochs, progress=bar) for s in args.seeds]
+            accs = [run(method, s, data, T=args.T, epochs=args.epochs, esd_beta=args.esd_beta, progress=bar)
+                    for s in args.seeds]
             results["methods"][method] = {
                 "acc": [round(a, 2) for a in accs], "mean": round(statistics.mean(accs), 2),
                 "std": round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0}
