@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -111,6 +112,27 @@ void recompute_membrane(const F* x, const F* v0, F* hbuf, int64_t T, int64_t N, 
         u[i] = reset<F, SOFT>(h, s, th);
       }
     }
+  }
+}
+
+// Calls fn(integral_constant<int, SG>, bool_constant<SOFT>) for the run-time surrogate id and reset kind,
+// so each kernel is instantiated per (surrogate, reset) and the entry points share one dispatch table.
+// Returns 1 for an unknown surrogate id, else 0.
+template <typename Fn>
+int dispatch_surrogate_reset(int sg, bool soft, Fn&& fn) {
+  auto with_reset = [&](auto sg_c) {
+    if (soft) fn(sg_c, std::true_type{});
+    else fn(sg_c, std::false_type{});
+    return 0;
+  };
+  switch (sg) {
+    case kSigmoid: return with_reset(std::integral_constant<int, kSigmoid>{});
+    case kATan: return with_reset(std::integral_constant<int, kATan>{});
+    case kRectangle: return with_reset(std::integral_constant<int, kRectangle>{});
+    case kTriangle: return with_reset(std::integral_constant<int, kTriangle>{});
+    case kFastSigmoid: return with_reset(std::integral_constant<int, kFastSigmoid>{});
+    case kErf: return with_reset(std::integral_constant<int, kErf>{});
+    default: return 1;
   }
 }
 
@@ -274,30 +296,15 @@ template <typename F>
 int backward_any(const F* h, const F* gs, const F* gv, const F* x, const F* v0, F* gx, F* gv0, double* gk,
                  int64_t T, int64_t N, F k, F th, F v_r, F alpha, int sg, bool soft, bool detach, bool di,
                  bool want_k, int threads) {
-#define GSK_CASE(SG)                                                                                      \
-  case SG:                                                                                                \
-    if (h == nullptr) /* recompute h from x and v0 */                                                     \
-      *gk = soft ? backward_recompute_impl<F, SG, true>(x, v0, gs, gv, gx, gv0, T, N, k, th, v_r, alpha,    \
-                                                        detach, di, want_k, threads)                      \
-                 : backward_recompute_impl<F, SG, false>(x, v0, gs, gv, gx, gv0, T, N, k, th, v_r, alpha,   \
-                                                         detach, di, want_k, threads);                    \
-    else                                                                                                  \
-      *gk = soft ? backward_impl<F, SG, true>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach,   \
-                                              di, want_k, threads)                                        \
-                 : backward_impl<F, SG, false>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach,  \
-                                               di, want_k, threads);                                      \
-    return 0;
-  switch (sg) {
-    GSK_CASE(kSigmoid)
-    GSK_CASE(kATan)
-    GSK_CASE(kRectangle)
-    GSK_CASE(kTriangle)
-    GSK_CASE(kFastSigmoid)
-    GSK_CASE(kErf)
-    default:
-      return 1;
-  }
-#undef GSK_CASE
+  return dispatch_surrogate_reset(sg, soft, [&](auto sg_c, auto soft_c) {
+    constexpr int SG = decltype(sg_c)::value;
+    constexpr bool SOFT = decltype(soft_c)::value;
+    *gk = h == nullptr  // recompute h from x and v0
+              ? backward_recompute_impl<F, SG, SOFT>(x, v0, gs, gv, gx, gv0, T, N, k, th, v_r, alpha, detach,
+                                                     di, want_k, threads)
+              : backward_impl<F, SG, SOFT>(h, gs, gv, x, v0, gx, gv0, T, N, k, th, v_r, alpha, detach, di,
+                                           want_k, threads);
+  });
 }
 
 // Rate-BP recording spike pass (RateBPNeuron._spike_forward in graphspike_kd/spiking/ratebp.py, whose torch
@@ -405,26 +412,10 @@ void record_impl(const F* x, F* spikes, F* u_state, F* d_state, F* dk_state, F* 
 template <typename F>
 int record_any(const F* x, F* s, F* u, F* d, F* dk, F* sa, F* ea, F* eka, const double* kappa_seq, int64_t T,
                int64_t N, F k, F lam, F k_in, F th, F alpha, int sg, bool soft, bool detach, bool di, int threads) {
-#define GSK_CASE(SG)                                                                                     \
-  case SG:                                                                                               \
-    if (soft)                                                                                            \
-      record_impl<F, SG, true>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha, detach, \
-                               di, threads);                                                             \
-    else                                                                                                 \
-      record_impl<F, SG, false>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha, detach, \
-                                di, threads);                                                            \
-    return 0;
-  switch (sg) {
-    GSK_CASE(kSigmoid)
-    GSK_CASE(kATan)
-    GSK_CASE(kRectangle)
-    GSK_CASE(kTriangle)
-    GSK_CASE(kFastSigmoid)
-    GSK_CASE(kErf)
-    default:
-      return 1;
-  }
-#undef GSK_CASE
+  return dispatch_surrogate_reset(sg, soft, [&](auto sg_c, auto soft_c) {
+    record_impl<F, decltype(sg_c)::value, decltype(soft_c)::value>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k,
+                                                                   lam, k_in, th, alpha, detach, di, threads);
+  });
 }
 
 }  // namespace
