@@ -5,7 +5,11 @@ time steps than trained: low-latency evaluation), a JSON file and a PNG training
 
     # CPU, minutes: scikit-learn's digits (8x8, static images repeated over T steps)
     python -m graphspike_kd.benchmarks.snn --dataset digits --method vanilla s2w w2s --T 1 2 4 \\
-        --seeds 0 1 2 3 4 --output snn_digits.json
+        --seeds 0 1 2 3 4 --neuron synergy --output snn_digits_s2w.json
+
+    # BPTT vs rate-BP vs rate-BP + ESD (three-stage VGG, so ESD gets two branches; --esd-beta 0: ablation)
+    python -m graphspike_kd.benchmarks.snn --dataset digits --method vanilla ratebp esd --T 4 \\
+        --model small3 --seeds 0 1 2 3 4 --epochs 20 --output snn_digits_esd.json
 
     # GPU: CIFAR10-DVS from the extracted original release (10 class folders of .aedat)
     python -m graphspike_kd.benchmarks.snn --dataset cifar10dvs --root /data/CIFAR10DVS \\
@@ -35,7 +39,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from graphspike_kd.spiking.esd import ESDNet
-from graphspike_kd.spiking.models import SpikingVGG, get_model
+from graphspike_kd.spiking.models import SpikingVGG, available_models, get_model
 from graphspike_kd.spiking.models.layers import RATEBP_NEURON
 from graphspike_kd.spiking.surrogate import Rectangle
 from graphspike_kd.spiking.train import METHODS, TrainConfig, Trainer, init_distributed, plot_history
@@ -50,8 +54,15 @@ NEURONS: dict[str, dict[str, Any]] = {
 }
 
 #: The small spiking VGG (``--model small``, the digits default): conv 16 (stem), conv 32, pool,
-#: conv 64, pool -> 2x2 on 8x8 digits.
+#: conv 64, pool -> 2x2 on 8x8 digits. Two stages, so ESD gets a single branch on it.
 DIGITS_CFG: list[int | str] = [16, 32, "A", 64, "A"]
+
+#: A three-stage variant (``--model small3``: 8x8 -> 4x4 -> 2x2 -> 1x1) for the rate-BP / ESD comparison:
+#: ESD taps its first two stages, as the paper taps the stages of ResNet-18 before the last.
+DIGITS_CFG3: list[int | str] = [16, 16, "A", 32, "A", 64, "A"]
+
+#: ``--model`` names of the digits VGGs above.
+DIGITS_MODELS: dict[str, list[int | str]] = {"small": DIGITS_CFG, "small3": DIGITS_CFG3}
 
 #: Synergy (NeurIPS 2025) CIFAR10-DVS, VGG-9, T = 5 (their Table; random 90/10 split, mean of 3 trials).
 PAPER_CIFAR10DVS_VGG9_T5 = {"vanilla": 73.97, "s2w": 78.93, "w2s": 79.33}
@@ -146,8 +157,9 @@ def build_data(args: argparse.Namespace,
 def build_model(args: argparse.Namespace, method: str, T: int,
                 input_shape: tuple[int, int, int]) -> torch.nn.Module:
     neuron = neuron_config(args.neuron)
-    if args.model == "small" or (args.dataset == "digits" and args.model == "auto"):
-        model: torch.nn.Module = SpikingVGG(DIGITS_CFG, in_channels=input_shape[0], num_classes=10, T=T,
+    if args.model in DIGITS_MODELS or (args.dataset == "digits" and args.model == "auto"):
+        cfg = DIGITS_MODELS.get(args.model, DIGITS_CFG)
+        model: torch.nn.Module = SpikingVGG(cfg, in_channels=input_shape[0], num_classes=10, T=T,
                                             neuron=neuron)
     else:
         name = "vgg9" if args.model == "auto" else args.model
@@ -178,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "dataset": args.dataset,
         "command": " ".join(["python -m graphspike_kd.benchmarks.snn", *sys.argv[1:]]),
-        "neuron": args.neuron, "seeds": args.seeds, "T": args.T, "epochs": args.epochs,
+        "neuron": args.neuron, "model": args.model, "seeds": args.seeds, "T": args.T, "epochs": args.epochs,
+        "esd_beta": args.esd_beta,
         "world_size": dist_info.world_size, "methods": {}, "device": None,
     }
     if args.dataset == "cifar10dvs":
@@ -271,8 +284,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight decay on BN parameters and biases too (default: not, as official rate-BP)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     p.add_argument("--step-size", type=int, default=30)
-    p.add_argument("--model", default="auto", help="auto (digits: small; cifar10dvs: vgg9), small "
-                   "(DIGITS_CFG VGG) or a name of graphspike_kd.spiking.models.available_models()")
+    p.add_argument("--model", default="auto", choices=("auto", *DIGITS_MODELS, *available_models()),
+                   help="auto (digits: small; cifar10dvs: vgg9), small "
+                   "(DIGITS_CFG VGG), small3 (DIGITS_CFG3, three stages) or a name of "
+                   "graphspike_kd.spiking.models.available_models()")
     p.add_argument("--neuron", choices=sorted(NEURONS), default="ratebp")
     p.add_argument("--kd-weight", type=float, default=1.0, help="lambda of S2W / W2S")
     p.add_argument("--kd-temperature", type=float, default=2.0)
