@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset,
         "command": " ".join(["python -m graphspike_kd.benchmarks.snn", *sys.argv[1:]]),
         "neuron": args.neuron, "model": args.model, "seeds": args.seeds, "T": args.T, "epochs": args.epochs,
-        "esd_beta": args.esd_beta,
+        "esd_beta": args.esd_beta, "grad_scale": args.grad_scale,
         "world_size": dist_info.world_size, "methods": {}, "device": None,
     }
     if args.dataset == "cifar10dvs":
@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     schedule=args.schedule, step_size=args.step_size, kd_weight=args.kd_weight,
                     kd_temperature=args.kd_temperature, kd_detach_teacher=not args.kd_no_detach,
                     esd_beta=args.esd_beta, lean=args.lean and method in ("ratebp", "esd"),
+                    grad_scale=args.grad_scale if method in ("ratebp", "esd") else None,
                     steps_per_call=args.steps_per_call if method in ("ratebp", "esd") else None,
                     amp=not args.no_amp,
                     seed=seed, checkpoint_dir=ckpt, resume=args.resume, progress=not args.quiet,
@@ -293,6 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--kd-no-detach", action="store_true", help="let the KD gradient reach the teacher step")
     p.add_argument("--esd-beta", type=float, default=None, help="ESD beta (default 0.3; 0.1 on cifar10dvs)")
+    p.add_argument("--grad-scale", type=float, default=None,
+                   help="factor on the loss gradient of rate-BP and ESD (default: the official 1/T)")
     p.add_argument("--lean", action="store_true", help="rate-BP spike pass one step at a time")
     p.add_argument("--steps-per-call", type=int, default=None,
                    help="rate-BP spike pass this many steps at a time (default: all T at once)")

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from graphspike_kd.spiking.models.base import SpikingNet
 from graphspike_kd.spiking.neurons import reset_net
-from graphspike_kd.spiking.ratebp import mode, set_mode, spike_pass, time_average
+from graphspike_kd.spiking.ratebp import mode, scale_grad, set_mode, spike_pass, time_average
 
 __all__ = ["DeepConv", "ESDBranch", "ESDNet", "reliable_teacher", "esd_loss", "esd_step_loss"]
 
@@ -255,10 +255,11 @@ def esd_loss(exit_logits: list[Tensor] | Tensor, target: Tensor, *, T: int, alph
 
 def esd_step_loss(model: ESDNet, x: Tensor, target: Tensor, T: int | None = None, *, lean: bool = False,
                   steps_per_call: int | None = None, alpha: float = 1.0, beta: float = 0.3,
-                  temperature: float = 3.0) -> dict[str, Any]:
+                  temperature: float = 3.0, grad_scale: float | None = None) -> dict[str, Any]:
     """One ESD training batch: rate-BP spike pass of the backbone, rate pass through backbone and branches,
     :func:`esd_loss`. Returns the loss dict plus ``"logits"`` (the SNN head's rate-pass logits) and
-    ``"exit_logits"``."""
+    ``"exit_logits"``. ``grad_scale`` replaces the official :math:`1/T` on the gradient (the gradient is
+    ``grad_scale`` times that of the undivided loss; the logged value stays divided by ``T``)."""
     steps = x.shape[0] if x.dim() == 5 else T
     if steps is None:
         raise ValueError("esd_step_loss: static input needs T")
@@ -267,6 +268,8 @@ def esd_step_loss(model: ESDNet, x: Tensor, target: Tensor, T: int | None = None
         exits = model.exits(time_average(x), T=1)
     out: dict[str, Any] = esd_loss(exits, target, T=int(steps), alpha=alpha, beta=beta,
                                    temperature=temperature)
+    if grad_scale is not None:
+        out["loss"] = scale_grad(out["loss"], grad_scale * steps)
     out["logits"] = exits[-1]
     out["exit_logits"] = exits
     return out

@@ -47,7 +47,9 @@ A training step has two passes over the same model:
 
 3. **Loss**: the gradient of the loss is scaled by :math:`1/T`, its value unchanged
    (:func:`scale_grad`), as in the official code; the sources give no reason, so treat it as a
-   convention that changes the effective learning rate.
+   convention that changes the effective learning rate (``grad_scale=1`` removes it: on digits that
+   closes rate-BP's gap to BPTT after a short budget, and changes nothing after a long one; see
+   docs/spiking2.md).
 
 Evaluation is the plain ``T``-step SNN (modules in ``"plain"`` mode, BN with running statistics). The
 same model object also trains with BPTT (:func:`bptt_loss`, ``"plain"`` mode), so the two can be compared.

@@ -134,6 +134,8 @@ class TrainConfig:
         kd_weight, kd_temperature, kd_detach_teacher: timestep KD :math:`\\lambda`, :math:`\\alpha`, detach.
             (defaults 1.0, 2.0, True)
         esd_alpha, esd_beta, esd_temperature: ESD weights. (defaults 1.0, 0.3, 3.0)
+        grad_scale (float or None): factor on the loss gradient of rate-BP and ESD (``method="ratebp"`` /
+            ``"esd"``); ``None`` = the official :math:`1/T`. (default: ``None``)
         lean (bool): rate-BP spike pass one step at a time (memory flat in ``T``). (default: ``False``)
         steps_per_call (int or None): rate-BP spike pass ``c`` steps at a time (memory bounded by ``c``
             steps); ``None`` = all ``T`` at once, or one with ``lean``. (default: ``None``)
@@ -166,6 +168,7 @@ class TrainConfig:
     esd_alpha: float = 1.0
     esd_beta: float = 0.3
     esd_temperature: float = 3.0
+    grad_scale: float | None = None
     lean: bool = False
     steps_per_call: int | None = None
     amp: bool = True
@@ -192,6 +195,12 @@ class TrainConfig:
         if self.lean and self.method not in ("ratebp", "esd"):
             raise ValueError(f"TrainConfig: lean=True is a rate-BP option; method {self.method!r} "
                              "trains with BPTT")
+        if self.grad_scale is not None:
+            if self.method not in ("ratebp", "esd"):
+                raise ValueError(f"TrainConfig: grad_scale is a rate-BP option; method {self.method!r} "
+                                 "trains with BPTT")
+            if not (math.isfinite(self.grad_scale) and self.grad_scale > 0):
+                raise ValueError(f"TrainConfig: grad_scale must be finite and > 0, got {self.grad_scale}")
         if self.steps_per_call is not None:
             if self.method not in ("ratebp", "esd"):
                 raise ValueError(f"TrainConfig: steps_per_call is a rate-BP option; method {self.method!r} "
@@ -215,10 +224,12 @@ def make_step_function(config: TrainConfig) -> StepFunction:
     if m == "vanilla":
         return bptt_loss
     if m == "ratebp":
-        return partial(ratebp_loss, lean=config.lean, steps_per_call=config.steps_per_call)
+        return partial(ratebp_loss, lean=config.lean, steps_per_call=config.steps_per_call,
+                       grad_scale=config.grad_scale)
     if m == "esd":
         return partial(esd_step_loss, lean=config.lean, steps_per_call=config.steps_per_call,
-                       alpha=config.esd_alpha, beta=config.esd_beta, temperature=config.esd_temperature)
+                       alpha=config.esd_alpha, beta=config.esd_beta, temperature=config.esd_temperature,
+                       grad_scale=config.grad_scale)
     return partial(timestep_kd_step_loss, method=m, weight=config.kd_weight,
                    temperature=config.kd_temperature, detach_teacher=config.kd_detach_teacher)
 

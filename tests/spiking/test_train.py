@@ -156,3 +156,30 @@ def test_steps_per_call_is_a_ratebp_option():
         TrainConfig(method="esd", lean=True, steps_per_call=2)
     step = make_step_function(TrainConfig(method="ratebp", steps_per_call=2))
     assert step.keywords["steps_per_call"] == 2
+
+
+@pytest.mark.parametrize("method", ["ratebp", "esd"])
+def test_grad_scale_replaces_the_official_one_over_T(method):
+    """``grad_scale`` replaces the official 1/T on the gradient; the loss value is unchanged."""
+    x, y = _data(8).tensors
+    grads = {}
+    for scale in (None, 1.0):
+        model = _model(esd=method == "esd")
+        step = make_step_function(TrainConfig(method=method, T=2, grad_scale=scale))
+        out = step(model, x, y, 2)
+        out["loss"].backward()
+        grads[scale] = (float(out["loss"]),
+                        [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert grads[None][0] == grads[1.0][0]  # same loss value
+    assert len(grads[None][1]) == len(grads[1.0][1]) > 0
+    for official, unscaled in zip(grads[None][1], grads[1.0][1], strict=True):
+        torch.testing.assert_close(unscaled, 2.0 * official)  # 1 instead of 1/T, T = 2
+
+
+def test_grad_scale_is_a_ratebp_option():
+    with pytest.raises(ValueError, match="grad_scale is a rate-BP option"):
+        TrainConfig(method="vanilla", grad_scale=1.0)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        TrainConfig(method="ratebp", grad_scale=0.0)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        TrainConfig(method="esd", grad_scale=float("nan"))
