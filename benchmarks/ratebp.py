@@ -1,7 +1,7 @@
 """Peak training memory and step time of BPTT vs rate-BP on a spiking VGG, CIFAR-sized input.
 
     python benchmarks/ratebp.py --T 4 16 [--arch vgg11] [--batch 32] [--steps 2] [--threads 1]
-                                [--backend torch|cpp] [--steps-per-call 4]
+                                [--backend torch|cpp] [--steps-per-call 4] [--repeats 1]
                                 [--output benchmarks/results/ratebp.json] [--quiet]
 
 Every (method, T) runs in a **fresh subprocess**: build the model, optimizer and a fixed random batch
@@ -23,6 +23,13 @@ official ``rate_M``). ``--backend`` is the neurons' backend for every method (``
 default, or ``cpp``, the native CPU kernel: BPTT then runs the native forward/backward and rate-BP the
 native recording pass). The CPU is shared, so compare ratios measured in one run; ``--threads 1``
 (default) avoids the thread-oversubscription stalls of a contended machine.
+
+``--repeats R`` measures every configuration R times in **interleaved rounds** (round r runs each
+(method, T) once, in the same order, before round r + 1 starts), so a slow spell of a shared machine
+lands on every method of a round rather than on one method. The JSON then keeps every round
+(``step_s_rounds`` / ``peak_mem_mb_rounds``, one list per T); ``step_s`` and ``peak_mem_mb`` are the
+medians over rounds, and each speed-up over BPTT is the median of the per-round ratios (each ratio
+taken between two processes that ran minutes apart at most), with the smallest and largest beside it.
 """
 
 from __future__ import annotations
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="neuron backend of every method (default: torch, the library default)")
     parser.add_argument("--steps-per-call", type=int, default=4,
                         help="time steps per model call of ratebp_chunked's spike pass")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="interleaved rounds over all configurations (medians reported)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ratebp.json"))
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--T values must be >= 1, got {args.T}")
     if args.steps_per_call < 1:
         parser.error(f"--steps-per-call must be >= 1, got {args.steps_per_call}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
 
     from tqdm import tqdm
 
@@ -118,14 +129,16 @@ def main(argv: list[str] | None = None) -> dict:
     cli_args = sys.argv[1:] if argv is None else list(argv)
     results: dict = {"T": list(args.T), "arch": args.arch, "batch": args.batch, "input": [3, 32, 32],
                      "threads": args.threads, "steps": args.steps, "backend": args.backend,
-                     "steps_per_call": args.steps_per_call,
+                     "steps_per_call": args.steps_per_call, "repeats": args.repeats,
                      "command": " ".join(["python benchmarks/ratebp.py", *cli_args]),
                      "memory_measure": "peak RSS (VmHWM) minus RSS before the first step, fresh process "
                                        "per configuration"}
+    nT = len(args.T)
     for m in args.methods:
-        results[m] = {"peak_mem_mb": [], "step_s": []}
-    jobs = [(m, t) for t in args.T for m in args.methods]
-    for m, t in tqdm(jobs, desc="ratebp benchmark", disable=args.quiet):
+        results[m] = {"peak_mem_mb": [], "step_s": [], "peak_mem_mb_rounds": [[] for _ in range(nT)],
+                      "step_s_rounds": [[] for _ in range(nT)]}
+    jobs = [(m, i, t) for _ in range(args.repeats) for i, t in enumerate(args.T) for m in args.methods]
+    for m, i, t in tqdm(jobs, desc="ratebp benchmark", disable=args.quiet):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--method", m, "--T-one", str(t),
                "--arch", args.arch, "--batch", str(args.batch), "--steps", str(args.steps),
                "--threads", str(args.threads), "--backend", args.backend,
@@ -134,32 +147,47 @@ def main(argv: list[str] | None = None) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"worker {m} T={t} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
         rec = json.loads(proc.stdout.strip().splitlines()[-1])
-        results[m]["peak_mem_mb"].append(round(rec["peak_mem_mb"], 1))
-        results[m]["step_s"].append(round(rec["step_s"], 3))
+        results[m]["peak_mem_mb_rounds"][i].append(round(rec["peak_mem_mb"], 1))
+        results[m]["step_s_rounds"][i].append(round(rec["step_s"], 3))
+    for m in args.methods:
+        res = results[m]
+        res["peak_mem_mb"] = [round(statistics.median(v), 1) for v in res["peak_mem_mb_rounds"]]
+        res["step_s"] = [round(statistics.median(v), 3) for v in res["step_s_rounds"]]
+        if args.repeats == 1:  # one round: the lists above say it all
+            del res["peak_mem_mb_rounds"], res["step_s_rounds"]
 
     lines = [f"{args.arch}, batch {args.batch}, 3x32x32, {args.threads} thread(s), neuron backend "
-             f"{args.backend}; peak = VmHWM - RSS before training (fresh process each)",
+             f"{args.backend}; peak = VmHWM - RSS before training (fresh process each)"
+             + (f"; medians of {args.repeats} interleaved rounds" if args.repeats > 1 else ""),
              f"{'method':<18}{'T':>4}{'peak MiB':>11}{'step s':>9}"]
     for m in args.methods:
         for i, t in enumerate(args.T):
             lines.append(f"{m:<18}{t:>4}{results[m]['peak_mem_mb'][i]:>11.1f}{results[m]['step_s'][i]:>9.3f}")
+    lo, hi = 0, len(args.T) - 1
+    ratios: dict = {}
     if len(args.T) >= 2:
-        lo, hi = 0, len(args.T) - 1
-        ratios = {}
         for m in args.methods:
             mem, sec = results[m]["peak_mem_mb"], results[m]["step_s"]
             ratios[m] = {"mem_ratio": round(mem[hi] / mem[lo], 3), "time_ratio": round(sec[hi] / sec[lo], 3)}
             lines.append(f"{m}: peak memory T={args.T[hi]} / T={args.T[lo]} = {ratios[m]['mem_ratio']:.2f}, "
                          f"step time ratio {ratios[m]['time_ratio']:.2f}")
-        if "bptt" in results:
-            for m in args.methods:
-                if m == "bptt":
-                    continue
+    if "bptt" in results:
+        for m in args.methods:
+            if m == "bptt":
+                continue
+            key = "speedup_ratebp_vs_bptt_at_max_T" if m == "ratebp" else f"speedup_{m}_vs_bptt_at_max_T"
+            if args.repeats == 1:
                 speedup = results["bptt"]["step_s"][hi] / results[m]["step_s"][hi]
-                key = "speedup_ratebp_vs_bptt_at_max_T" if m == "ratebp" else f"speedup_{m}_vs_bptt_at_max_T"
-                ratios[key] = round(speedup, 3)
                 lines.append(f"{m} step is {speedup:.2f}x faster than BPTT at T={args.T[hi]}")
-        results["ratios"] = ratios
+            else:  # per-round ratios: both processes of a ratio ran in the same round
+                per_round = [b / r for b, r in zip(results["bptt"]["step_s_rounds"][hi],
+                                                   results[m]["step_s_rounds"][hi], strict=True)]
+                speedup = statistics.median(per_round)
+                ratios[key + "_rounds"] = [round(v, 3) for v in per_round]
+                lines.append(f"{m} step is {speedup:.2f}x faster than BPTT at T={args.T[hi]} (median of "
+                             f"{args.repeats} rounds; range {min(per_round):.2f}-{max(per_round):.2f}x)")
+            ratios[key] = round(speedup, 3)
+    results["ratios"] = ratios
     print("\n".join(lines))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def _load() -> ctypes.CDLL:
                             i32]
             bwd.restype = i32
             rec = getattr(lib, f"gsk_ratebp_record_{suffix}")
-            rec.argtypes = [p] * 9 + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32]
+            rec.argtypes = [p, i64] + [p] * 8 + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32]
             rec.restype = i32
         _library, _library_path = lib, str(path)
         return lib
@@ -179,21 +179,32 @@ def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor | 
 def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | None, *, k: float, lam: float,
                       k_in: float, threshold: float, surrogate: Any, hard: bool, detach_reset: bool,
                       decay_input: bool) -> Tensor:
-    r"""The rate-BP recording spike pass of one neuron layer over ``x`` ``[T, N]`` (contiguous float32/64),
-    natively: the arithmetic of :meth:`graphspike_kd.spiking.ratebp.RateBPNeuron._spike_forward` (spikes
-    and membranes bit-identical to it, eligibilities to float rounding). Updates ``state`` in place:
+    r"""The rate-BP recording spike pass of one neuron layer over ``x`` ``[T, N]``, natively: the
+    arithmetic of :meth:`graphspike_kd.spiking.ratebp.RateBPNeuron._spike_forward` (spikes and membranes
+    bit-identical to it, eligibilities to float rounding). Updates ``state`` in place:
     ``"u"`` (membrane relative to the reset value), ``"spikes"`` and ``"elig"`` (running sums), ``"d"``
     (:math:`D_{t-1}`, only without ``kappa_seq``), ``"dk"`` / ``"elig_k"`` (only for a learnable decay).
     ``kappa_seq`` ``[T]`` float64 is the per-step :math:`\kappa_t` shared by every neuron (soft, detached
-    reset) or ``None``. Returns the spikes ``[T, N]``."""
+    reset) or ``None``. ``x`` is float32/64 with contiguous rows and ``x.stride(0)`` either ``N`` or ``0``:
+    one input repeated at every step (a direct-encoded stem current ``c.expand(T, N)``) is read as it is,
+    without materialising its ``T`` copies. Returns the spikes ``[T, N]`` (contiguous)."""
     lib = _load()
     if surrogate.name not in SURROGATE_IDS:
         raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate.name!r}; it has "
                            f"{sorted(SURROGATE_IDS)}")
+    if x.dim() != 2:
+        raise RuntimeError(f"ratebp_record_cpp: x must be [T, N], got shape {tuple(x.shape)}")
     T, N = x.shape
-    tensors = [x, state["u"], state["spikes"], state["elig"]]
+    if (N > 1 and x.stride(1) != 1) or (T > 1 and x.stride(0) not in (0, N)):
+        raise RuntimeError(f"ratebp_record_cpp: x must be [T, N] with contiguous rows and row stride N or 0, "
+                           f"got shape {tuple(x.shape)} strides {x.stride()}")
+    x_tstride = 0 if T > 1 and x.stride(0) == 0 else N
+    tensors = [state["u"], state["spikes"], state["elig"]]
     d = state.get("d") if kappa_seq is None else None
     dk, elig_k = state.get("dk"), state.get("elig_k")
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"ratebp_record_cpp: x must be a float32/float64 CPU tensor, got {x.dtype} on "
+                           f"{x.device}")
     for t in (*tensors, d, dk, elig_k):
         if t is not None and (not t.is_contiguous() or t.dtype != x.dtype or t.device.type != "cpu"):
             raise RuntimeError("ratebp_record_cpp: every tensor must be a contiguous CPU tensor of x's dtype")
@@ -203,9 +214,9 @@ def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | N
         kappa_seq = kappa_seq.to(torch.float64).contiguous()
         if kappa_seq.numel() != T:
             raise RuntimeError(f"ratebp_record_cpp: kappa_seq has {kappa_seq.numel()} values for T = {T}")
-    spikes = torch.empty_like(x)
+    spikes = torch.empty((T, N), dtype=x.dtype)
     fn = lib.gsk_ratebp_record_f32 if x.dtype == torch.float32 else lib.gsk_ratebp_record_f64
-    status = fn(_ptr(x), _ptr(spikes), _ptr(state["u"]), _ptr(d), _ptr(dk), _ptr(state["spikes"]),
+    status = fn(_ptr(x), x_tstride, _ptr(spikes), _ptr(state["u"]), _ptr(d), _ptr(dk), _ptr(state["spikes"]),
                 _ptr(state["elig"]), _ptr(elig_k), _ptr(kappa_seq), T, N, k, lam, k_in, threshold,
                 surrogate.alpha, SURROGATE_IDS[surrogate.name], int(not hard), int(detach_reset),
                 int(decay_input), torch.get_num_threads())

@@ -279,7 +279,9 @@ class RateBPNeuron(RateBPModule):
                 seq.append(d)
             st["d"] = d
             kappa_seq = torch.tensor(seq, dtype=torch.float64)
-        out = ratebp_record_cpp(x.contiguous(), st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
+        if not (T > 1 and x.stride(0) == 0 and x[0].is_contiguous()):  # keep a time-repeated input uncopied
+            x = x.contiguous()
+        out = ratebp_record_cpp(x, st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
                                 surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
                                 decay_input=nrn.decay_input)
         self._steps += T

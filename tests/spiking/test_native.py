@@ -179,3 +179,40 @@ def test_cpp_saves_the_input_not_a_new_membrane_tensor(built):
         native.neuron_multistep_cpp(x, torch.zeros(3000), torch.tensor(0.5))
     big = [t for t in saved if t.numel() == x.numel()]
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()  # x itself: no [T, N] tensor allocated to save
+
+
+def test_cpp_ratebp_recording_reads_a_time_repeated_input_without_copying(built, monkeypatch):
+    """A static input expanded over time (stride 0 in T, the direct-encoded stem) gives the same record as
+    its materialised copy, and the kernel is handed the [N] row itself (no T-fold copy)."""
+    from graphspike_kd.spiking.ratebp import RateBPNeuron
+
+    c = torch.randn(2, 3, 331, generator=torch.Generator().manual_seed(7)) + 0.7
+    strides = []
+    record = native.ratebp_record_cpp
+
+    def spy(x, *args, **kwargs):
+        strides.append(x.stride(0))
+        return record(x, *args, **kwargs)
+
+    monkeypatch.setattr(native, "ratebp_record_cpp", spy)
+    results = []
+    for x in (c.unsqueeze(0).expand(5, *c.shape), c.unsqueeze(0).repeat(5, 1, 1, 1)):
+        neuron = RateBPNeuron(PLIF(step_mode="m", backend="cpp"))
+        neuron.ratebp_mode = "spike"
+        neuron.begin_spike_pass()
+        spikes = torch.cat([neuron(x[:2]), neuron(x[2:])])
+        neuron.end_spike_pass()
+        results.append((spikes, neuron.rate, neuron.eligibility, neuron.decay_eligibility))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    assert 0 < results[0][1].mean() < 1  # some neurons fire, not all at every step
+    assert strides == [0, 0, c.numel(), c.numel()]  # the expanded input reached the kernel as it was
+    monkeypatch.undo()
+
+    st = {"u": torch.zeros(4), "spikes": torch.zeros(4), "elig": torch.zeros(4), "d": torch.zeros(4)}
+    kw = dict(kappa_seq=None, k=0.5, lam=0.5, k_in=0.5, threshold=1.0, surrogate=get_surrogate("sigmoid"),
+              hard=False, detach_reset=False, decay_input=True)
+    with pytest.raises(RuntimeError, match="contiguous rows and row stride N or 0"):
+        native.ratebp_record_cpp(torch.rand(4, 3).t(), st, **kw)
+    with pytest.raises(RuntimeError, match="must be \\[T, N\\]"):
+        native.ratebp_record_cpp(torch.rand(3, 4, 1), st, **kw)

@@ -364,9 +364,9 @@ void record_eligibility(const F* h, const F* s, const F* x, const F* u_prev, F* 
 #pragma GCC pop_options
 
 template <typename F, int SG, bool SOFT>
-void record_impl(const F* x, F* spikes, F* u_state, F* d_state, F* dk_state, F* spike_acc, F* elig_acc,
-                 F* eligk_acc, const double* kappa_seq, int64_t T, int64_t N, F k, F lam, F k_in, F th, F alpha,
-                 bool detach, bool decay_input, int threads) {
+void record_impl(const F* x, int64_t x_tstride, F* spikes, F* u_state, F* d_state, F* dk_state, F* spike_acc,
+                 F* elig_acc, F* eligk_acc, const double* kappa_seq, int64_t T, int64_t N, F k, F lam, F k_in, F th,
+                 F alpha, bool detach, bool decay_input, int threads) {
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   const bool scalar_kappa = kappa_seq != nullptr;
   const bool want_k = dk_state != nullptr;
@@ -377,7 +377,7 @@ void record_impl(const F* x, F* spikes, F* u_state, F* d_state, F* dk_state, F* 
     F u_prev[kBlock];
     F* u = u_state + i0;
     for (int64_t t = 0; t < T; ++t) {
-      const F* xt = x + t * N + i0;
+      const F* xt = x + t * x_tstride + i0;  // x_tstride 0: the same input at every step
       F* st = spikes + t * N + i0;
       F* sa = spike_acc + i0;
       if (want_k) std::memcpy(u_prev, u, sizeof(F) * n);
@@ -410,11 +410,12 @@ void record_impl(const F* x, F* spikes, F* u_state, F* d_state, F* dk_state, F* 
 }
 
 template <typename F>
-int record_any(const F* x, F* s, F* u, F* d, F* dk, F* sa, F* ea, F* eka, const double* kappa_seq, int64_t T,
-               int64_t N, F k, F lam, F k_in, F th, F alpha, int sg, bool soft, bool detach, bool di, int threads) {
+int record_any(const F* x, int64_t x_tstride, F* s, F* u, F* d, F* dk, F* sa, F* ea, F* eka, const double* kappa_seq,
+               int64_t T, int64_t N, F k, F lam, F k_in, F th, F alpha, int sg, bool soft, bool detach, bool di,
+               int threads) {
   return dispatch_surrogate_reset(sg, soft, [&](auto sg_c, auto soft_c) {
-    record_impl<F, decltype(sg_c)::value, decltype(soft_c)::value>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k,
-                                                                   lam, k_in, th, alpha, detach, di, threads);
+    record_impl<F, decltype(sg_c)::value, decltype(soft_c)::value>(x, x_tstride, s, u, d, dk, sa, ea, eka, kappa_seq,
+                                                                   T, N, k, lam, k_in, th, alpha, detach, di, threads);
   });
 }
 
@@ -452,19 +453,22 @@ int gsk_neuron_backward_f64(const double* h, const double* gs, const double* gv,
                               decay_input, want_k, threads);
 }
 
-int gsk_ratebp_record_f32(const float* x, float* s, float* u, float* d, float* dk, float* sa, float* ea, float* eka,
-                          const double* kappa_seq, int64_t T, int64_t N, double k, double lam, double k_in, double th,
-                          double alpha, int surrogate, int soft, int detach, int decay_input, int threads) {
-  return record_any<float>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, float(k), float(lam), float(k_in),
-                           float(th), float(alpha), surrogate, soft, detach, decay_input, threads);
+// x_tstride: elements between the rows x[t] and x[t + 1]; N for a [T, N] tensor, 0 for one [N] row used at
+// every step (a static input repeated over time, read without materialising the copies).
+int gsk_ratebp_record_f32(const float* x, int64_t x_tstride, float* s, float* u, float* d, float* dk, float* sa,
+                          float* ea, float* eka, const double* kappa_seq, int64_t T, int64_t N, double k, double lam,
+                          double k_in, double th, double alpha, int surrogate, int soft, int detach, int decay_input,
+                          int threads) {
+  return record_any<float>(x, x_tstride, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, float(k), float(lam),
+                           float(k_in), float(th), float(alpha), surrogate, soft, detach, decay_input, threads);
 }
 
-int gsk_ratebp_record_f64(const double* x, double* s, double* u, double* d, double* dk, double* sa, double* ea,
-                          double* eka, const double* kappa_seq, int64_t T, int64_t N, double k, double lam,
-                          double k_in, double th, double alpha, int surrogate, int soft, int detach,
+int gsk_ratebp_record_f64(const double* x, int64_t x_tstride, double* s, double* u, double* d, double* dk,
+                          double* sa, double* ea, double* eka, const double* kappa_seq, int64_t T, int64_t N, double k,
+                          double lam, double k_in, double th, double alpha, int surrogate, int soft, int detach,
                           int decay_input, int threads) {
-  return record_any<double>(x, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha, surrogate, soft,
-                            detach, decay_input, threads);
+  return record_any<double>(x, x_tstride, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha,
+                            surrogate, soft, detach, decay_input, threads);
 }
 
 }  // extern "C"
