@@ -33,7 +33,8 @@ from graphspike_kd._cache import cache_root
 from graphspike_kd.spiking.functional import _Config, check_multistep_args
 from graphspike_kd.spiking.surrogate import get_surrogate
 
-__all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library", "ratebp_record_cpp"]
+__all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library", "ratebp_record_cpp",
+           "channel_moments_cpp"]
 
 SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
 SURROGATE_IDS = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3, "fast_sigmoid": 4, "erf": 5}
@@ -109,8 +110,12 @@ def _load() -> ctypes.CDLL:
                             i32]
             bwd.restype = i32
             rec = getattr(lib, f"gsk_ratebp_record_{suffix}")
-            rec.argtypes = [p, i64] + [p] * 8 + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32]
+            rec.argtypes = ([p, i64, p, p, i64, i64] + [p] * 8
+                            + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32])
             rec.restype = i32
+            mom = getattr(lib, f"gsk_channel_moments_{suffix}")
+            mom.argtypes = [p, i64, i64, i64, p, p, i32]
+            mom.restype = i32
         _library, _library_path = lib, str(path)
         return lib
 
@@ -178,7 +183,7 @@ def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor | 
 
 def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | None, *, k: float, lam: float,
                       k_in: float, threshold: float, surrogate: Any, hard: bool, detach_reset: bool,
-                      decay_input: bool) -> Tensor:
+                      decay_input: bool, channel_affine: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
     r"""The rate-BP recording spike pass of one neuron layer over ``x`` ``[T, N]``, natively: the
     arithmetic of :meth:`graphspike_kd.spiking.ratebp.RateBPNeuron._spike_forward` (spikes and membranes
     bit-identical to it, eligibilities to float rounding). Updates ``state`` in place:
@@ -187,7 +192,11 @@ def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | N
     ``kappa_seq`` ``[T]`` float64 is the per-step :math:`\kappa_t` shared by every neuron (soft, detached
     reset) or ``None``. ``x`` is float32/64 with contiguous rows and ``x.stride(0)`` either ``N`` or ``0``:
     one input repeated at every step (a direct-encoded stem current ``c.expand(T, N)``) is read as it is,
-    without materialising its ``T`` copies. Returns the spikes ``[T, N]`` (contiguous)."""
+    without materialising its ``T`` copies. ``channel_affine = (scale, shift, hw)`` (``[C]`` tensors of
+    ``x``'s dtype and the spatial size) makes the input current ``x * scale[ch] + shift[ch]`` per element,
+    with ``ch = (i // hw) % C`` for neuron ``i`` of a step (``x`` laid out ``[..., C, hw]``): a BatchNorm
+    applied inside the kernel (see :func:`graphspike_kd.spiking.ratebp.fused_bn_neuron`). Returns the spikes
+    ``[T, N]`` (contiguous)."""
     lib = _load()
     if surrogate.name not in SURROGATE_IDS:
         raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate.name!r}; it has "
@@ -214,15 +223,48 @@ def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | N
         kappa_seq = kappa_seq.to(torch.float64).contiguous()
         if kappa_seq.numel() != T:
             raise RuntimeError(f"ratebp_record_cpp: kappa_seq has {kappa_seq.numel()} values for T = {T}")
+    scale = shift = None
+    channels, hw = 1, 1
+    if channel_affine is not None:
+        scale, shift, hw = channel_affine
+        channels = scale.numel()
+        for t in (scale, shift):
+            if not t.is_contiguous() or t.dtype != x.dtype or t.device.type != "cpu" or t.numel() != channels:
+                raise RuntimeError("ratebp_record_cpp: channel_affine needs two contiguous [C] CPU "
+                                   "tensors of x's dtype")
+        if hw < 1 or channels < 1 or N % (channels * hw) != 0:
+            raise RuntimeError(f"ratebp_record_cpp: {N} neurons per step are not a multiple of C * hw = "
+                               f"{channels} * {hw}")
     spikes = torch.empty((T, N), dtype=x.dtype)
     fn = lib.gsk_ratebp_record_f32 if x.dtype == torch.float32 else lib.gsk_ratebp_record_f64
-    status = fn(_ptr(x), x_tstride, _ptr(spikes), _ptr(state["u"]), _ptr(d), _ptr(dk), _ptr(state["spikes"]),
-                _ptr(state["elig"]), _ptr(elig_k), _ptr(kappa_seq), T, N, k, lam, k_in, threshold,
-                surrogate.alpha, SURROGATE_IDS[surrogate.name], int(not hard), int(detach_reset),
-                int(decay_input), torch.get_num_threads())
+    status = fn(_ptr(x), x_tstride, _ptr(scale), _ptr(shift), channels, hw, _ptr(spikes), _ptr(state["u"]),
+                _ptr(d), _ptr(dk), _ptr(state["spikes"]), _ptr(state["elig"]), _ptr(elig_k), _ptr(kappa_seq),
+                T, N, k, lam, k_in, threshold, surrogate.alpha, SURROGATE_IDS[surrogate.name], int(not hard),
+                int(detach_reset), int(decay_input), torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"native rate-BP recording failed with status {status}")
     return spikes
+
+
+def channel_moments_cpp(x: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per-channel batch statistics of ``x`` ``[B, C, *]`` (contiguous float32/64 CPU tensor) in one read:
+    ``(mean, m2)`` as float64 ``[C]`` tensors, :math:`m_2 = \sum (x - \mu)^2` over the batch and spatial
+    positions (the biased variance is ``m2 / (B * prod(*))``). Sums of :math:`x - K` with :math:`K` the
+    channel's first value, in double: accurate also when the mean is large against the spread."""
+    lib = _load()
+    floats = (torch.float32, torch.float64)
+    if x.dim() < 2 or not x.is_contiguous() or x.device.type != "cpu" or x.dtype not in floats:
+        raise RuntimeError(f"channel_moments_cpp: x must be a contiguous float32/float64 CPU tensor "
+                           f"[B, C, *], got {x.dtype} {tuple(x.shape)} on {x.device}")
+    B, C = x.shape[:2]
+    hw = x[0, 0].numel()
+    if x.numel() == 0:
+        raise RuntimeError(f"channel_moments_cpp: empty input {tuple(x.shape)}")
+    mean = torch.empty(C, dtype=torch.float64)
+    m2 = torch.empty(C, dtype=torch.float64)
+    fn = lib.gsk_channel_moments_f32 if x.dtype == torch.float32 else lib.gsk_channel_moments_f64
+    fn(_ptr(x), B, C, hw, _ptr(mean), _ptr(m2), torch.get_num_threads())
+    return mean, m2
 
 
 class _NeuronMultiStepCpp(torch.autograd.Function):

@@ -90,6 +90,7 @@ __all__ = [
     "RateBPNeuron",
     "RateBPBatchNorm1d",
     "RateBPBatchNorm2d",
+    "fused_bn_neuron",
     "set_mode",
     "mode",
     "spike_pass",
@@ -140,6 +141,11 @@ class RateBPNeuron(RateBPModule):
     one pass over each layer's ``[T, N]`` input; same spikes, eligibilities equal to float rounding),
     every other backend with torch operations (on any device).
 
+    With the ``"cpp"`` backend, a conv -> :class:`RateBPBatchNorm2d` -> neuron sequence of the library's
+    models (``ConvBNNeuron``, the ResNet block's first half, the stem) runs its spike pass through
+    :func:`fused_bn_neuron`: the BatchNorm is applied inside the recording kernel. Set ``fuse_bn = False``
+    on a neuron to run its BatchNorm separately.
+
     Args:
         neuron (BaseNeuron): an :class:`~graphspike_kd.spiking.neurons.IF`, ``LIF`` or ``PLIF`` in
             multi-step mode.
@@ -149,6 +155,9 @@ class RateBPNeuron(RateBPModule):
           :math:`(1, N, *)` (rate: the time-averaged current)
         - **output:** spikes :math:`(T, N, *)`; rate mode: the rates :math:`(1, N, *)`
     """
+
+    #: let :func:`fused_bn_neuron` apply the preceding BatchNorm inside the native recording kernel
+    fuse_bn: bool = True
 
     def __init__(self, neuron: BaseNeuron) -> None:
         super().__init__()
@@ -184,7 +193,8 @@ class RateBPNeuron(RateBPModule):
         return float(self.neuron.decay(like).detach())
 
     @torch.no_grad()
-    def _spike_forward(self, x_seq: Tensor) -> Tensor:
+    def _spike_forward(self, x_seq: Tensor,
+                       channel_affine: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
         nrn = self.neuron
         T = x_seq.shape[0]
         x = x_seq.detach().reshape(T, -1)
@@ -212,7 +222,10 @@ class RateBPNeuron(RateBPModule):
             raise ValueError(f"RateBPNeuron: step input has {x[0].numel()} neurons per step but the spike "
                              f"pass started with {st['u'].numel()}; call begin_spike_pass() between batches")
         if nrn.resolve_backend(x) == "cpp":  # the same arithmetic in one native pass per layer
-            return self._spike_forward_cpp(x, x_seq.shape, k, k_in, lam, th, hard, scalar_kappa)
+            return self._spike_forward_cpp(x, x_seq.shape, k, k_in, lam, th, hard, scalar_kappa,
+                                           channel_affine)
+        if channel_affine is not None:
+            raise RuntimeError("RateBPNeuron: a channel affine input (fused BatchNorm) needs backend='cpp'")
         u = st["u"]
         out = torch.empty_like(x)
         g = torch.empty_like(u)
@@ -265,7 +278,8 @@ class RateBPNeuron(RateBPModule):
         return out.view(x_seq.shape)
 
     def _spike_forward_cpp(self, x: Tensor, shape: torch.Size, k: float, k_in: float, lam: float, th: float,
-                           hard: bool, scalar_kappa: bool) -> Tensor:
+                           hard: bool, scalar_kappa: bool,
+                           channel_affine: tuple[Tensor, Tensor, int] | None) -> Tensor:
         from graphspike_kd.spiking.native import ratebp_record_cpp
 
         nrn, st = self.neuron, self._state
@@ -283,7 +297,7 @@ class RateBPNeuron(RateBPModule):
             x = x.contiguous()
         out = ratebp_record_cpp(x, st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
                                 surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
-                                decay_input=nrn.decay_input)
+                                decay_input=nrn.decay_input, channel_affine=channel_affine)
         self._steps += T
         return out.view(shape)
 
@@ -329,6 +343,18 @@ class _RateBPBatchNorm(RateBPModule):
         self._acc = None
         self._spike_stats = None
 
+    def _record_batch_stats(self, count: float, mean: Tensor, var: Tensor) -> None:
+        """Pool one call's batch statistics (``count`` samples per channel, float64 mean and biased
+        variance) into the spike pass's, exactly (Chan et al.'s parallel update)."""
+        if self._acc is None:
+            self._acc = (count, mean, var * count)
+        else:
+            n_a, mean_a, m2_a = self._acc
+            n = n_a + count
+            delta = mean - mean_a
+            self._acc = (n, mean_a + delta * (count / n),
+                         m2_a + var * count + delta * delta * (n_a * count / n))
+
     def end_spike_pass(self) -> None:
         if self._acc is None:
             raise RuntimeError(f"{type(self).__name__}: the spike pass never reached this layer")
@@ -358,16 +384,30 @@ class _RateBPBatchNorm(RateBPModule):
             y, mean, invstd = torch.native_batch_norm(x.detach(), bn.weight, bn.bias, None, None, True, 0.0,
                                                       bn.eps)
             var = (invstd.double().pow(-2) - bn.eps).clamp_(min=0.0)
-            count = float(x.numel() // x.shape[1])
-            if self._acc is None:
-                self._acc = (count, mean.double(), var * count)
-            else:  # pool the statistics of the lean pass's steps exactly (Chan et al.'s parallel update)
-                n_a, mean_a, m2_a = self._acc
-                n = n_a + count
-                delta = mean.double() - mean_a
-                self._acc = (n, mean_a + delta * (count / n),
-                             m2_a + var * count + delta * delta * (n_a * count / n))
+            self._record_batch_stats(float(x.numel() // x.shape[1]), mean.double(), var)
             return y
+
+    @torch.no_grad()
+    def _spike_affine(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The spike pass's BatchNorm as a per-channel map ``x * scale + shift`` for a fused neuron: batch
+        statistics of ``x`` ``[B, C, *]`` (contiguous CPU float) taken natively in one read and recorded
+        as :meth:`_spike_forward` records them; returns ``(scale, shift)`` ``[C]`` in ``x``'s dtype."""
+        from graphspike_kd.spiking.native import channel_moments_cpp
+
+        bn: nn.modules.batchnorm._BatchNorm = self  # type: ignore[assignment]
+        if not self.training:
+            raise RuntimeError(f"{type(self).__name__}: the rate-BP spike pass needs train mode")
+        mean, m2 = channel_moments_cpp(x.detach())
+        count = float(x.numel() // x.shape[1])
+        var = m2 / count
+        self._record_batch_stats(count, mean, var)
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight.detach().double()
+            shift = bn.bias.detach().double() - mean * scale
+        else:
+            shift = -mean * scale
+        return scale.to(x.dtype), shift.to(x.dtype)
 
     def _rate_forward(self, x: Tensor) -> Tensor:
         bn: nn.modules.batchnorm._BatchNorm = self  # type: ignore[assignment]
@@ -424,6 +464,51 @@ class RateBPBatchNorm1d(_RateBPBatchNorm, nn.BatchNorm1d):
         if x.dim() != 2:
             raise ValueError(f"RateBPBatchNorm1d expects [T*N, C], got {tuple(x.shape)}")
         return super().forward(x)
+
+
+# ----------------------------------------------------------------------------------- fused BN + neuron
+def fused_bn_neuron(bn: nn.Module, neuron: nn.Module, c: Tensor, T: int,
+                    repeat: bool = False) -> Tensor | None:
+    r"""Spike pass of ``bn`` then ``neuron`` on a conv output ``c`` in one native kernel, or ``None`` when
+    the fused path does not apply (then run them as usual).
+
+    It applies when ``bn`` is a :class:`RateBPBatchNorm2d` / ``1d`` and ``neuron`` a :class:`RateBPNeuron`
+    with ``fuse_bn`` set, both in ``"spike"`` mode and training, the neuron's backend resolves to ``"cpp"``
+    and ``c`` is a contiguous float32/64 CPU tensor. The BatchNorm's batch statistics are taken in one read
+    of ``c`` (:func:`~graphspike_kd.spiking.native.channel_moments_cpp`, float64) and recorded exactly as
+    its own spike pass records them (rate-pass statistics, running statistics); the recording kernel then
+    applies :math:`\gamma (c - \mu) / \sqrt{\sigma^2 + \epsilon} + eta` per element as it reads ``c``.
+    BatchNorm's separate pass reads ``c`` twice and writes its output for the neuron to read again: the
+    fused pass moves about 40 % fewer bytes through memory, which bounds these elementwise passes on CPU.
+    The normalised current can differ from ``nn.BatchNorm2d``'s in the last bits (other summation order
+    and rounding of the statistics), so a membrane within rounding of the threshold may spike in one and
+    not the other; statistics and rates agree to float rounding (``tests/spiking/test_ratebp_fused.py``).
+
+    Args:
+        bn (nn.Module): the BatchNorm after the convolution.
+        neuron (nn.Module): the neuron after the BatchNorm.
+        c (Tensor): conv output ``[T*N, C, *]``, or ``[N, C, *]`` with ``repeat=True``.
+        T (int): time steps in ``c`` (``repeat=False``) or over which ``c`` is repeated (``repeat=True``).
+        repeat (bool, optional): ``c`` is one step's current, the same at every step (direct encoding: the
+            neuron reads it without copies). (default: ``False``)
+
+    Returns:
+        Tensor or None: spikes ``[T, N, C, *]``.
+    """
+    if not (isinstance(bn, _RateBPBatchNorm) and isinstance(neuron, RateBPNeuron) and neuron.fuse_bn):
+        return None
+    if bn.ratebp_mode != "spike" or neuron.ratebp_mode != "spike" or not bn.training:
+        return None
+    if (c.device.type != "cpu" or c.dtype not in (torch.float32, torch.float64) or not c.is_contiguous()
+            or c.dim() < 2 or neuron.neuron.resolve_backend(c) != "cpp"):
+        return None
+    scale, shift = bn._spike_affine(c)
+    hw = c[0, 0].numel()
+    if repeat:
+        x_seq = c.unsqueeze(0).expand(T, *c.shape)
+    else:
+        x_seq = c.view(T, c.shape[0] // T, *c.shape[1:])
+    return neuron._spike_forward(x_seq, channel_affine=(scale, shift, hw))
 
 
 # ------------------------------------------------------------------------------------- mode handling

@@ -363,21 +363,39 @@ void record_eligibility(const F* h, const F* s, const F* x, const F* u_prev, F* 
 
 #pragma GCC pop_options
 
+// With ch_scale != nullptr the input current is a BatchNorm applied on the fly, c = x * scale[ch] + shift[ch]
+// (x [T, B, C, HW] flattened, ch = (neuron index / HW) % C), computed once per element into a block buffer
+// (mul then add, two roundings) and used wherever the input appears: the conv output is read once instead
+// of BatchNorm reading it twice and writing c for the neuron to read.
 template <typename F, int SG, bool SOFT>
-void record_impl(const F* x, int64_t x_tstride, F* spikes, F* u_state, F* d_state, F* dk_state, F* spike_acc,
-                 F* elig_acc, F* eligk_acc, const double* kappa_seq, int64_t T, int64_t N, F k, F lam, F k_in, F th,
-                 F alpha, bool detach, bool decay_input, int threads) {
+void record_impl(const F* x, int64_t x_tstride, const F* ch_scale, const F* ch_shift, int64_t C, int64_t HW,
+                 F* spikes, F* u_state, F* d_state, F* dk_state, F* spike_acc, F* elig_acc, F* eligk_acc,
+                 const double* kappa_seq, int64_t T, int64_t N, F k, F lam, F k_in, F th, F alpha, bool detach,
+                 bool decay_input, int threads) {
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   const bool scalar_kappa = kappa_seq != nullptr;
   const bool want_k = dk_state != nullptr;
+  const bool affine = ch_scale != nullptr;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
     F h[kBlock];
     F u_prev[kBlock];
+    F scale[kBlock], shift[kBlock], cur[kBlock];
     F* u = u_state + i0;
+    if (affine) {
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t ch = ((i0 + i) / HW) % C;
+        scale[i] = ch_scale[ch];
+        shift[i] = ch_shift[ch];
+      }
+    }
     for (int64_t t = 0; t < T; ++t) {
       const F* xt = x + t * x_tstride + i0;  // x_tstride 0: the same input at every step
+      if (affine) {
+        for (int64_t i = 0; i < n; ++i) cur[i] = xt[i] * scale[i] + shift[i];
+        xt = cur;
+      }
       F* st = spikes + t * N + i0;
       F* sa = spike_acc + i0;
       if (want_k) std::memcpy(u_prev, u, sizeof(F) * n);
@@ -410,13 +428,52 @@ void record_impl(const F* x, int64_t x_tstride, F* spikes, F* u_state, F* d_stat
 }
 
 template <typename F>
-int record_any(const F* x, int64_t x_tstride, F* s, F* u, F* d, F* dk, F* sa, F* ea, F* eka, const double* kappa_seq,
-               int64_t T, int64_t N, F k, F lam, F k_in, F th, F alpha, int sg, bool soft, bool detach, bool di,
-               int threads) {
+int record_any(const F* x, int64_t x_tstride, const F* ch_scale, const F* ch_shift, int64_t C, int64_t HW, F* s,
+               F* u, F* d, F* dk, F* sa, F* ea, F* eka, const double* kappa_seq, int64_t T, int64_t N, F k, F lam,
+               F k_in, F th, F alpha, int sg, bool soft, bool detach, bool di, int threads) {
+  if (ch_scale != nullptr && (C < 1 || HW < 1 || N % (C * HW) != 0)) return 2;
   return dispatch_surrogate_reset(sg, soft, [&](auto sg_c, auto soft_c) {
-    record_impl<F, decltype(sg_c)::value, decltype(soft_c)::value>(x, x_tstride, s, u, d, dk, sa, ea, eka, kappa_seq,
-                                                                   T, N, k, lam, k_in, th, alpha, detach, di, threads);
+    record_impl<F, decltype(sg_c)::value, decltype(soft_c)::value>(x, x_tstride, ch_scale, ch_shift, C, HW, s, u, d,
+                                                                   dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th,
+                                                                   alpha, detach, di, threads);
   });
+}
+
+// Per-channel mean and M2 = sum (x - mean)^2 of x [B, C, HW] (BatchNorm's batch statistics), in double,
+// from sums of x - K with K the channel's first element (the shifted-data algorithm: no cancellation when
+// |mean| >> std). Eight independent partial sums per plane so the loop vectorises without reordering a
+// single sum (GCC does not reassociate a floating-point reduction without -ffast-math).
+template <typename F>
+void channel_moments_impl(const F* x, int64_t B, int64_t C, int64_t HW, double* mean, double* m2, int threads) {
+  const double count = static_cast<double>(B) * static_cast<double>(HW);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t ch = 0; ch < C; ++ch) {
+    const double K = static_cast<double>(x[ch * HW]);
+    double s1[8] = {0}, s2[8] = {0};
+    for (int64_t b = 0; b < B; ++b) {
+      const F* p = x + (b * C + ch) * HW;
+      int64_t j = 0;
+      for (; j + 8 <= HW; j += 8) {
+        for (int l = 0; l < 8; ++l) {
+          const double d = static_cast<double>(p[j + l]) - K;
+          s1[l] += d;
+          s2[l] += d * d;
+        }
+      }
+      for (; j < HW; ++j) {
+        const double d = static_cast<double>(p[j]) - K;
+        s1[j % 8] += d;
+        s2[j % 8] += d * d;
+      }
+    }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < 8; ++l) {
+      t1 += s1[l];
+      t2 += s2[l];
+    }
+    mean[ch] = K + t1 / count;
+    m2[ch] = std::max(0.0, t2 - t1 * t1 / count);
+  }
 }
 
 }  // namespace
@@ -454,21 +511,37 @@ int gsk_neuron_backward_f64(const double* h, const double* gs, const double* gv,
 }
 
 // x_tstride: elements between the rows x[t] and x[t + 1]; N for a [T, N] tensor, 0 for one [N] row used at
-// every step (a static input repeated over time, read without materialising the copies).
-int gsk_ratebp_record_f32(const float* x, int64_t x_tstride, float* s, float* u, float* d, float* dk, float* sa,
-                          float* ea, float* eka, const double* kappa_seq, int64_t T, int64_t N, double k, double lam,
-                          double k_in, double th, double alpha, int surrogate, int soft, int detach, int decay_input,
-                          int threads) {
-  return record_any<float>(x, x_tstride, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, float(k), float(lam),
-                           float(k_in), float(th), float(alpha), surrogate, soft, detach, decay_input, threads);
+// every step (a static input repeated over time, read without materialising the copies). ch_scale/ch_shift
+// [C] (or null): the per-channel affine map of record_impl. Returns 0, 1 (unknown surrogate) or 2 (N is not
+// a multiple of C * HW).
+int gsk_ratebp_record_f32(const float* x, int64_t x_tstride, const float* ch_scale, const float* ch_shift, int64_t C,
+                          int64_t HW, float* s, float* u, float* d, float* dk, float* sa, float* ea, float* eka,
+                          const double* kappa_seq, int64_t T, int64_t N, double k, double lam, double k_in, double th,
+                          double alpha, int surrogate, int soft, int detach, int decay_input, int threads) {
+  return record_any<float>(x, x_tstride, ch_scale, ch_shift, C, HW, s, u, d, dk, sa, ea, eka, kappa_seq, T, N,
+                           float(k), float(lam), float(k_in), float(th), float(alpha), surrogate, soft, detach,
+                           decay_input, threads);
 }
 
-int gsk_ratebp_record_f64(const double* x, int64_t x_tstride, double* s, double* u, double* d, double* dk,
-                          double* sa, double* ea, double* eka, const double* kappa_seq, int64_t T, int64_t N, double k,
-                          double lam, double k_in, double th, double alpha, int surrogate, int soft, int detach,
-                          int decay_input, int threads) {
-  return record_any<double>(x, x_tstride, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k, lam, k_in, th, alpha,
-                            surrogate, soft, detach, decay_input, threads);
+int gsk_ratebp_record_f64(const double* x, int64_t x_tstride, const double* ch_scale, const double* ch_shift,
+                          int64_t C, int64_t HW, double* s, double* u, double* d, double* dk, double* sa, double* ea,
+                          double* eka, const double* kappa_seq, int64_t T, int64_t N, double k, double lam,
+                          double k_in, double th, double alpha, int surrogate, int soft, int detach, int decay_input,
+                          int threads) {
+  return record_any<double>(x, x_tstride, ch_scale, ch_shift, C, HW, s, u, d, dk, sa, ea, eka, kappa_seq, T, N, k,
+                            lam, k_in, th, alpha, surrogate, soft, detach, decay_input, threads);
+}
+
+int gsk_channel_moments_f32(const float* x, int64_t B, int64_t C, int64_t HW, double* mean, double* m2,
+                            int threads) {
+  channel_moments_impl<float>(x, B, C, HW, mean, m2, threads);
+  return 0;
+}
+
+int gsk_channel_moments_f64(const double* x, int64_t B, int64_t C, int64_t HW, double* mean, double* m2,
+                            int threads) {
+  channel_moments_impl<double>(x, B, C, HW, mean, m2, threads);
+  return 0;
 }
 
 }  // extern "C"

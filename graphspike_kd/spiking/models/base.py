@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from graphspike_kd.spiking.models.layers import ClassifierHead, NeuronFactory
-from graphspike_kd.spiking.ratebp import RateBPBatchNorm2d
+from graphspike_kd.spiking.ratebp import RateBPBatchNorm2d, fused_bn_neuron
 
 __all__ = ["SpikingNet"]
 
@@ -68,7 +68,11 @@ class SpikingNet(nn.Module):
             steps = self.T if T is None else int(T)
             if steps < 1:
                 raise ValueError(f"{type(self).__name__}: T must be >= 1, got {T!r}")
-            c = self.stem_bn(self.stem_conv(x))
+            c = self.stem_conv(x)
+            spikes = fused_bn_neuron(self.stem_bn, self.stem_neuron, c, steps, repeat=True)
+            if spikes is not None:  # rate-BP spike pass, native neurons
+                return spikes
+            c = self.stem_bn(c)
             return self.stem_neuron(c.unsqueeze(0).expand(steps, *c.shape))
         if x.dim() == 5:
             if T is not None and int(T) != x.shape[0]:
@@ -77,7 +81,11 @@ class SpikingNet(nn.Module):
                 raise ValueError(f"{type(self).__name__}: expected {self.in_channels} input channels, got "
                                  f"frames {tuple(x.shape)}")
             steps, n = x.shape[:2]
-            c = self.stem_bn(self.stem_conv(x.flatten(0, 1)))
+            c = self.stem_conv(x.flatten(0, 1))
+            spikes = fused_bn_neuron(self.stem_bn, self.stem_neuron, c, steps)
+            if spikes is not None:
+                return spikes
+            c = self.stem_bn(c)
             return self.stem_neuron(c.view(steps, n, *c.shape[1:]))
         raise ValueError(f"{type(self).__name__}: input must be [N, C, H, W] (static) or [T, N, C, H, W] "
                          f"(frames), got {tuple(x.shape)}")

@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from graphspike_kd.spiking.neurons import IF, LIF, PLIF
-from graphspike_kd.spiking.ratebp import RateBPBatchNorm1d, RateBPBatchNorm2d, RateBPNeuron
+from graphspike_kd.spiking.ratebp import RateBPBatchNorm1d, RateBPBatchNorm2d, RateBPNeuron, fused_bn_neuron
 from graphspike_kd.spiking.surrogate import Sigmoid
 
 __all__ = ["RATEBP_NEURON", "make_neuron", "NeuronFactory", "SeqToANN", "ConvBNNeuron", "SeqAvgPool",
@@ -92,7 +92,11 @@ class ConvBNNeuron(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         T, N = x.shape[:2]
-        y = self.bn(self.conv(x.flatten(0, 1)))
+        c = self.conv(x.flatten(0, 1))
+        spikes = fused_bn_neuron(self.bn, self.neuron, c, T)  # rate-BP spike pass, native neurons
+        if spikes is not None:
+            return spikes
+        y = self.bn(c)
         return self.neuron(y.view(T, N, *y.shape[1:]))
 
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from graphspike_kd.spiking.models.base import SpikingNet
 from graphspike_kd.spiking.models.layers import ClassifierHead, NeuronFactory, SeqToANN, neuron_factory
-from graphspike_kd.spiking.ratebp import RateBPBatchNorm2d
+from graphspike_kd.spiking.ratebp import RateBPBatchNorm2d, fused_bn_neuron
 
 __all__ = ["SpikingBasicBlock", "SpikingResNet", "resnet18", "resnet19"]
 
@@ -48,8 +48,11 @@ class SpikingBasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         T, N = x.shape[:2]
-        y = self.bn1(self.conv1(x.flatten(0, 1)))
-        y = self.neuron1(y.view(T, N, *y.shape[1:]))
+        c = self.conv1(x.flatten(0, 1))
+        y = fused_bn_neuron(self.bn1, self.neuron1, c, T)  # rate-BP spike pass, native neurons
+        if y is None:
+            y = self.bn1(c)
+            y = self.neuron1(y.view(T, N, *y.shape[1:]))
         y = self.bn2(self.conv2(y.flatten(0, 1)))
         y = y.view(T, N, *y.shape[1:])
         y = y + (x if self.shortcut is None else self.shortcut(x))
