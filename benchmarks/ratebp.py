@@ -30,6 +30,11 @@ lands on every method of a round rather than on one method. The JSON then keeps 
 (``step_s_rounds`` / ``peak_mem_mb_rounds``, one list per T); ``step_s`` and ``peak_mem_mb`` are the
 medians over rounds, and each speed-up over BPTT is the median of the per-round ratios (each ratio
 taken between two processes that ran minutes apart at most), with the smallest and largest beside it.
+
+``--breakdown FILE.json`` instead times the parts of one chunked rate-BP step at the largest ``--T`` in
+this process: the spike pass (its convolutions, timed with forward hooks, with their multiply-accumulate
+count and the resulting GFLOP/s; its average pools; the rest: BatchNorm, neurons, Python), the rate
+pass's forward (with the loss) and the backward; medians over ``--steps`` steps after a warm-up.
 """
 
 from __future__ import annotations
@@ -55,20 +60,27 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field} line (Linux only)")
 
 
-def worker(args: argparse.Namespace) -> dict:
+def _setup(args: argparse.Namespace, T: int) -> tuple:
+    """The measured configuration: model, SGD optimizer and a fixed random batch (seeded)."""
     import torch
 
-    from graphspike_kd.spiking import ratebp as rb
     from graphspike_kd.spiking.models import RATEBP_NEURON, get_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = get_model(args.arch, in_channels=3, num_classes=10, T=args.T_one,
+    model = get_model(args.arch, in_channels=3, num_classes=10, T=T,
                       neuron=dict(RATEBP_NEURON, backend=args.backend))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (args.batch,), generator=gen)
+    return model, opt, x, y
+
+
+def worker(args: argparse.Namespace) -> dict:
+    from graphspike_kd.spiking import ratebp as rb
+
+    model, opt, x, y = _setup(args, args.T_one)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -92,6 +104,79 @@ def worker(args: argparse.Namespace) -> dict:
             "step_s": statistics.median(times), "step_s_all": times}
 
 
+def breakdown(args: argparse.Namespace) -> dict:
+    """Where the time of one chunked rate-BP step goes (``--breakdown``); see the module docstring."""
+    from torch import nn
+
+    from graphspike_kd.spiking import ratebp as rb
+    from graphspike_kd.spiking.models import SeqAvgPool
+
+    T = max(args.T)
+    model, opt, x, y = _setup(args, T)
+    timed = {"conv": 0.0, "pool": 0.0}
+    macs = [0]
+    started: dict[int, float] = {}
+    counting = [False]
+
+    def pre(module: nn.Module, inputs: tuple) -> None:
+        started[id(module)] = time.perf_counter()
+
+    def post(kind: str):
+        def hook(module: nn.Module, inputs: tuple, output) -> None:
+            if not counting[0]:
+                return
+            timed[kind] += time.perf_counter() - started[id(module)]
+            if kind == "conv":
+                k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+                macs[0] += output.numel() * k
+        return hook
+
+    for m in model.modules():
+        kind = "conv" if isinstance(m, nn.Conv2d) else "pool" if isinstance(m, SeqAvgPool) else None
+        if kind is not None:
+            m.register_forward_pre_hook(pre)
+            m.register_forward_hook(post(kind))
+    parts: dict[str, list[float]] = {k: [] for k in ("spike_pass", "spike_conv", "spike_pool", "spike_rest",
+                                                     "rate_forward", "backward", "step")}
+    for i in range(args.steps + 1):
+        opt.zero_grad(set_to_none=True)
+        timed.update(conv=0.0, pool=0.0)
+        macs[0] = 0
+        t0 = time.perf_counter()
+        counting[0] = True
+        rb.spike_pass(model, x, T, steps_per_call=args.steps_per_call)
+        counting[0] = False
+        t1 = time.perf_counter()
+        loss = rb.scale_grad(nn.functional.cross_entropy(rb.rate_pass(model, x), y), 1.0 / T)
+        t2 = time.perf_counter()
+        loss.backward()
+        opt.step()
+        t3 = time.perf_counter()
+        if i == 0:
+            continue  # warm-up
+        rest = t1 - t0 - timed["conv"] - timed["pool"]
+        for key, value in (("spike_pass", t1 - t0), ("spike_conv", timed["conv"]),
+                           ("spike_pool", timed["pool"]), ("spike_rest", rest), ("rate_forward", t2 - t1),
+                           ("backward", t3 - t2), ("step", t3 - t0)):
+            parts[key].append(value)
+    med = {k: round(statistics.median(v), 4) for k, v in parts.items()}
+    spike_macs = macs[0]
+    gflops = 2 * spike_macs / med["spike_conv"] / 1e9
+    out = {"arch": args.arch, "batch": args.batch, "T": T, "steps_per_call": args.steps_per_call,
+           "backend": args.backend, "threads": args.threads, "steps": args.steps, "median_s": med,
+           "all_s": {k: [round(v, 4) for v in vals] for k, vals in parts.items()},
+           "spike_conv_macs": spike_macs, "spike_conv_gflops": round(gflops, 1),
+           "command": " ".join(["python benchmarks/ratebp.py", *args.cli_args])}
+    print(f"{args.arch}, batch {args.batch}, T = {T}, chunks of {min(args.steps_per_call, T)} steps, neuron "
+          f"backend {args.backend}, {args.threads} thread(s); medians of {args.steps} steps (s):")
+    print(f"  spike pass {med['spike_pass']:.3f} = convolutions {med['spike_conv']:.3f} "
+          f"({spike_macs / 1e9:.1f} G multiply-adds, {gflops:.0f} GFLOP/s) + average pools "
+          f"{med['spike_pool']:.3f} + the rest (BatchNorm, neurons, Python) {med['spike_rest']:.3f}")
+    print(f"  rate pass forward + loss {med['rate_forward']:.3f}, backward + SGD step {med['backward']:.3f}; "
+          f"step {med['step']:.3f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--T", type=int, nargs="+", default=[4, 16], help="time steps to measure")
@@ -108,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="interleaved rounds over all configurations (medians reported)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ratebp.json"))
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--breakdown", metavar="FILE.json",
+                        help="time the parts of one chunked rate-BP step at the largest --T instead")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--T-one", type=int, help=argparse.SUPPRESS)
@@ -121,6 +208,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--steps-per-call must be >= 1, got {args.steps_per_call}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.breakdown:
+        args.cli_args = sys.argv[1:] if argv is None else list(argv)
+        res = breakdown(args)
+        Path(args.breakdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.breakdown).write_text(json.dumps(res, indent=2) + "\n")
+        return res
 
     from tqdm import tqdm
 

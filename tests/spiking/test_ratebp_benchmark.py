@@ -62,3 +62,20 @@ def test_workers_run_a_tiny_configuration(bench, tmp_path):
         assert res[m]["step_s"][0] > 0 and res[m]["peak_mem_mb"][0] > 0
     assert res["ratios"]["speedup_ratebp_chunked_vs_bptt_at_max_T"] > 0
     assert json.loads(out.read_text())["command"].startswith("python benchmarks/ratebp.py --T 2")
+
+
+def test_breakdown_counts_the_spike_pass_convolutions(bench, tmp_path):
+    out = tmp_path / "b.json"
+    res = bench.main(["--T", "2", "--arch", "vggsnn", "--batch", "2", "--steps", "1", "--breakdown",
+                      str(out)])
+    # VGGSNN on 32x32: the stem conv once per call on the 2 images, the other convs on the T*N = 4 samples
+    # (channels 64 -> 128 at 32x32, 128 -> 256 and 256 -> 256 at 16x16, 256 -> 512, 512 -> 512 at 8x8,
+    # 512 -> 512 twice at 4x4); the rate pass's convolutions are not counted
+    layers = [(64, 128, 32), (128, 256, 16), (256, 256, 16), (256, 512, 8), (512, 512, 8), (512, 512, 4),
+              (512, 512, 4)]
+    expected = 2 * 64 * 3 * 9 * 32 * 32 + sum(4 * cin * cout * 9 * hw * hw for cin, cout, hw in layers)
+    assert res["spike_conv_macs"] == expected
+    med = res["median_s"]
+    assert med["spike_conv"] > 0 and med["rate_forward"] > 0 and med["backward"] > 0
+    assert abs(med["spike_pass"] - (med["spike_conv"] + med["spike_pool"] + med["spike_rest"])) < 1e-3
+    assert json.loads(out.read_text())["spike_conv_gflops"] > 0
