@@ -256,10 +256,10 @@ def channel_moments_cpp(x: Tensor) -> tuple[Tensor, Tensor]:
     if x.dim() < 2 or not x.is_contiguous() or x.device.type != "cpu" or x.dtype not in floats:
         raise RuntimeError(f"channel_moments_cpp: x must be a contiguous float32/float64 CPU tensor "
                            f"[B, C, *], got {x.dtype} {tuple(x.shape)} on {x.device}")
-    B, C = x.shape[:2]
-    hw = x[0, 0].numel()
     if x.numel() == 0:
         raise RuntimeError(f"channel_moments_cpp: empty input {tuple(x.shape)}")
+    B, C = x.shape[:2]
+    hw = x[0, 0].numel()
     mean = torch.empty(C, dtype=torch.float64)
     m2 = torch.empty(C, dtype=torch.float64)
     fn = lib.gsk_channel_moments_f32 if x.dtype == torch.float32 else lib.gsk_channel_moments_f64

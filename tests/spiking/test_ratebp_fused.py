@@ -42,6 +42,8 @@ def test_channel_moments_errors(built):
         native.channel_moments_cpp(torch.rand(3, 4, 5).transpose(1, 2))
     with pytest.raises(RuntimeError, match="contiguous float32/float64 CPU tensor"):
         native.channel_moments_cpp(torch.rand(3, 4).half())
+    with pytest.raises(RuntimeError, match="empty input"):
+        native.channel_moments_cpp(torch.rand(0, 4, 2))
 
 
 def _record(x, affine, decay_input, v_reset):
