@@ -107,6 +107,11 @@ def test_seq_avg_pool_matches_avg_pool2d():
 
     x = torch.rand(3, 2, 4, 6, 8, requires_grad=True)
     ref = torch.nn.functional.avg_pool2d(x.flatten(0, 1), 2).view(3, 2, 4, 3, 4)
-    assert torch.allclose(SeqAvgPool(2)(x), ref, atol=1e-7)
+    out = SeqAvgPool(2)(x)
+    assert torch.allclose(out, ref, atol=1e-7)
+    g = torch.randn(out.shape)
+    (grad,) = torch.autograd.grad((out * g).sum(), x)  # the in-place scaling leaves the backward intact
+    (grad_ref,) = torch.autograd.grad((ref * g).sum(), x)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-7)
     odd = torch.rand(2, 2, 3, 5, 5)
     assert SeqAvgPool(2)(odd).shape == (2, 2, 3, 2, 2)
