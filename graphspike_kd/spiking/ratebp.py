@@ -127,6 +127,22 @@ def _check_mode(value: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- neuron
+class _RateOutput(torch.autograd.Function):
+    r"""The rate-pass neuron: value the recorded rate :math:`r`, Jacobian :math:`\mathrm{diag}(e)` w.r.t.
+    the current, i.e. :math:`\mathrm{sg}(r) + e \odot c - \mathrm{sg}(e \odot c)` as one node (one output
+    tensor and one product in the backward instead of three forward tensors and their graph)."""
+
+    @staticmethod
+    def forward(ctx: Any, c: Tensor, rate: Tensor, elig: Tensor) -> Tensor:
+        ctx.save_for_backward(elig)
+        return rate.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (elig,) = ctx.saved_tensors
+        return grad * elig, None, None
+
+
 class RateBPNeuron(RateBPModule):
     r"""A neuron of :mod:`graphspike_kd.spiking.neurons` made trainable by rate-BP.
 
@@ -310,8 +326,7 @@ class RateBPNeuron(RateBPModule):
                              f"(1, N, ...) with {self.rate.numel()} values per step, got {tuple(c.shape)}")
         rate = self.rate.view(c.shape).to(c.dtype)
         elig = self.eligibility.view(c.shape).to(c.dtype)
-        ec = elig * c
-        out = rate + (ec - ec.detach())
+        out = _RateOutput.apply(c, rate, elig)
         if self.decay_eligibility is not None:
             k = self.neuron.decay(c)
             term = (self.decay_eligibility.view(c.shape).to(c.dtype) * (k - k.detach())).to(c.dtype)
