@@ -56,20 +56,23 @@ def _record(x, affine, decay_input, v_reset):
 
 
 @pytest.mark.parametrize("decay_input,v_reset", [(True, None), (False, 0.0)])
-def test_record_with_channel_affine_equals_record_of_the_affine_input(built, decay_input, v_reset):
-    # x: [T=3, B=2, C=3, HW=343] flattened; 2058 neurons per step (the blocks straddle channels)
+@pytest.mark.parametrize("batch,channels,hw", [(2, 3, 343), (2, 2, 1500), (3, 700, 1)])
+def test_record_with_channel_affine_equals_record_of_the_affine_input(built, decay_input, v_reset, batch,
+                                                                       channels, hw):
+    # x: [T=3, B, C, HW] flattened; the 1024-neuron blocks of the kernel straddle channels (hw = 343),
+    # hold part of one channel (hw = 1500) or hundreds of channels (hw = 1)
     gen = torch.Generator().manual_seed(11)
-    x = torch.randn(3, 2, 3, 343, generator=gen)
-    scale = torch.tensor([0.5, 2.0, -1.5])
-    shift = torch.tensor([0.8, 0.1, 1.2])
-    affine_x = x * scale.view(1, 1, 3, 1) + shift.view(1, 1, 3, 1)  # mul then add, as the kernel
-    ours = _record(x.reshape(3, -1), (scale, shift, 343), decay_input, v_reset)
+    x = torch.randn(3, batch, channels, hw, generator=gen)
+    scale = torch.rand(channels, generator=gen) * 3 - 1.5
+    shift = torch.rand(channels, generator=gen) * 1.5
+    affine_x = x * scale.view(1, 1, -1, 1) + shift.view(1, 1, -1, 1)  # mul then add, as the kernel
+    ours = _record(x.reshape(3, -1), (scale, shift, hw), decay_input, v_reset)
     ref = _record(affine_x.reshape(3, -1), None, decay_input, v_reset)
     assert torch.equal(ours[0], ref[0]) and ref[0].sum() > 0
     for key in ref[1]:  # membranes, D, dU/dk and the running sums (x enters the decay eligibility)
         assert torch.equal(ours[1][key], ref[1][key]), key
     with pytest.raises(RuntimeError, match="not a multiple of C \\* hw"):
-        _record(x.reshape(3, -1), (scale, shift, 100), decay_input, v_reset)
+        _record(x.reshape(3, -1), (scale, shift, hw + 1), decay_input, v_reset)
 
 
 def _model(arch, backend, fuse):

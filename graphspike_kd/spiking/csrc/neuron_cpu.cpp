@@ -383,11 +383,15 @@ void record_impl(const F* x, int64_t x_tstride, const F* ch_scale, const F* ch_s
     F u_prev[kBlock];
     F scale[kBlock], shift[kBlock], cur[kBlock];
     F* u = u_state + i0;
-    if (affine) {
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t ch = ((i0 + i) / HW) % C;
-        scale[i] = ch_scale[ch];
-        shift[i] = ch_shift[ch];
+    if (affine) {  // runs of one channel (one integer division per block, not per neuron: they are slow)
+      int64_t ch = (i0 / HW) % C, pos = i0 % HW;
+      for (int64_t i = 0; i < n;) {
+        const int64_t run = std::min(HW - pos, n - i);
+        std::fill(scale + i, scale + i + run, ch_scale[ch]);
+        std::fill(shift + i, shift + i + run, ch_shift[ch]);
+        i += run;
+        pos = 0;
+        ch = ch + 1 == C ? 0 : ch + 1;
       }
     }
     for (int64_t t = 0; t < T; ++t) {
