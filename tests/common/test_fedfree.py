@@ -50,8 +50,11 @@ def test_entropy_bounds_and_kge_antisymmetry(n, seed):
     h = histogram_entropy(a)
     assert 0.0 <= h <= math.log(256) + 1e-9
     assert knowledge_gain_entropy(a, b) == pytest.approx(-knowledge_gain_entropy(b, a))
-    # affine invariance: the histogram is over the tensor's own range
-    assert histogram_entropy(3 * a + 1) == pytest.approx(h, abs=1e-9)
+    # affine invariance: the histogram is over the tensor's own range. In floating point it is exact only
+    # for a map that leaves every (w - min) / (max - min) bit-identical, e.g. a power-of-two scale and a
+    # shift that are exact in float64 for float32 data (3 * a + 1 in float32 rounds, and a value next to a
+    # bin edge can change bins: n = 330, seed = 259 did)
+    assert histogram_entropy(4 * a.double() + 1) == pytest.approx(h, abs=1e-12)
 
 
 def test_top_k_changed_layers():
