@@ -492,7 +492,7 @@ def fused_bn_neuron(bn: nn.Module, neuron: nn.Module, c: Tensor, T: int,
     and ``c`` is a contiguous float32/64 CPU tensor. The BatchNorm's batch statistics are taken in one read
     of ``c`` (:func:`~graphspike_kd.spiking.native.channel_moments_cpp`, float64) and recorded exactly as
     its own spike pass records them (rate-pass statistics, running statistics); the recording kernel then
-    applies :math:`\gamma (c - \mu) / \sqrt{\sigma^2 + \epsilon} + eta` per element as it reads ``c``.
+    applies :math:`\gamma (c - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta` per element as it reads ``c``.
     BatchNorm's separate pass reads ``c`` twice and writes its output for the neuron to read again: the
     fused pass moves about 40 % fewer bytes through memory, which bounds these elementwise passes on CPU.
     The normalised current can differ from ``nn.BatchNorm2d``'s in the last bits (other summation order
