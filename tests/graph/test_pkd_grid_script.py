@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pkd_grid.py"
-
 
 @pytest.fixture(scope="module")
-def grid():
-    spec = importlib.util.spec_from_file_location("pkd_grid", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def grid(load_benchmark_script):
+    return load_benchmark_script("pkd_grid")
 
 
 def _cell(results: Path, dataset: str, protocol: str, shots: int, pkd: float) -> None:

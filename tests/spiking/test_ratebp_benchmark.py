@@ -3,22 +3,15 @@ real run of the workers on a tiny configuration."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ratebp.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("ratebp_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark_script):
+    return load_benchmark_script("ratebp")
 
 
 def test_rounds_are_interleaved_and_speedups_are_per_round_medians(bench, tmp_path, monkeypatch):

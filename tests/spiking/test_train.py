@@ -168,7 +168,7 @@ def test_grad_scale_replaces_the_official_one_over_T(method):
         step = make_step_function(TrainConfig(method=method, T=2, grad_scale=scale))
         out = step(model, x, y, 2)
         out["loss"].backward()
-        grads[scale] = (float(out["loss"]),
+        grads[scale] = (out["loss"].detach().item(),
                         [p.grad.clone() for p in model.parameters() if p.grad is not None])
     assert grads[None][0] == grads[1.0][0]  # same loss value
     assert len(grads[None][1]) == len(grads[1.0][1]) > 0
