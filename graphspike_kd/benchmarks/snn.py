@@ -18,7 +18,7 @@ time steps than trained: low-latency evaluation), a JSON file and a PNG training
 
     # several GPUs / CPU processes (--batch-size is the global batch: each of the W processes reads
     # batch-size / W samples per step, so a W-process run takes the steps of a one-process run)
-    torchrun --nproc-per-node 2 -m graphspike_kd.benchmarks.snn --dataset digits --method vanilla --T 4 \
+    torchrun --nproc-per-node 2 -m graphspike_kd.benchmarks.snn --dataset digits --method s2w --T 2 \\
         --epochs 10 --threads 1
 
 ``--write-synthetic N`` first writes a small class-structured CIFAR10-DVS-shaped release (N AEDAT 2.0

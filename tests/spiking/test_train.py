@@ -141,11 +141,14 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     cfg = TrainConfig(method="vanilla", T=2, epochs=1, batch_size=8, lr=0.05, progress=False,
                       max_steps_per_epoch=2)
     trainer = Trainer(_model(seed=rank), cfg, device="cpu", dist_info=info)  # different init: rank 0 wins
-    out = trainer.fit(_data(64), _data(16, seed=1))
+    out = trainer.fit(_data(64), _data(17, seed=1))
     flat = torch.cat([t.detach().reshape(-1).double() for t in trainer.model.state_dict().values()
                       if t.is_floating_point()])
+    # the sharded, all-reduced evaluation equals one process evaluating the whole test set
+    single = Trainer(trainer.model, cfg, device="cpu").evaluate(_data(17, seed=1), [1, 2])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"sum": float(flat.sum()), "sq": float((flat**2).sum()), "acc": out["final_test_acc"]}, f)
+        json.dump({"sum": float(flat.sum()), "sq": float((flat**2).sum()), "acc": out["final_test_acc"],
+                   "at_steps": out["test_acc_at_steps"], "single": {str(k): v for k, v in single.items()}}, f)
     torch.distributed.destroy_process_group()
 
 
@@ -158,6 +161,7 @@ def test_two_process_gloo_data_parallel(tmp_path):
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0 == r1  # identical parameters and buffers after 2 synchronised steps on different shards
+    assert r0["at_steps"] == r0["single"]  # sharded evaluation (9 + 8 samples) = whole-set evaluation
     init = _model(seed=0).state_dict()
     flat0 = torch.cat([t.reshape(-1).double() for t in init.values() if t.is_floating_point()])
     assert r0["sum"] != pytest.approx(float(flat0.sum()), abs=1e-9)  # training moved them
