@@ -101,7 +101,7 @@ class _Transformed(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, y = self.base[i]
-        return self.transform(x, None), y
+        return self.transform(x), y
 
 
 def write_synthetic_release(root: str | Path, per_class: int, *, events: int = 3000, seed: int = 0) -> Path:

@@ -22,7 +22,7 @@ from graphspike_kd.spiking.data.digits import (
     load_digits_split,
     load_digits_tensors,
 )
-from graphspike_kd.spiking.data.frames import events_to_frames
+from graphspike_kd.spiking.data.frames import events_to_frames, orient_events
 from graphspike_kd.spiking.data.samples import sample_recording
 from graphspike_kd.spiking.data.splits import SPLIT_DESCRIPTIONS, SPLITS, split_indices
 from graphspike_kd.spiking.data.transforms import (
@@ -53,6 +53,7 @@ __all__ = [
     "events_to_frames",
     "load_digits_split",
     "load_digits_tensors",
+    "orient_events",
     "read_aedat",
     "read_aedat4_events",
     "read_aedat_header",
