@@ -177,6 +177,23 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def _provenance() -> dict[str, Any]:
+    """Where and how a results file was made: git commit, versions, threads, machine, UTC date."""
+    import datetime
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"git_commit": commit, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def _check_paths(args: argparse.Namespace, main: bool) -> None:
     """Fail before any work when an output, plot or checkpoint path cannot be written."""
     try:
@@ -225,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "esd_beta": args.esd_beta, "grad_scale": args.grad_scale, "accuracy_unit": "percent",
         "world_size": world, "per_process_batch_size": per_process_batch, "methods": {}, "runs": {},
-        "device": None,
+        "device": None, "provenance": _provenance(),
     }
     if args.dataset == "cifar10dvs":
         results["paper_cifar10dvs_vgg9_T5"] = PAPER_CIFAR10DVS_VGG9_T5
