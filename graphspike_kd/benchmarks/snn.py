@@ -54,6 +54,7 @@ from graphspike_kd.spiking.models.layers import RATEBP_NEURON
 from graphspike_kd.spiking.neurons import BACKENDS
 from graphspike_kd.spiking.surrogate import Rectangle
 from graphspike_kd.spiking.train import (
+    GRAD_SCALE_PAPER,
     METHODS,
     TrainConfig,
     Trainer,
@@ -283,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 at_steps.append(dict(out["test_acc_at_steps"]))
                 name = f"{method} T={T} seed={seed}"
                 histories[name] = out["history"]
+                results.setdefault("grad_scale_by_method", {})[method] = config.resolved_grad_scale()
                 results["runs"][name] = {"config": asdict(config),
                                          "resumed_from_epoch": out["resumed_from_epoch"],
                                          "config_overrides": out["config_overrides"]}
@@ -359,6 +361,13 @@ _POSITIVE_INT, _NONNEG_INT = _int_at_least(1), _int_at_least(0)
 _POSITIVE, _NONNEG = _float_in(0.0, strict=True), _float_in(0.0, strict=False)
 
 
+def _grad_scale(text: str) -> float | str:
+    return GRAD_SCALE_PAPER if text.strip().upper() == GRAD_SCALE_PAPER.upper() else _POSITIVE(text)
+
+
+_grad_scale.__name__ = f"{GRAD_SCALE_PAPER!r} or float > 0"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; nonsensical values (0 epochs, batch, T, steps or threads; a non-positive
     learning rate; ...) are rejected with a usage error."""
@@ -390,9 +399,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kd-temperature", type=_POSITIVE, default=2.0)
     p.add_argument("--kd-no-detach", action="store_true", help="let the KD gradient reach the teacher step")
     p.add_argument("--esd-beta", type=_NONNEG, default=None, help="ESD beta (default 0.3; 0.1 on cifar10dvs)")
-    p.add_argument("--grad-scale", type=_POSITIVE, default=None,
-                   help="factor on the loss gradient of rate-BP and ESD (default: the official 1/T); the "
-                   "BPTT methods of a grid keep 1")
+    p.add_argument("--grad-scale", type=_grad_scale, default=None,
+                   help="factor on the loss gradient of rate-BP and ESD, a number or 1/T (the papers' "
+                   "scale); default: 1 for ratebp, 1/T for esd (graphspike_kd.spiking.train."
+                   "DEFAULT_GRAD_SCALE); the BPTT methods of a grid keep 1")
     p.add_argument("--lean", action="store_true", help="rate-BP spike pass one step at a time")
     p.add_argument("--steps-per-call", type=_POSITIVE_INT, default=None,
                    help="rate-BP spike pass this many steps at a time (default: all T at once)")

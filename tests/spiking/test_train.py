@@ -193,17 +193,30 @@ def test_grad_scale_replaces_the_official_one_over_T(method):
     """``grad_scale`` replaces the official 1/T on the gradient; the loss value is unchanged."""
     x, y = _data(8).tensors
     grads = {}
-    for scale in (None, 1.0):
+    for scale in ("1/T", 1.0):
         model = _model(esd=method == "esd")
         step = make_step_function(TrainConfig(method=method, T=2, grad_scale=scale))
         out = step(model, x, y, 2)
         out["loss"].backward()
         grads[scale] = (out["loss"].detach().item(),
                         [p.grad.clone() for p in model.parameters() if p.grad is not None])
-    assert grads[None][0] == grads[1.0][0]  # same loss value
-    assert len(grads[None][1]) == len(grads[1.0][1]) > 0
-    for official, unscaled in zip(grads[None][1], grads[1.0][1], strict=True):
+    assert grads["1/T"][0] == grads[1.0][0]  # same loss value
+    assert len(grads["1/T"][1]) == len(grads[1.0][1]) > 0
+    for official, unscaled in zip(grads["1/T"][1], grads[1.0][1], strict=True):
         torch.testing.assert_close(unscaled, 2.0 * official)  # 1 instead of 1/T, T = 2
+
+
+def test_grad_scale_defaults_by_method():
+    """None = the measured default: 1 for rate-BP, the paper's 1/T for ESD, 1 for BPTT methods; "1/T" is
+    the papers' scale passed to the official path (grad_scale=None of ratebp_loss / esd_step_loss)."""
+    assert TrainConfig(method="ratebp").resolved_grad_scale() == 1.0
+    assert TrainConfig(method="esd").resolved_grad_scale() == "1/T"
+    assert TrainConfig(method="vanilla").resolved_grad_scale() == 1.0
+    assert make_step_function(TrainConfig(method="ratebp")).keywords["grad_scale"] == 1.0
+    assert make_step_function(TrainConfig(method="ratebp", grad_scale="1/T")).keywords["grad_scale"] is None
+    assert make_step_function(TrainConfig(method="esd")).keywords["grad_scale"] is None
+    with pytest.raises(ValueError, match="grad_scale must be None, '1/T'"):
+        TrainConfig(method="ratebp", grad_scale="1/N")
 
 
 def test_grad_scale_values():

@@ -167,6 +167,12 @@ def test_nonsensical_cli_values_are_rejected(flag, value, capsys):
     assert flag in capsys.readouterr().err
 
 
+def test_cli_grad_scale_takes_the_paper_scale_by_name():
+    assert snn.parse_args(["--grad-scale", "1/T"]).grad_scale == "1/T"
+    assert snn.parse_args(["--grad-scale", "0.5"]).grad_scale == 0.5
+    assert snn.parse_args([]).grad_scale is None
+
+
 def test_nonsensical_config_values_are_rejected():
     for bad in (dict(max_steps_per_epoch=0), dict(lr=0.0), dict(lr=float("inf")), dict(epochs=0),
                 dict(batch_size=0), dict(momentum=1.0), dict(weight_decay=-1.0), dict(num_workers=-1)):
