@@ -601,8 +601,8 @@ class Trainer:
             :class:`~graphspike_kd.spiking.esd.ESDNet` for ``method="esd"``), or any ``nn.Module`` under the
             time-major convention of the module docstring (``"vanilla"`` and the timestep methods).
         config (TrainConfig): the settings.
-        device (torch.device or str, optional): default ``cuda:LOCAL_RANK`` (``cuda`` in a single process)
-            when CUDA is available, else CPU.
+        device (torch.device or str, optional): default ``cuda:LOCAL_RANK`` (``cuda:0`` in a single
+            process) when CUDA is available, else CPU.
         dist_info (DistInfo, optional): from :func:`init_distributed`; default single process.
 
     Raises:
@@ -851,9 +851,10 @@ class Trainer:
         """Accuracy (%) of the plain SNN (eval-mode BN) using the first ``t`` time steps, for each ``t``."""
         c = self.config
         steps = steps or [c.T]
-        bad = [t for t in steps if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= c.T]
+        bad = [t for t in steps if isinstance(t, bool) or not hasattr(t, "__index__") or not 1 <= t <= c.T]
         if bad:
             raise ValueError(f"Trainer.evaluate: steps must be ints in [1, T={c.T}], got {bad}")
+        steps = [int(t) for t in steps]
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("Trainer.evaluate: the test set is empty (check the split and the data folder)")
         if self.dist.enabled:
