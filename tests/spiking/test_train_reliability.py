@@ -263,3 +263,35 @@ def test_cli_backend_reaches_the_neurons():
     assert neurons and all(n.backend == "cpp" for n in neurons)
     default = snn.build_model(snn.parse_args([]), "vanilla", 2, (1, 8, 8))
     assert all(m.neuron.backend == "torch" for m in default.modules() if isinstance(m, RateBPNeuron))
+
+
+class _RateUserModel(nn.Module):
+    """A user model with the pieces rate-BP needs: forward(x, T) on static [N, 64], RateBPNeuron neurons
+    (convert_to_ratebp), only linear layers between them; returns time-averaged logits [N, 10]."""
+
+    def __init__(self):
+        super().__init__()
+        from graphspike_kd.spiking.ratebp import convert_to_ratebp
+
+        self.fc1 = nn.Linear(64, 64)
+        self.lif = LIF(tau=2.0, step_mode="m")
+        self.fc2 = nn.Linear(64, 10)
+        convert_to_ratebp(self)
+
+    def forward(self, x, T=None):
+        steps = 4 if T is None else T
+        c = self.fc1(x.flatten(1))
+        s = self.lif(c.unsqueeze(0).expand(steps, *c.shape))
+        return self.fc2(s).mean(0)
+
+
+def test_user_model_with_the_pieces_trains_with_ratebp():
+    train, test = load_digits_split()
+    torch.manual_seed(0)
+    model = _RateUserModel()
+    assert missing_pieces(model, "ratebp") == []
+    cfg = TrainConfig(method="ratebp", T=4, epochs=3, batch_size=32, lr=0.01, optimizer="adam",
+                      progress=False)
+    out = Trainer(model, cfg, device="cpu").fit(train, test)
+    assert out["final_test_acc"] >= 80.0  # percent; chance is 10
+    assert set(out["test_acc_at_steps"]) == {"1", "2", "3", "4"}  # evaluated on the first t steps
