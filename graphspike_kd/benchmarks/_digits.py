@@ -1,5 +1,6 @@
-"""Shared pieces of the digits experiments: data (scikit-learn's bundled 8x8 digits, no download), a small
-MLP family and one supervised training loop."""
+"""Shared pieces of the digits experiments: data (scikit-learn's bundled 8x8 digits, no download; the loader
+is the public :func:`graphspike_kd.spiking.data.digits.load_digits_tensors`), a small MLP family and one
+supervised training loop."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphspike_kd.spiking.data.digits import load_digits_tensors
 
-def load_digits_tensors() -> tuple[Tensor, Tensor]:
-    """scikit-learn's digits (1,797 images, 8x8, 10 classes; shipped inside scikit-learn) as
-    ``X [1797, 64]`` float32 in ``[0, 1]`` and ``y [1797]`` int64."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return torch.tensor(data.data / 16.0, dtype=torch.float32), torch.tensor(data.target, dtype=torch.long)
+__all__ = ["MLP", "accuracy", "class_weighted_accuracy", "load_digits_tensors", "stratified_split",
+           "train_supervised"]
 
 
 def stratified_split(y: Tensor, fractions: Sequence[float], rng: np.random.Generator) -> list[Tensor]:

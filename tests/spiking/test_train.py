@@ -55,7 +55,7 @@ def test_every_method_trains(method):
     before = [p.detach().clone() for p in trainer.model.parameters()]
     out = trainer.fit(_data(), _data(16, seed=1))
     hist = out["history"][0]
-    assert set(out["test_acc_at_steps"]) == {"1", "2"} and 0.0 <= out["final_test_acc"] <= 1.0
+    assert set(out["test_acc_at_steps"]) == {"1", "2"} and 0.0 <= out["final_test_acc"] <= 100.0
     assert all(k in hist for k in ("train_loss", "train_acc", "lr", "test_acc"))
     if method in ("s2w", "w2s", "w2s_cascade"):
         assert "train_kd" in hist and hist["train_kd"] >= 0.0
@@ -70,10 +70,36 @@ def test_config_and_model_errors():
         TrainConfig(method="bptt")
     with pytest.raises(ValueError, match="lean=True is a rate-BP option"):
         TrainConfig(method="s2w", lean=True)
-    with pytest.raises(ValueError, match="needs an ESDNet"):
+    with pytest.raises(ValueError, match="lacks: an ESDNet"):
         Trainer(_model(), TrainConfig(method="esd", progress=False), device="cpu")
-    with pytest.raises(ValueError, match="head.fc"):
-        Trainer(torch.nn.Linear(3, 3), TrainConfig(method="s2w", progress=False), device="cpu")
+    with pytest.raises(ValueError, match="lacks: a head.fc"):
+        Trainer(_NoHead(), TrainConfig(method="s2w", progress=False), device="cpu")
+    # a time-major model returning [N, C] has no per-step logits: the first batch says so
+    trainer = Trainer(_Pooled(), TrainConfig(method="s2w", T=2, progress=False), device="cpu")
+    with pytest.raises(ValueError, match="needs per-step logits"):
+        trainer.fit(_data(8), _data(8))
+
+
+class _NoHead(torch.nn.Module):
+    """Takes T but has no head.fc: no per-step readout."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x, T=None):
+        return self.fc(x.flatten(1))
+
+
+class _Pooled(torch.nn.Module):
+    """Time-major, but averages over time itself: [T, N, 1, 8, 8] -> [N, 10]."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(2)).mean(0)
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
@@ -96,7 +122,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     pairs = zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True)
     for (name, a), b in pairs:
         torch.testing.assert_close(a, b, msg=name, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="checkpoint was written for"):
+    with pytest.raises(ValueError, match="T: checkpoint 2, now 3"):
         Trainer(_model(), TrainConfig(**{**kw, "T": 3}, checkpoint_dir=str(ckpt), resume=True), device="cpu")
 
 
@@ -115,11 +141,14 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     cfg = TrainConfig(method="vanilla", T=2, epochs=1, batch_size=8, lr=0.05, progress=False,
                       max_steps_per_epoch=2)
     trainer = Trainer(_model(seed=rank), cfg, device="cpu", dist_info=info)  # different init: rank 0 wins
-    out = trainer.fit(_data(64), _data(16, seed=1))
+    out = trainer.fit(_data(64), _data(17, seed=1))
     flat = torch.cat([t.detach().reshape(-1).double() for t in trainer.model.state_dict().values()
                       if t.is_floating_point()])
+    # the sharded, all-reduced evaluation equals one process evaluating the whole test set
+    single = Trainer(trainer.model, cfg, device="cpu").evaluate(_data(17, seed=1), [1, 2])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"sum": float(flat.sum()), "sq": float((flat**2).sum()), "acc": out["final_test_acc"]}, f)
+        json.dump({"sum": float(flat.sum()), "sq": float((flat**2).sum()), "acc": out["final_test_acc"],
+                   "at_steps": out["test_acc_at_steps"], "single": {str(k): v for k, v in single.items()}}, f)
     torch.distributed.destroy_process_group()
 
 
@@ -132,6 +161,7 @@ def test_two_process_gloo_data_parallel(tmp_path):
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0 == r1  # identical parameters and buffers after 2 synchronised steps on different shards
+    assert r0["at_steps"] == r0["single"]  # sharded evaluation (9 + 8 samples) = whole-set evaluation
     init = _model(seed=0).state_dict()
     flat0 = torch.cat([t.reshape(-1).double() for t in init.values() if t.is_floating_point()])
     assert r0["sum"] != pytest.approx(float(flat0.sum()), abs=1e-9)  # training moved them
@@ -144,7 +174,7 @@ def test_amp_on_cuda_runs_every_method():
         trainer = Trainer(_model(), cfg, device="cuda")
         assert trainer.use_amp and trainer.scaler.is_enabled()
         out = trainer.fit(_data(), _data(16, seed=1))
-        assert 0.0 <= out["final_test_acc"] <= 1.0
+        assert 0.0 <= out["final_test_acc"] <= 100.0
 
 
 def test_steps_per_call_is_a_ratebp_option():
@@ -163,22 +193,33 @@ def test_grad_scale_replaces_the_official_one_over_T(method):
     """``grad_scale`` replaces the official 1/T on the gradient; the loss value is unchanged."""
     x, y = _data(8).tensors
     grads = {}
-    for scale in (None, 1.0):
+    for scale in ("1/T", 1.0):
         model = _model(esd=method == "esd")
         step = make_step_function(TrainConfig(method=method, T=2, grad_scale=scale))
         out = step(model, x, y, 2)
         out["loss"].backward()
         grads[scale] = (out["loss"].detach().item(),
                         [p.grad.clone() for p in model.parameters() if p.grad is not None])
-    assert grads[None][0] == grads[1.0][0]  # same loss value
-    assert len(grads[None][1]) == len(grads[1.0][1]) > 0
-    for official, unscaled in zip(grads[None][1], grads[1.0][1], strict=True):
+    assert grads["1/T"][0] == grads[1.0][0]  # same loss value
+    assert len(grads["1/T"][1]) == len(grads[1.0][1]) > 0
+    for official, unscaled in zip(grads["1/T"][1], grads[1.0][1], strict=True):
         torch.testing.assert_close(unscaled, 2.0 * official)  # 1 instead of 1/T, T = 2
 
 
-def test_grad_scale_is_a_ratebp_option():
-    with pytest.raises(ValueError, match="grad_scale is a rate-BP option"):
-        TrainConfig(method="vanilla", grad_scale=1.0)
+def test_grad_scale_defaults_by_method():
+    """None = the measured default: 1 for rate-BP, the paper's 1/T for ESD, 1 for BPTT methods; "1/T" is
+    the papers' scale passed to the official path (grad_scale=None of ratebp_loss / esd_step_loss)."""
+    assert TrainConfig(method="ratebp").resolved_grad_scale() == 1.0
+    assert TrainConfig(method="esd").resolved_grad_scale() == "1/T"
+    assert TrainConfig(method="vanilla").resolved_grad_scale() == 1.0
+    assert make_step_function(TrainConfig(method="ratebp")).keywords["grad_scale"] == 1.0
+    assert make_step_function(TrainConfig(method="ratebp", grad_scale="1/T")).keywords["grad_scale"] is None
+    assert make_step_function(TrainConfig(method="esd")).keywords["grad_scale"] is None
+    with pytest.raises(ValueError, match="grad_scale must be None, '1/T'"):
+        TrainConfig(method="ratebp", grad_scale="1/N")
+
+
+def test_grad_scale_values():
     with pytest.raises(ValueError, match="finite and > 0"):
         TrainConfig(method="ratebp", grad_scale=0.0)
     with pytest.raises(ValueError, match="finite and > 0"):

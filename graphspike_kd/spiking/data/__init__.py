@@ -1,5 +1,5 @@
 """Event-camera data: jAER AEDAT 2.0 reader/writer, event-to-frame integration, CIFAR10-DVS, splits,
-augmentations."""
+augmentations; scikit-learn's digits for quick spiking experiments (:mod:`.digits`)."""
 
 from graphspike_kd.spiking.data.aedat import (
     EVENT_DTYPE,
@@ -16,7 +16,13 @@ from graphspike_kd.spiking.data.cifar10dvs import (
     scan_release,
     spikingjelly_orientation,
 )
-from graphspike_kd.spiking.data.frames import events_to_frames
+from graphspike_kd.spiking.data.digits import (
+    DIGITS_MODELS,
+    digits_model,
+    load_digits_split,
+    load_digits_tensors,
+)
+from graphspike_kd.spiking.data.frames import events_to_frames, orient_events
 from graphspike_kd.spiking.data.samples import sample_recording
 from graphspike_kd.spiking.data.splits import SPLIT_DESCRIPTIONS, SPLITS, split_indices
 from graphspike_kd.spiking.data.transforms import (
@@ -31,6 +37,7 @@ from graphspike_kd.spiking.data.transforms import (
 __all__ = [
     "CIFAR10DVS",
     "CLASS_NAMES",
+    "DIGITS_MODELS",
     "EVENT_DTYPE",
     "SPLITS",
     "SPLIT_DESCRIPTIONS",
@@ -40,9 +47,13 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomRoll",
     "Resize",
+    "digits_model",
     "dvs_test_transform",
     "dvs_train_transform",
     "events_to_frames",
+    "load_digits_split",
+    "load_digits_tensors",
+    "orient_events",
     "read_aedat",
     "read_aedat4_events",
     "read_aedat_header",

@@ -76,7 +76,8 @@ def _parse_header(data: bytes, path: str) -> AedatHeader:
     if version != _SUPPORTED_VERSION:
         raise ValueError(
             f"{path}: AEDAT version {version!r} (byte offset 0) is not supported: read_aedat decodes jAER "
-            f"AEDAT {_SUPPORTED_VERSION} (DVS128 / original CIFAR10-DVS). Use tonic.io.read_aedat4 for AEDAT4."
+            f"AEDAT {_SUPPORTED_VERSION} (DVS128 / original CIFAR10-DVS). Use "
+            "graphspike_kd.spiking.data.read_aedat4_events for AEDAT4."
         )
     chip = None
     for line in lines:
@@ -107,8 +108,8 @@ def decode_events(body: np.ndarray, *, path: str = "<buffer>", body_offset: int 
     """
     if body.dtype != np.dtype(">u4") or body.ndim != 1 or body.size % 2:
         raise ValueError(
-            f"{path}: malformed event body at byte offset {body_offset}: expected an even number of big-endian "
-            f"uint32 words, got dtype {body.dtype} shape {body.shape}"
+            f"{path}: malformed event body at byte offset {body_offset}: expected an even number of "
+            f"big-endian uint32 words, got dtype {body.dtype} shape {body.shape}"
         )
     addr = body[0::2].astype(np.uint32)
     ts = body[1::2].astype(np.int64)
@@ -123,7 +124,8 @@ def decode_events(body: np.ndarray, *, path: str = "<buffer>", body_offset: int 
     return events
 
 
-def read_aedat(path: str | os.PathLike, *, return_header: bool = False) -> np.ndarray | tuple[np.ndarray, AedatHeader]:
+def read_aedat(path: str | os.PathLike, *,
+               return_header: bool = False) -> np.ndarray | tuple[np.ndarray, AedatHeader]:
     """Read a jAER AEDAT 2.0 file (DVS128, original CIFAR10-DVS ``.aedat``) into a structured array.
 
     The body is decoded in one vectorised pass (``np.frombuffer`` with dtype ``>u4``).
@@ -151,8 +153,8 @@ def read_aedat(path: str | os.PathLike, *, return_header: bool = False) -> np.nd
         bad = header.body_offset + complete * EVENT_BYTES
         raise ValueError(
             f"{path}: truncated AEDAT 2.0 body: the event at byte offset {bad} is incomplete "
-            f"({body_len % EVENT_BYTES} of {EVENT_BYTES} bytes; body starts at byte offset {header.body_offset}, "
-            f"{complete} complete events before it)"
+            f"({body_len % EVENT_BYTES} of {EVENT_BYTES} bytes; body starts at byte offset "
+            f"{header.body_offset}, {complete} complete events before it)"
         )
     body = np.frombuffer(data, dtype=">u4", offset=header.body_offset)
     events = decode_events(body, path=path, body_offset=header.body_offset)
@@ -166,7 +168,8 @@ def encode_address(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     p = np.asarray(p).astype(np.int64)
     for name, v, hi in (("x", x, 127), ("y", y, 127), ("p", p, 1)):
         if v.size and (int(v.min()) < 0 or int(v.max()) > hi):
-            raise ValueError(f"encode_address: {name} must lie in [0, {hi}], got min {v.min()}, max {v.max()}")
+            raise ValueError(f"encode_address: {name} must lie in [0, {hi}], got min {v.min()}, "
+                             f"max {v.max()}")
     return ((y << 8) | (x << 1) | p).astype(np.uint32)
 
 

@@ -6,14 +6,18 @@ Expected layout under ``root`` (the 10 per-class zips of the original figshare r
     root/automobile/...   (10 class folders, jAER AEDAT 2.0 files)
 
 tonic's AEDAT4 re-release (``CIFAR10DVS.zip``, the same 10 class folders holding ``.aedat4`` files) is read
-too when tonic (``pip install graphspike_kd[events]``, plus tonic's AEDAT4 decoder ``aedat``) is installed.
+too when the AEDAT4 decoder tonic uses, the ``aedat`` package, is installed (``pip install
+graphspike_kd[events]``); it is imported only when an AEDAT4 file is read, and tonic itself is not imported.
 
 Orientation. The original ``.aedat`` files carry raw DVS128 coordinates. spikingjelly's loader returns
 :math:`x' = 127 - y,\\ y' = 127 - x,\\ p' = 1 - p` (a transpose + 180° turn and inverted polarity), and every
 CIFAR10-DVS number in the SNN literature that uses spikingjelly frames was trained on that orientation, so
 ``orientation="spikingjelly"`` is the default for AEDAT 2.0 files. AEDAT4 files are used as tonic decodes them
-(``orientation="raw"``); whether the re-release's coordinates equal the original's raw ones was not verified
-here, so do not mix the two releases in one experiment.
+(``orientation="raw"``); whether the re-release's coordinates equal the original's raw ones was not
+verified here, so do not mix the two releases in one experiment. :func:`events_to_frames` takes the same
+``orientation`` option for other event data.
+
+Transforms follow torchvision / tonic: ``transform(frames) -> frames`` and ``target_transform(label)``.
 
 Sample order is lexicographic by file name within each class, as spikingjelly's ``DatasetFolder`` (so
 ``cifar10_airplane_10`` comes before ``cifar10_airplane_2``) — this is what makes ``"per_class_9to1"``
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +50,8 @@ _INDEX_RE = re.compile(r"_(\d+)$")
 
 
 def spikingjelly_orientation(events: np.ndarray, sensor: int = 128) -> np.ndarray:
-    """spikingjelly's CIFAR10-DVS orientation: :math:`x' = s-1-y,\\ y' = s-1-x,\\ p' = 1 - p` (``s = 128``)."""
+    """spikingjelly's CIFAR10-DVS orientation: :math:`x' = s-1-y,\\ y' = s-1-x,\\ p' = 1 - p`
+    (``s = 128``)."""
     out = np.empty(events.shape[0], dtype=EVENT_DTYPE)
     out["x"] = sensor - 1 - events["y"].astype(np.int16)
     out["y"] = sensor - 1 - events["x"].astype(np.int16)
@@ -54,22 +60,41 @@ def spikingjelly_orientation(events: np.ndarray, sensor: int = 128) -> np.ndarra
     return out
 
 
-def read_aedat4_events(path: str | os.PathLike) -> np.ndarray:
-    """Read an AEDAT4 file (tonic's CIFAR10-DVS re-release) with ``tonic.io.read_aedat4``.
-
-    Returns :data:`EVENT_DTYPE` events as tonic decodes them (fields in tonic's order ``t, x, y, p``).
-    """
+def _read_aedat4_raw(path: str) -> np.ndarray:
+    """The events of the lowest-id event stream of an AEDAT4 file, decoded by the ``aedat`` package exactly as
+    ``tonic.io.read_aedat4`` does (without importing tonic, whose package import pulls in librosa, numba and
+    h5py)."""
     try:
-        from tonic.io import read_aedat4
+        import aedat
     except ImportError as exc:
         raise ImportError(
-            f"reading AEDAT4 file {os.fspath(path)} needs tonic: pip install graphspike_kd[events] "
-            f"(and tonic's AEDAT4 decoder: pip install aedat). Import error: {exc}"
+            f"reading AEDAT4 file {path} needs the optional AEDAT4 decoder: pip install "
+            f"graphspike_kd[events] (the 'aedat' package). Import error: {exc}"
         ) from exc
-    raw = read_aedat4(os.fspath(path))
+    decoder = aedat.Decoder(path)
+    ids = [i for i, stream in decoder.id_to_stream().items() if stream["type"] == "events"]
+    if not ids:
+        raise ValueError(f"{path}: the AEDAT4 file has no event stream")
+    target = min(ids)
+    packets = [packet["events"] for packet in decoder if packet["stream_id"] == target]
+    if not packets:
+        raise ValueError(f"{path}: the AEDAT4 event stream holds no packet")
+    return np.concatenate(packets)
+
+
+def read_aedat4_events(path: str | os.PathLike) -> np.ndarray:
+    """Read an AEDAT4 file (tonic's CIFAR10-DVS re-release) with the optional ``aedat`` decoder.
+
+    Returns :data:`EVENT_DTYPE` events as tonic decodes them (fields in tonic's order ``t, x, y, p``).
+
+    Raises:
+        ImportError: ``aedat`` is not installed (the message names the ``events`` extra).
+    """
+    raw = _read_aedat4_raw(os.fspath(path))
     names = raw.dtype.names
     if names is None or len(names) != 4:
-        raise ValueError(f"{os.fspath(path)}: tonic.io.read_aedat4 returned dtype {raw.dtype}, expected 4 fields")
+        raise ValueError(f"{os.fspath(path)}: the AEDAT4 decoder returned dtype {raw.dtype}, expected 4 "
+                         "fields")
     # tonic's CIFAR10DVS renames the four fields positionally to (t, x, y, p); do the same
     t, x, y, p = (raw[n] for n in names)
     events = np.empty(raw.shape[0], dtype=EVENT_DTYPE)
@@ -115,7 +140,8 @@ def scan_release(root: str | os.PathLike) -> list[Recording]:
     if missing:
         raise FileNotFoundError(
             f"CIFAR10-DVS root {root} lacks the class folders {missing}; expected {list(CLASS_NAMES)} "
-            "(extract airplane.zip ... truck.zip of the original release, or tonic's CIFAR10DVS.zip, into root)"
+            "(extract airplane.zip ... truck.zip of the original release, or tonic's CIFAR10DVS.zip, into "
+            "root)"
         )
     recordings: list[Recording] = []
     for label, cls in enumerate(CLASS_NAMES):
@@ -127,12 +153,12 @@ def scan_release(root: str | os.PathLike) -> list[Recording]:
             raise FileNotFoundError(f"CIFAR10-DVS class folder {root / cls} holds no .aedat / .aedat4 file")
         fmts = {_SUFFIXES[Path(f.name).suffix] for f in files}
         if len(fmts) > 1:
-            raise ValueError(f"{root / cls} mixes AEDAT 2.0 (.aedat) and AEDAT4 (.aedat4) files; use one release")
+            raise ValueError(f"{root / cls} mixes AEDAT 2.0 (.aedat) and AEDAT4 (.aedat4) files; use one "
+                             "release")
         for f in files:
             match = _INDEX_RE.search(Path(f.name).stem)
-            recordings.append(
-                Recording(Path(f.path), label, int(match.group(1)) if match else -1, _SUFFIXES[Path(f.name).suffix])
-            )
+            index = int(match.group(1)) if match else -1
+            recordings.append(Recording(Path(f.path), label, index, _SUFFIXES[Path(f.name).suffix]))
     return recordings
 
 
@@ -145,7 +171,8 @@ def integrate_recording(rec: Recording, settings: FrameSettings) -> np.ndarray:
     orientation = settings.orientation
     if orientation == "spikingjelly":
         events = spikingjelly_orientation(events, SENSOR_SIZE[0])
-    return events_to_frames(events, settings.frames, sensor_size=settings.sensor_size, split_by=settings.split_by)
+    return events_to_frames(events, settings.frames, sensor_size=settings.sensor_size,
+                            split_by=settings.split_by)
 
 
 def _integrate_to_cache(rec: Recording, settings: FrameSettings, dst: Path) -> None:
@@ -174,13 +201,18 @@ class CIFAR10DVS(Dataset):
     Args:
         root: the extracted release (10 class folders, see the module docstring).
         frames (int, optional): frames per sample :math:`T`. (default: ``10``)
-        split_by (str, optional): ``"number"`` or ``"time"`` (see :func:`events_to_frames`). (default: ``"number"``)
+        split_by (str, optional): ``"number"`` or ``"time"`` (see :func:`events_to_frames`).
+            (default: ``"number"``)
         split (str, optional): one of :data:`~graphspike_kd.spiking.data.splits.SPLITS`. (default:
             ``"per_class_9to1"``)
-        train (bool or None, optional): the train part, the test part, or every sample (``None``). (default: ``True``)
+        train (bool or None, optional): the train part, the test part, or every sample (``None``).
+            (default: ``True``)
         seed (int, optional): seed of the ``"random_9to1"`` split. (default: ``42``)
-        transform (callable, optional): ``transform(frames, generator) -> frames``, e.g.
+        transform (callable, optional): ``transform(frames) -> frames`` on the float32 ``[T, 2, H, W]``
+            tensor (torchvision / tonic style), e.g.
             :func:`~graphspike_kd.spiking.data.transforms.dvs_train_transform`. (default: ``None``)
+        target_transform (callable, optional): ``target_transform(label)`` on the int label.
+            (default: ``None``)
         orientation (str, optional): ``"auto"`` (spikingjelly's for AEDAT 2.0, raw for AEDAT4),
             ``"spikingjelly"`` or ``"raw"``. (default: ``"auto"``)
         cache_dir (path, optional): where frames are cached. (default: ``root/.cache/frames``)
@@ -205,6 +237,7 @@ class CIFAR10DVS(Dataset):
         train: bool | None = True,
         seed: int = 42,
         transform: Callable | None = None,
+        target_transform: Callable | None = None,
         orientation: str = "auto",
         cache_dir: str | os.PathLike | None = None,
         workers: int | None = None,
@@ -222,7 +255,8 @@ class CIFAR10DVS(Dataset):
         self.recordings = scan_release(self.root)
         fmt = self.recordings[0].fmt
         if any(r.fmt != fmt for r in self.recordings):
-            raise ValueError(f"CIFAR10DVS: {self.root} mixes AEDAT 2.0 and AEDAT4 class folders; use one release")
+            raise ValueError(f"CIFAR10DVS: {self.root} mixes AEDAT 2.0 and AEDAT4 class folders; use one "
+                             "release")
         if orientation == "auto":
             orientation = "spikingjelly" if fmt == "aedat2" else "raw"
         self.settings = FrameSettings(frames=frames, split_by=split_by, orientation=orientation)
@@ -230,7 +264,11 @@ class CIFAR10DVS(Dataset):
         self.split = split
         self.split_description = SPLIT_DESCRIPTIONS[split]
         self.train = train
+        for name, fn in (("transform", transform), ("target_transform", target_transform)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"CIFAR10DVS: {name} must be callable or None, got {type(fn).__name__}")
         self.transform = transform
+        self.target_transform = target_transform
         self.labels_all = np.array([r.label for r in self.recordings], dtype=np.int64)
         self.index_in_class_all = np.array([r.index_in_class for r in self.recordings], dtype=np.int64)
         if split == "tebn" and (self.index_in_class_all < 0).any():
@@ -247,8 +285,10 @@ class CIFAR10DVS(Dataset):
         return self.cache_dir / self.settings.key() / CLASS_NAMES[rec.label] / (rec.path.stem + ".npz")
 
     def prepare(self, *, workers: int | None = None, progress: bool = True) -> int:
-        """Integrate every recording whose cached frames are missing (all splits at once); returns how many."""
-        todo = [(r, self.settings, self.cache_path(r)) for r in self.recordings if not self.cache_path(r).exists()]
+        """Integrate every recording whose cached frames are missing (all splits at once); returns how
+        many."""
+        todo = [(r, self.settings, self.cache_path(r)) for r in self.recordings
+                if not self.cache_path(r).exists()]
         if not todo:
             return 0
         if workers is None:
@@ -287,14 +327,18 @@ class CIFAR10DVS(Dataset):
             arr = npz["frames"]
         expected = (self.settings.frames, 2, self.settings.sensor_size[1], self.settings.sensor_size[0])
         if arr.shape != expected:
-            raise ValueError(f"{path}: cached frames have shape {arr.shape}, expected {expected}; delete the file")
+            raise ValueError(f"{path}: cached frames have shape {arr.shape}, expected {expected}; delete the "
+                             "file")
         return torch.from_numpy(arr.astype(np.float32))
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        frames = self.load_frames(i)
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        frames: Any = self.load_frames(i)
+        target: Any = int(self.labels_all[self.indices[i]])
         if self.transform is not None:
-            frames = self.transform(frames, None)
-        return frames, int(self.labels_all[self.indices[i]])
+            frames = self.transform(frames)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return frames, target
 
     def __repr__(self) -> str:
         part = "all" if self.train is None else ("train" if self.train else "test")

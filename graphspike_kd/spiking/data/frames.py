@@ -8,6 +8,9 @@ import numpy as np
 
 SPLIT_BY = ("number", "time")
 
+#: Coordinate conventions of :func:`events_to_frames` (see :func:`orient_events`).
+ORIENTATIONS = ("raw", "transpose", "spikingjelly")
+
 
 def _field(events: np.ndarray | Mapping[str, np.ndarray], name: str) -> np.ndarray:
     if isinstance(events, Mapping):
@@ -16,7 +19,8 @@ def _field(events: np.ndarray | Mapping[str, np.ndarray], name: str) -> np.ndarr
         return np.asarray(events[name])
     if events.dtype.names is None or name not in events.dtype.names:
         raise ValueError(
-            f"events_to_frames: events must be a structured array with fields x, y, t, p; got dtype {events.dtype}"
+            f"events_to_frames: events must be a structured array with fields x, y, t, p; got dtype "
+            f"{events.dtype}"
         )
     return events[name]
 
@@ -32,9 +36,16 @@ def frame_index(t: np.ndarray, frames: int, split_by: str = "number") -> np.ndar
     if split_by == "time":
         if n == 0:
             return np.zeros(0, dtype=np.intp)
+        if np.issubdtype(t.dtype, np.floating):
+            bad = np.flatnonzero(~np.isfinite(t))
+            if bad.size:
+                i = int(bad[0])
+                raise ValueError(f"events_to_frames: split_by='time' needs finite timestamps; event {i} has "
+                                 f"t = {t[i]} ({bad.size} non-finite in all)")
         t = t.astype(np.int64)
-        t0 = int(t[0])
-        span = int(t[-1]) - t0
+        # first and last time of the time-sorted stream: any event order gives the frames of the sorted one
+        t0 = int(t.min())
+        span = int(t.max()) - t0
         dt = span // frames
         if dt > 0:
             idx = (t - t0) // dt
@@ -44,12 +55,34 @@ def frame_index(t: np.ndarray, frames: int, split_by: str = "number") -> np.ndar
     raise ValueError(f"events_to_frames: split_by must be one of {SPLIT_BY}, got {split_by!r}")
 
 
+def orient_events(x: np.ndarray, y: np.ndarray, p: np.ndarray, sensor_size: tuple[int, int],
+                  orientation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    r"""Map event coordinates to ``orientation`` (:data:`ORIENTATIONS`) on a ``(W, H)`` sensor; returns
+    ``(x', y', p', (W', H'))``.
+
+    * ``"raw"``: unchanged;
+    * ``"transpose"``: :math:`x' = y,\ y' = x` (``(W', H') = (H, W)``): swaps tonic's and spikingjelly's axis
+      conventions;
+    * ``"spikingjelly"``: spikingjelly's CIFAR10-DVS loader, :math:`x' = H-1-y,\ y' = W-1-x,\ p' = 1-p`
+      (``(W', H') = (H, W)``).
+    """
+    w, h = int(sensor_size[0]), int(sensor_size[1])
+    if orientation == "raw":
+        return x, y, p, (w, h)
+    if orientation == "transpose":
+        return y, x, p, (h, w)
+    if orientation == "spikingjelly":
+        return h - 1 - y, w - 1 - x, 1 - p, (h, w)
+    raise ValueError(f"events_to_frames: orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+
+
 def events_to_frames(
     events: np.ndarray | Mapping[str, np.ndarray],
     frames: int,
     *,
     sensor_size: tuple[int, int] = (128, 128),
     split_by: str = "number",
+    orientation: str = "raw",
 ) -> np.ndarray:
     r"""Integrate an event stream into ``frames`` two-channel count frames (spikingjelly's convention).
 
@@ -61,36 +94,45 @@ def events_to_frames(
     * ``split_by="number"``: :math:`S_j = [\lfloor N/M \rfloor j,\ \lfloor N/M \rfloor (j + 1))` for
       :math:`j < M - 1` and the last slice takes the remainder up to :math:`N` (so with fewer events than
       frames, every event lands in the last frame), exactly as spikingjelly's
-      ``cal_fixed_frames_number_segment_index``;
-    * ``split_by="time"``: :math:`\Delta = \lfloor (t_{N-1} - t_0) / M \rfloor`; event :math:`i` goes to
-      frame :math:`\min(\lfloor (t_i - t_0)/\Delta \rfloor, M - 1)` (the last frame also takes the tail
-      past :math:`t_0 + M\Delta`), as spikingjelly for time-sorted events; spikingjelly fails on an empty
-      window, this function returns an empty frame. If the span is shorter than :math:`M` µs the span is
-      split proportionally.
+      ``cal_fixed_frames_number_segment_index``; the slices follow the order of the events as given;
+    * ``split_by="time"``: :math:`\Delta = \lfloor (t_{max} - t_{min}) / M \rfloor`; event :math:`i` goes to
+      frame :math:`\min(\lfloor (t_i - t_{min})/\Delta \rfloor, M - 1)` (the last frame also takes the
+      tail past :math:`t_{min} + M\Delta`), as spikingjelly for time-sorted events (there :math:`t_{min} =
+      t_0`, :math:`t_{max} = t_{N-1}`); unsorted events give the frames of the sorted stream. Timestamps
+      must be finite. spikingjelly fails on an empty window, this function returns an empty frame. If the
+      span is shorter than :math:`M` µs the span is split proportionally.
 
     One ``np.bincount`` over a flat ``(frame, p, y, x)`` index: no Python loop over events or frames.
 
     Args:
         events: structured array (or mapping) with fields ``x, y, t, p`` (``p`` bool or 0/1).
         frames (int): number of frames :math:`M \geq 1`.
-        sensor_size (tuple, optional): ``(W, H)`` as in tonic. (default: ``(128, 128)``)
+        sensor_size (tuple, optional): ``(W, H)`` of the events' coordinates, as in tonic.
+            (default: ``(128, 128)``)
         split_by (str, optional): ``"number"`` or ``"time"``. (default: ``"number"``)
+        orientation (str, optional): ``"raw"``, ``"transpose"`` (swap x and y: tonic's axes to
+            spikingjelly's and back) or ``"spikingjelly"`` (spikingjelly's CIFAR10-DVS orientation); see
+            :func:`orient_events`. (default: ``"raw"``)
 
     Shapes:
         - **input:** :math:`N` events
-        - **output:** float32 :math:`(M, 2, H, W)` indexed ``[frame, polarity, y, x]``; the sum over all
-          entries equals :math:`N`.
+        - **output:** float32 :math:`(M, 2, H', W')` indexed ``[frame, polarity, y', x']`` (``(W', H') =
+          (W, H)`` for ``"raw"``, ``(H, W)`` otherwise); the sum over all entries equals :math:`N`.
 
     Raises:
-        ValueError: ``frames < 1``, an unknown ``split_by``, missing fields, or a coordinate or polarity out
-            of range (the message gives the offending value and its event index).
+        ValueError: ``frames < 1``, an unknown ``split_by`` or ``orientation``, missing fields, a
+            coordinate or polarity out of range, or (``split_by="time"``) a non-finite timestamp (the
+            message gives the offending value and its event index).
     """
-    if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
+    if not isinstance(frames, int | np.integer) or isinstance(frames, bool) or frames < 1:
         raise ValueError(f"events_to_frames: frames must be an int >= 1, got {frames!r}")
     if len(sensor_size) != 2 or min(sensor_size) < 1:
-        raise ValueError(f"events_to_frames: sensor_size must be (W, H) with positive entries, got {sensor_size}")
+        raise ValueError(f"events_to_frames: sensor_size must be (W, H) with positive entries, got "
+                         f"{sensor_size}")
     if split_by not in SPLIT_BY:
         raise ValueError(f"events_to_frames: split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"events_to_frames: orientation must be one of {ORIENTATIONS}, got {orientation!r}")
     width, height = int(sensor_size[0]), int(sensor_size[1])
     x = _field(events, "x").astype(np.intp)
     y = _field(events, "y").astype(np.intp)
@@ -106,6 +148,7 @@ def events_to_frames(
                     f"event {i} has {name} = {int(v[i])}"
                 )
     f = frame_index(np.asarray(t), int(frames), split_by)
+    x, y, p, (width, height) = orient_events(x, y, p, (width, height), orientation)
     flat = ((f * 2 + p) * height + y) * width + x
     counts = np.bincount(flat, minlength=int(frames) * 2 * height * width)
     return counts.reshape(int(frames), 2, height, width).astype(np.float32)

@@ -55,8 +55,8 @@ def sample_recording(name: str) -> Path:
             actual = hashlib.sha256(path.read_bytes()).hexdigest()
             if actual != RECORDINGS[name][0]:
                 raise ValueError(
-                    f"checksum mismatch for {path}: sha256 {actual}, expected {RECORDINGS[name][0]}; restore the "
-                    "file from the repository (its SOURCE.md gives the origin)"
+                    f"checksum mismatch for {path}: sha256 {actual}, expected {RECORDINGS[name][0]}; restore "
+                    "the file from the repository (its SOURCE.md gives the origin)"
                 )
             return path
         tried.append(f"{label}: {path}")

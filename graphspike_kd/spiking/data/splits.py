@@ -1,18 +1,19 @@
 """The three CIFAR10-DVS train/test split conventions. Accuracies on different splits are NOT comparable.
 
-===================  ==========================================================================================
-name                 definition
-===================  ==========================================================================================
-``"per_class_9to1"`` per class, the first :math:`\\lceil 0.9 n_c \\rceil` samples (in dataset order) train, the
-                     rest test: spikingjelly ``split_to_train_test_set(0.9, ds, 10, random_split=False)``.
-                     The default.
-``"random_9to1"``    an unstratified seeded random 9:1 split of all samples:
-                     ``torch.utils.data.random_split(ds, [9000, 1000], generator=manual_seed(seed))`` (ESD uses
-                     seed 42; Synergy draws a random 90/10 split per run).
-``"tebn"``           TEBN's split: per class, samples with file index 0..99 (``cifar10_<class>_<i>.aedat``) test,
-                     100..999 train (spikingjelly ``CIFAR10DVSTEBNSplit``). spikingjelly warns that accuracy on
-                     this split "is typically much higher than that on a random split".
-===================  ==========================================================================================
+====================  ======================================================================================
+name                  definition
+====================  ======================================================================================
+``"per_class_9to1"``  per class, the first :math:`\\lceil 0.9 n_c \\rceil` samples (in dataset order)
+                      train, the rest test: spikingjelly
+                      ``split_to_train_test_set(0.9, ds, 10, random_split=False)``. The default.
+``"random_9to1"``     an unstratified seeded random 9:1 split of all samples:
+                      ``torch.utils.data.random_split(ds, [9000, 1000], generator=manual_seed(seed))``
+                      (ESD uses seed 42; Synergy draws a random 90/10 split per run).
+``"tebn"``            TEBN's split: per class, samples with file index 0..99
+                      (``cifar10_<class>_<i>.aedat``) test, 100..999 train (spikingjelly
+                      ``CIFAR10DVSTEBNSplit``). spikingjelly warns that accuracy on this split "is typically
+                      much higher than that on a random split".
+====================  ======================================================================================
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def split_indices(
         tebn_test_per_class (int, optional): file indices below this are TEBN test samples. (default: ``100``)
 
     Returns:
-        ``(train, test)`` int64 index arrays, each sorted ascending except ``random_9to1`` (permutation order).
+        ``(train, test)`` int64 index arrays, each sorted ascending except ``random_9to1`` (permutation
+        order).
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -75,7 +77,8 @@ def split_indices(
         return perm[:n_train], perm[n_train:]
     if split == "tebn":
         if index_in_class is None:
-            raise ValueError("split_indices: split='tebn' needs index_in_class (the file index inside each class)")
+            raise ValueError("split_indices: split='tebn' needs index_in_class (the file index inside each "
+                             "class)")
         index_in_class = np.asarray(index_in_class)
         if index_in_class.shape != labels.shape:
             raise ValueError(

@@ -71,7 +71,8 @@ class RandomHorizontalFlip:
 
 
 class RandomRoll:
-    """Cyclically shift H and W by independent integer offsets drawn uniformly from ``[-max_shift, max_shift]``.
+    """Cyclically shift H and W by independent integer offsets drawn uniformly from
+    ``[-max_shift, max_shift]``.
 
     TET's ``torch.roll(data, shifts=(off1, off2), dims=(2, 3))`` with ``off1, off2 ~ U{-5..5}``.
 

@@ -40,7 +40,8 @@ def release(tmp_path_factory):
     for cls in CLASS_NAMES:
         (root / cls).mkdir()
         for i in range(PER_CLASS):
-            write_aedat(root / cls / f"cifar10_{cls}_{i}.aedat", _random_events(rng, int(rng.integers(50, 300))))
+            events = _random_events(rng, int(rng.integers(50, 300)))
+            write_aedat(root / cls / f"cifar10_{cls}_{i}.aedat", events)
     return root
 
 
@@ -72,7 +73,8 @@ def test_dataset_integrates_caches_and_splits(release, tmp_path):
     # a second construction re-uses the cache; other settings get their own folder
     again = CIFAR10DVS(release, frames=4, train=None, cache_dir=cache, workers=0, progress=False)
     assert again.prepare(workers=0, progress=False) == 0
-    time_ds = CIFAR10DVS(release, frames=2, split_by="time", train=None, cache_dir=cache, workers=0, progress=False)
+    time_ds = CIFAR10DVS(release, frames=2, split_by="time", train=None, cache_dir=cache, workers=0,
+                         progress=False)
     assert (cache / "frames2_time_spikingjelly_128x128").is_dir() and len(time_ds) == 100
 
     train = CIFAR10DVS(release, frames=4, train=True, cache_dir=cache, progress=False)
@@ -82,7 +84,8 @@ def test_dataset_integrates_caches_and_splits(release, tmp_path):
     assert all(ds.recordings[i].index_in_class == 9 for i in test.indices)
     tebn_test = CIFAR10DVS(release, frames=4, split="tebn", train=False, cache_dir=cache, progress=False)
     assert len(tebn_test) == 100  # every file index here is < 100
-    rnd = CIFAR10DVS(release, frames=4, split="random_9to1", train=False, seed=3, cache_dir=cache, progress=False)
+    rnd = CIFAR10DVS(release, frames=4, split="random_9to1", train=False, seed=3, cache_dir=cache,
+                     progress=False)
     assert len(rnd) == 10 and "random" in rnd.split_description
 
 
@@ -93,8 +96,27 @@ def test_dataset_errors(tmp_path):
         CIFAR10DVS(tmp_path, split="first900", progress=False)
 
 
-def test_aedat4_release_through_tonic(tmp_path, monkeypatch):
-    tonic_io = pytest.importorskip("tonic.io")
+class _FakeDecoder:
+    """Stands in for ``aedat.Decoder``: one event stream (id 0) in two packets, one frame stream (id 1)."""
+
+    store: dict = {}
+
+    def __init__(self, path):
+        self.raw = self.store[path]
+
+    def id_to_stream(self):
+        return {1: {"type": "frame"}, 0: {"type": "events"}}
+
+    def __iter__(self):
+        yield {"stream_id": 0, "events": self.raw[:7]}
+        yield {"stream_id": 1, "frame": None}
+        yield {"stream_id": 0, "events": self.raw[7:]}
+
+
+def test_aedat4_release_through_the_aedat_decoder(tmp_path, monkeypatch):
+    import sys
+    import types
+
     rng = np.random.default_rng(1)
     store = {}
     for cls in CLASS_NAMES:
@@ -107,7 +129,8 @@ def test_aedat4_release_through_tonic(tmp_path, monkeypatch):
         raw["y"] = rng.integers(0, 128, 20)
         raw["on"] = rng.integers(0, 2, 20).astype(bool)
         store[str(path)] = raw
-    monkeypatch.setattr(tonic_io, "read_aedat4", lambda p: store[p])
+    monkeypatch.setattr(_FakeDecoder, "store", store)
+    monkeypatch.setitem(sys.modules, "aedat", types.SimpleNamespace(Decoder=_FakeDecoder))
     ds = CIFAR10DVS(tmp_path, frames=2, train=None, cache_dir=tmp_path / "c", workers=0, progress=False)
     assert ds.settings.orientation == "raw" and len(ds) == 10
     frames, label = ds[3]
@@ -117,13 +140,62 @@ def test_aedat4_release_through_tonic(tmp_path, monkeypatch):
     assert frames[0 if i < 10 else 1, 1, raw["y"][i], raw["x"][i]] >= 1
 
 
+def test_aedat4_without_the_decoder_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aedat", None)  # import fails
+    with pytest.raises(ImportError, match=r"graphspike_kd\[events\]"):
+        c10.read_aedat4_events(tmp_path / "x.aedat4")
+
+
+def test_reading_aedat4_does_not_import_tonic(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types, numpy as np\n"
+        "raw = np.zeros(3, dtype=[('t', '<u8'), ('x', '<u2'), ('y', '<u2'), ('on', '?')])\n"
+        "class D:\n"
+        "    def __init__(self, p): pass\n"
+        "    def id_to_stream(self): return {0: {'type': 'events'}}\n"
+        "    def __iter__(self): yield {'stream_id': 0, 'events': raw}\n"
+        "sys.modules['aedat'] = types.SimpleNamespace(Decoder=D)\n"
+        "from graphspike_kd.spiking.data import read_aedat4_events\n"
+        "assert len(read_aedat4_events('x.aedat4')) == 3\n"
+        "print(sorted(m for m in ('tonic', 'librosa', 'numba', 'h5py') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_one_argument_transform_and_target_transform(release, tmp_path):
+    seen = []
+
+    def transform(frames):  # torchvision / tonic style: one argument
+        seen.append(tuple(frames.shape))
+        return frames[:, :1]
+
+    ds = CIFAR10DVS(release, frames=2, train=None, cache_dir=tmp_path / "c", workers=0, progress=False,
+                    transform=transform, target_transform=lambda y: f"class {y}")
+    frames, target = ds[0]
+    assert seen == [(2, 2, 128, 128)] and frames.shape == (2, 1, 128, 128)
+    assert target == f"class {int(ds.labels[0])}"
+    frames, _ = CIFAR10DVS(release, frames=2, train=None, cache_dir=tmp_path / "c", workers=0,
+                           progress=False, transform=Resize(48))[0]
+    assert frames.shape == (2, 2, 48, 48)
+    with pytest.raises(TypeError, match="target_transform must be callable"):
+        CIFAR10DVS(release, frames=2, cache_dir=tmp_path / "c", workers=0, progress=False,
+                   target_transform=3)
+
+
 def test_split_conventions_match_references():
     labels = np.repeat(np.arange(10), 1000)
     tr, te = split_indices(labels)
     assert len(tr) == 9000 and len(te) == 1000 and (np.bincount(labels[te]) == 100).all()
     assert (te.reshape(10, 100) % 1000 >= 900).all()
     tr, te = split_indices(labels, "random_9to1", seed=42)
-    ref = torch.utils.data.random_split(range(10000), [9000, 1000], generator=torch.Generator().manual_seed(42))
+    gen = torch.Generator().manual_seed(42)
+    ref = torch.utils.data.random_split(range(10000), [9000, 1000], generator=gen)
     assert tr.tolist() == list(ref[0].indices) and te.tolist() == list(ref[1].indices)
     index_in_class = np.tile(np.arange(1000), 10)
     tr, te = split_indices(labels, "tebn", index_in_class=index_in_class)

@@ -76,3 +76,53 @@ def test_indexing_convention_and_sensor_size():
     with pytest.raises(ValueError, match="frames"):
         events_to_frames(events, 0)
     assert events_to_frames(events[:0], 3).sum() == 0
+
+
+def _events(n=500, seed=0, t_dtype="i8"):
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=[("x", "i2"), ("y", "i2"), ("t", t_dtype), ("p", "?")])
+    ev["x"] = rng.integers(0, 20, n)
+    ev["y"] = rng.integers(0, 10, n)
+    ev["p"] = rng.integers(0, 2, n).astype(bool)
+    ev["t"] = np.sort(rng.integers(1000, 50_000, n))
+    return ev
+
+
+def test_time_split_of_unsorted_events_equals_the_sorted_stream():
+    ev = _events()
+    shuffled = ev[np.random.default_rng(1).permutation(len(ev))]
+    ref = _reference(ev, 5, "time", h=10, w=20)
+    np.testing.assert_array_equal(events_to_frames(ev, 5, sensor_size=(20, 10), split_by="time"), ref)
+    got = events_to_frames(shuffled, 5, sensor_size=(20, 10), split_by="time")
+    np.testing.assert_array_equal(got, ref)
+    assert got.sum(axis=(1, 2, 3)).min() > 0  # not everything in one frame
+
+
+def test_time_split_rejects_non_finite_timestamps():
+    ev = _events(t_dtype="f8")
+    for bad in (np.nan, np.inf):
+        broken = ev.copy()
+        broken["t"][7] = bad
+        with pytest.raises(ValueError, match=f"event 7 has t = {bad}"):
+            events_to_frames(broken, 4, sensor_size=(20, 10), split_by="time")
+    # float timestamps that are finite integrate as the integer ones
+    as_int = ev.astype([("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "?")])
+    np.testing.assert_array_equal(events_to_frames(ev, 4, sensor_size=(20, 10), split_by="time"),
+                                  events_to_frames(as_int, 4, sensor_size=(20, 10), split_by="time"))
+
+
+def test_orientation_option():
+    from graphspike_kd.spiking.data import spikingjelly_orientation
+
+    ev = _events()
+    raw = events_to_frames(ev, 3, sensor_size=(20, 10))
+    assert raw.shape == (3, 2, 10, 20)
+    transposed = events_to_frames(ev, 3, sensor_size=(20, 10), orientation="transpose")
+    assert transposed.shape == (3, 2, 20, 10)
+    np.testing.assert_array_equal(transposed, raw.transpose(0, 1, 3, 2))
+    square = _events(seed=2)
+    np.testing.assert_array_equal(
+        events_to_frames(square, 3, sensor_size=(128, 128), orientation="spikingjelly"),
+        events_to_frames(spikingjelly_orientation(square, 128), 3, sensor_size=(128, 128)))
+    with pytest.raises(ValueError, match="orientation must be one of"):
+        events_to_frames(ev, 3, sensor_size=(20, 10), orientation="flip")
