@@ -513,6 +513,39 @@ def _s2w_digits_5ep(results: Path) -> str:
     return rows(["trained at", "seeds", "vanilla", "Strong2Weak", "Weak2Strong"], body)
 
 
+@table("dvs-synthetic", "snn_synthetic_dvs_cpu.json")
+def _dvs_synthetic(results: Path) -> str:
+    d = load(results, "snn_synthetic_dvs_cpu.json")
+    body = [
+        [m, T, f"{v['mean']:.1f}", f"{d['data']['train_samples']} / {d['data']['test_samples']}"]
+        for m, by_T in d["methods"].items()
+        for T, v in by_T.items()
+    ]
+    return rows(["method", "T", "test accuracy (%)", "train / test recordings"], body)
+
+
+@table("ratebp-breakdown", "ratebp_cpp_breakdown.json")
+def _ratebp_breakdown(results: Path) -> str:
+    d = load(results, "ratebp_cpp_breakdown.json")
+    parts = {
+        "spike_pass": "spike pass",
+        "spike_conv": "of which convolutions",
+        "spike_pool": "of which average pools",
+        "spike_rest": "of which the rest (fused BatchNorm and neurons, Python)",
+        "rate_forward": "rate pass forward with the loss",
+        "backward": "rate pass backward with the SGD step",
+        "step": "whole step",
+    }
+    body = [[label, f"{d['median_s'][k]:.2f}"] for k, label in parts.items()]
+    body.append(
+        [
+            "spike-pass convolutions",
+            f"{d['spike_conv_macs'] / 1e9:.1f} G multiply-adds, {d['spike_conv_gflops']:.0f} GFLOP/s",
+        ]
+    )
+    return rows([f"part (T = {d['T']}, chunked, {d['backend']} neurons)", "median s"], body)
+
+
 # ---------------------------------------------------------------------------------------------- README
 
 
