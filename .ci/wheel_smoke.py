@@ -44,7 +44,7 @@ def main() -> int:
 
     data = load_tag_dataset("cora")
     if (data.num_nodes, int(data.edge_index.size(1))) != (2708, 2 * 5278):
-        raise SystemExit(f"cora loaded with {data.num_nodes} nodes and {data.edge_index.size(1)} edge entries")
+        raise SystemExit(f"cora: {data.num_nodes} nodes, {data.edge_index.size(1)} edge entries")
     print(f"load_tag_dataset('cora'): {data.num_nodes} nodes, {data.edge_index.size(1) // 2} edges")
 
     shipped = sorted(p.name for p in (package / "_data").iterdir())

@@ -562,7 +562,8 @@ def _headline(results: Path) -> str:
     snn = load(results, "snn_digits_esd.json")["methods"]
     graph, spiking = "[graphs](docs/results-graph.md)", "[spiking](docs/results-spiking.md)"
     pkd_cell = (
-        f"{pm(pkd['pkd']['acc'], 100)} % test accuracy; best baseline ({best}) {pm(pkd[best]['acc'], 100)} %"
+        f"{pm(pkd['pkd']['acc'], 100)} % test accuracy; "
+        f"best baseline, {PKD_LABELS[best]}, {pm(pkd[best]['acc'], 100)} %"
     )
     neuron_cell = (
         f"{sp['ours_torch_vs_spikingjelly_eager']:.2f}x spikingjelly, "

@@ -108,3 +108,27 @@ def test_tables_are_rendered_from_results_files():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_tables.py"), "--check"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def _render_check(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_tables.py"), "--check",
+                           *map(str, paths)], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_render_check_fails_on_a_tampered_figure_and_an_unknown_table(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- headline -->")
+    table = readme[start:readme.index("<!-- /headline -->") + len("<!-- /headline -->")]
+    good = tmp_path / "good.md"
+    good.write_text(f"intro\n{table}\noutro\n", encoding="utf-8")
+    assert _render_check(good).returncode == 0
+    tampered = tmp_path / "tampered.md"
+    figure = re.search(r"\d+\.\d\d", table).group(0)
+    changed = f"{float(figure) + 1:.2f}"
+    tampered.write_text(good.read_text(encoding="utf-8").replace(figure, changed, 1), encoding="utf-8")
+    out = _render_check(tampered)
+    assert out.returncode == 1 and f"-{changed}" not in out.stdout and changed in out.stdout
+    unknown = tmp_path / "unknown.md"
+    unknown.write_text("<!-- no-such-table -->\n| a |\n<!-- /no-such-table -->\n", encoding="utf-8")
+    out = _render_check(unknown)
+    assert out.returncode == 1 and "no renderer for <!-- no-such-table -->" in out.stderr
