@@ -4,7 +4,7 @@
     python benchmarks/pkd_grid.py --datasets cora --shots 5 --protocols paper
     python benchmarks/pkd_grid.py --table              # print the Markdown tables of what is recorded
     python benchmarks/pkd_grid.py --baselines-table    # 5-shot baselines of every dataset, one table
-    python benchmarks/pkd_grid.py --table --write docs/pkd.md   # refresh the tables between its markers
+    python benchmarks/render_tables.py                 # render them into docs/results-graph.md
 
 Each cell writes ``benchmarks/results/pkd_<dataset>_<protocol>_<shots>.json`` with the exact command that
 produced it (the benchmark's own ``command`` field) and is skipped when that file exists (``--force`` reruns).

@@ -38,7 +38,7 @@ from graphspike_kd.common.losses import kd_loss
 TEACHER_SETS = {
     # two teachers of one architecture (different seeds): the default
     "same": {"teacher_a": (128,), "teacher_b": (128,)},
-    # two architectures: scores then carry an architecture bias (see docs/common2.md)
+    # two architectures: scores then carry an architecture bias (see docs/detection.md)
     "mixed": {"teacher_a": (128, 64), "teacher_b": (256,)},
 }
 STUDENT = (32,)

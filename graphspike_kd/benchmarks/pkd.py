@@ -1,4 +1,4 @@
-"""Few-shot node classification with LLM annotations: the baselines that PKD is measured against.
+"""Few-shot node classification with LLM annotations: PKD, its ablations and the baselines, per seed.
 
     python -m graphspike_kd.benchmarks.pkd --dataset cora [--shots 5] [--seeds 0 1 2 3 4]
         [--protocol paper|strict] [--annotator cached|embedding|hf|openai] [--budget N] [--output FILE.json]

@@ -5,7 +5,7 @@ NeurIPS 2025, arXiv:2507.10348. Confirmed from the abstract: after aggregation, 
 ensemble of the clients' **features** (not logits) into a global model that keeps **one projection
 layer per client architecture**, **orthogonally re-parameterised** so that no architecture biases the
 ensemble through the scale of its feature space. The loss form, the projection direction and the
-back-transfer to the client architectures below are **inferred** (spec §2.8).
+back-transfer to the client architectures below are **inferred**.
 
 Round (see :class:`FedFDServer`):
 

@@ -4,7 +4,7 @@ Only the OpenReview abstract and one review of "SDPGO: Efficient Self-Distillati
 Proximal Gradient Optimization" (NeurIPS 2025) were available; the authors' code was not consulted.
 What is confirmed: gradient information becomes a dynamic weight through a proximal step whose
 :math:`\lambda` controls sparsity, historical predictions act as the teacher, and a mini-batch KL
-refinement; no teacher network. The exact form below is **inferred** (spec §2.6) and must be treated as a
+refinement; no teacher network. The exact form below is **inferred** and must be treated as a
 design proposal, not the authors' method. It can only be built with ``experimental=True``.
 """
 

@@ -11,7 +11,7 @@ classes by default; pass e.g. the confusion of a real LLM, estimated by :func:`c
 simulate *systematic* errors, which cost a GNN far more than uniform noise of the same rate). The
 answer of a node depends only on ``(seed, node)``, never on which other nodes are asked with it, so
 cached and fresh answers agree. Confidence is :math:`a` for every answer (calibrated by construction).
-This is the spec's ``OracleNoisyAnnotator`` (PKD spec §1.7) behind the common interface.
+It plays the role of a noisy LLM annotator of known accuracy behind the common interface.
 """
 
 from __future__ import annotations
