@@ -144,13 +144,13 @@ def _denoise_case():
 def test_denoise_drop_and_relabel_hand_cases():
     split, probs, selected, llm, labels = _denoise_case()
     # node 1: both teachers say 0 = LLM -> kept; node 2: both say 1 -> dropped; node 3: one says 0 -> kept
-    out = PKD(PKDConfig(denoise="drop")).denoise(labels, selected, llm, None, probs, split)
+    out = PKD(PKDConfig(denoise="drop")).denoise_once(labels, selected, llm, None, probs, split)
     assert out.tolist() == [0, 0, -1, 0, -1]
     ranked = torch.tensor([[0, 1], [0, 1], [0, -1], [-1, -1]])
-    out = PKD(PKDConfig(denoise="relabel")).denoise(labels, selected, llm, ranked, probs, split)
+    out = PKD(PKDConfig(denoise="relabel")).denoise_once(labels, selected, llm, ranked, probs, split)
     assert out.tolist() == [0, 0, 1, 0, -1]  # node 2: the teachers' class 1 is in the LLM's list
     ranked[1] = torch.tensor([0, -1])
-    out = PKD(PKDConfig(denoise="relabel")).denoise(labels, selected, llm, ranked, probs, split)
+    out = PKD(PKDConfig(denoise="relabel")).denoise_once(labels, selected, llm, ranked, probs, split)
     assert out.tolist() == [0, 0, -1, 0, -1]  # ... and dropped when it is not
 
 
@@ -171,7 +171,7 @@ def test_denoise_posterior_hand_value_and_em():
     post = hand_posterior(mean)  # first estimate: the teachers' mean softmax q as the belief
     pkd = PKD(PKDConfig(denoise="posterior", posterior_threshold=0.5))
     torch.testing.assert_close(pkd._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), post)
-    out = pkd.denoise(labels, selected, llm, None, probs, split, shot_llm)
+    out = pkd.denoise_once(labels, selected, llm, None, probs, split, shot_llm)
     expected = torch.where(post.max(1).values >= 0.5, post.argmax(1), -1)
     expected[3] = -1  # invalid answer
     assert out[0] == 0 and out[selected].tolist() == expected.tolist()
@@ -263,8 +263,10 @@ def test_pkd_end_to_end_small_graph(protocol):
     # true labels win on the shots; dropped labels are -1 and outside the label mask
     assert torch.equal(expansion.labels[split.train_mask], data.y[split.train_mask])
     assert torch.equal(expansion.label_mask, expansion.labels >= 0)
-    d = expansion.diagnostics
+    assert "llm_acc_selected" not in expansion.diagnostics  # test-label measurements live in evaluate
+    d = pkd.evaluate_expansion(data, split, expansion)
     assert 0.0 <= d["llm_acc_selected"] <= 1.0 and set(d["teacher_test_acc"]) == set(config.teachers)
+    assert "llm_acc_random" not in d  # opt-in: needs extra annotator calls
     # vetting by the teachers keeps a cleaner subset than the raw LLM labels
     assert d["expanded_label_acc"] >= d["llm_acc_selected"]
 
