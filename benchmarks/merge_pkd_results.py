@@ -61,11 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("parts", nargs="+", type=Path)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
+    from graphspike_kd.benchmarks.pkd import format_table, output_problem
+
+    problem = output_problem(args.output)
+    if problem:
+        p.error(f"--output {args.output}: {problem}")
     merged = merge([json.loads(path.read_text()) for path in args.parts])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(merged, indent=2) + "\n")
-    from graphspike_kd.benchmarks.pkd import format_table
-
     print(format_table(merged))
 
 

@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("results", nargs="+", type=Path)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
+    from graphspike_kd.benchmarks.pkd import output_problem
+
+    problem = output_problem(args.output)
+    if problem:
+        p.error(f"--output {args.output}: {problem}")
     plot(load(args.results), args.output)
     print(f"wrote {args.output}")
 

@@ -1,9 +1,14 @@
-"""Few-shot node classification with LLM annotations: PKD, its ablations and the baselines, per seed.
+"""Few-shot node classification with LLM annotations: PKD (:class:`graphspike_kd.graph.pkd.PKD`, Wei et al.,
+NeurIPS 2025, arXiv:2510.10116), its ablations, and the baselines it is measured against, on the shipped
+text-attributed graphs.
 
     python -m graphspike_kd.benchmarks.pkd --dataset cora [--shots 5] [--seeds 0 1 2 3 4]
-        [--protocol paper|strict] [--annotator cached|embedding|hf|openai] [--budget N] [--output FILE.json]
+        [--protocol paper|strict] [--annotator cached|embedding|hf|openai|oracle] [--budget N]
+        [--pkd-rows ROW ...] [--pkd-budget W] [--root DATA_DIR] [--cache-dir CACHE_DIR]
+        [--output FILE.json]
 
 For each seed it draws a few-shot split (:mod:`graphspike_kd.graph.splits`), then reports test accuracy of
+the baselines
 
 ``gcn_fewshot``            GCN trained on the ``k`` shots per class only.
 ``llm_only``               the annotator's answer on every test node (an invalid answer counts as wrong).
@@ -17,8 +22,8 @@ For each seed it draws a few-shot split (:mod:`graphspike_kd.graph.splits`), the
                            labelled validation set (``strict``), the teacher that agrees most with the
                            majority vote on the non-shot nodes (label-free selection).
 
-and PKD (:class:`graphspike_kd.graph.pkd.PKD`; teachers and student by dataset, see
-:func:`~graphspike_kd.graph.pkd.default_models`) with its ablations (``--pkd-rows``):
+and of PKD (teachers and student by dataset, see :func:`~graphspike_kd.graph.pkd.default_models`) with its
+ablations (``--pkd-rows``):
 
 ``pkd``                    GNS (``--pkd-budget``, default 48 % of all nodes) + denoising + NGS + student.
 ``pkd_random_teacher``     the same expanded set and teachers, one teacher drawn at random per node.
@@ -26,20 +31,29 @@ and PKD (:class:`graphspike_kd.graph.pkd.PKD`; teachers and student by dataset, 
 ``pkd_confident_teacher``  ... the teacher with the lowest-entropy prediction.
 ``pkd_random_nodes``       GNS replaced by random selection of the same number of pool nodes (identical to
                            ``pkd`` when the budget is the whole pool, as under the paper protocol at 48 %).
-``pkd_no_denoise``         every LLM label kept (the paper's pipeline without our denoising).
+``pkd_no_denoise``         every LLM label kept (the paper's pipeline without denoising).
 
-Accuracies are fractions in [0, 1]; ``std`` is the population standard deviation over seeds.
+PKD's fit never reads a test label; its test-label diagnostics (``per_seed[i].pkd``) come from
+:meth:`~graphspike_kd.graph.pkd.PKD.evaluate_expansion` and :meth:`~graphspike_kd.graph.pkd.PKD.evaluate`
+after it. ``--pkd-llm-acc-random`` adds the annotator's accuracy on ``W`` random pool nodes
+(``llm_acc_random``), which costs up to ``W`` extra annotator calls per expansion.
+
+``--output`` is checked before any work: a path that cannot be written fails at once. Accuracies are
+fractions in [0, 1]; ``std`` is the population standard deviation over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import shlex
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
@@ -48,9 +62,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from graphspike_kd._cache import CACHE_ENV
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import build_model
 from graphspike_kd.graph.pkd import DENOISE, PKD, PKDConfig, default_models
+from graphspike_kd.graph.selectors import majority_vote
 from graphspike_kd.graph.splits import PROTOCOLS, few_shot_split
 from graphspike_kd.graph.training import TrainConfig, accuracy, predict, train_node_classifier
 
@@ -63,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m graphspike_kd.benchmarks.pkd",
         description="Few-shot node classification with LLM annotations on shipped text-attributed graphs: "
-        "GCN on the shots, the LLM alone, GCN on shots + LLM labels, and a teacher ensemble.",
+        "PKD and its ablations against GCN on the shots, the LLM alone, GCN on shots + LLM labels, and a "
+        "teacher ensemble.",
     )
     p.add_argument("--dataset", default="cora", choices=available_datasets())
     p.add_argument("--shots", type=int, default=5, help="labelled nodes per class (default: 5)")
@@ -139,9 +156,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pkd-student", default=None, help="PKD student (default: GCN; H2GCN on WebKB)")
     p.add_argument("--pkd-hidden", type=int, default=128)
     p.add_argument("--pkd-ngs-rounds", type=int, default=40, help="student/PPO alternations (paper: 200)")
-    p.add_argument("--output", type=Path, default=None, help="write the results JSON here")
+    p.add_argument("--pkd-llm-acc-random", action="store_true",
+                   help="also report the annotator's accuracy on W random pool nodes (llm_acc_random); costs "
+                   "up to W extra annotator calls per PKD expansion (default: off)")
+    p.add_argument("--root", type=Path, default=None, metavar="DATA_DIR",
+                   help="data root holding the dataset folders (cora/, citeseer_tag/, webkb_tag/) (default: "
+                   "$GRAPHSPIKE_KD_DATA, then the package data, then the checkout's data/)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="CACHE_DIR",
+                   help="cache root for text embeddings and annotator answers during the run (default: "
+                   "$GRAPHSPIKE_KD_CACHE or ~/.cache/graphspike_kd)")
+    p.add_argument("--output", type=Path, default=None, help="write the results JSON here (checked first)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    if args.output is not None:
+        problem = output_problem(args.output)
+        if problem:
+            p.error(f"--output {args.output}: {problem}")
+    if args.root is not None and not args.root.is_dir():
+        p.error(f"--root {args.root}: not a folder")
+    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+        p.error(f"--cache-dir {args.cache_dir}: exists and is not a folder")
     if args.shots < 1:
         p.error(f"--shots must be >= 1, got {args.shots}")
     if args.budget is not None and args.budget < 0:
@@ -149,6 +183,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     return args
+
+
+def output_problem(path: Path) -> str | None:
+    """Why a results file cannot be written at ``path`` (``None`` if it can): checked before a run so that
+    a bad path fails at once instead of after every seed. Creates the missing parent folders."""
+    if path.is_dir():
+        return "is a folder"
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create its folder {parent} ({exc.strerror or exc})"
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        return f"cannot write in {parent} ({exc.strerror or exc})"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "exists and is not writable"
+    return None
+
+
+@contextlib.contextmanager
+def cache_root_set_to(path: Path | None) -> Iterator[None]:
+    """Point the library's cache root (``$GRAPHSPIKE_KD_CACHE``: text embeddings, annotator answers) at
+    ``path`` for the duration of the block, then restore it; ``None`` leaves it as it is."""
+    if path is None:
+        yield
+        return
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = before
 
 
 def _annotator_options(pairs: list[str]) -> dict[str, object]:
@@ -162,19 +234,6 @@ def _annotator_options(pairs: list[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             options[key] = value
     return options
-
-
-def majority_vote(probs: torch.Tensor) -> torch.Tensor:
-    """Per-node majority class of ``B`` teachers; ties go to the class with the highest mean probability.
-
-    Shapes:
-        - **input:** probs :math:`(B, N, C)` softmax outputs
-        - **output:** :math:`(N)` class ids
-    """
-    num_classes = probs.size(-1)
-    votes = torch.nn.functional.one_hot(probs.argmax(-1), num_classes).sum(0).float()
-    # the mean probability is < 1, so it only breaks ties between equal vote counts
-    return (votes + probs.mean(0) * 0.999).argmax(-1)
 
 
 def run_seed(
@@ -293,19 +352,30 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
     diagnostics: dict[str, object] = {}
     rules = {"pkd": "ngs", "pkd_random_teacher": "random", "pkd_majority_teacher": "majority",
              "pkd_confident_teacher": "confident"}
+    llm_random = annotator if args.pkd_llm_acc_random else None  # opt-in: extra annotator calls
+
+    def measured(pkd: PKD, expansion) -> dict:  # label-free diagnostics + the test-label measurements
+        return {**expansion.diagnostics,
+                **pkd.evaluate_expansion(data, split, expansion, annotator=llm_random, seed=seed)}
+
+    def distilled(pkd: PKD, expansion, rule: str | None = None):
+        out = pkd.distill(data, expansion, split, seed, teacher_selection=rule)
+        chosen = pkd.evaluate(data, split, out)["chosen_teacher_test_acc"]
+        return out, {**out.diagnostics, "chosen_teacher_test_acc": chosen}
+
+    pkd = PKD(config)
     expansion = None
     if any(r in args.pkd_rows for r in (*rules, "pkd_random_nodes")):
-        expansion = PKD(config).expand(data, annotator, split, seed)
-        diagnostics["expansion"] = expansion.diagnostics
+        expansion = pkd.expand(data, annotator, split, seed)
+        diagnostics["expansion"] = measured(pkd, expansion)
     for row, rule in rules.items():
         if row in args.pkd_rows:
-            out = PKD(config).distill(data, expansion, split, seed, teacher_selection=rule)
+            out, diagnostics[row] = distilled(pkd, expansion, rule)
             results[row] = accuracy(out.logits, data.y, split.test_mask)
-            diagnostics[row] = out.diagnostics
     if "pkd_random_nodes" in args.pkd_rows:
         if expansion.selected.numel() == expansion.diagnostics["pool"]:
             results["pkd_random_nodes"] = results["pkd"] if "pkd" in results else accuracy(
-                PKD(config).distill(data, expansion, split, seed).logits, data.y, split.test_mask)
+                pkd.distill(data, expansion, split, seed).logits, data.y, split.test_mask)
             diagnostics["pkd_random_nodes"] = "budget = whole pool: random selection picks the same set"
         else:
             random_pkd = PKD(replace(config, node_selection="random"))
@@ -313,7 +383,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
             random_exp = random_pkd.expand(data, annotator, split, seed, shot_teachers=shared)
             out = random_pkd.distill(data, random_exp, split, seed)
             results["pkd_random_nodes"] = accuracy(out.logits, data.y, split.test_mask)
-            diagnostics["pkd_random_nodes"] = out.expansion.diagnostics
+            diagnostics["pkd_random_nodes"] = measured(random_pkd, out.expansion)
     if "pkd_no_denoise" in args.pkd_rows:
         plain = PKD(replace(config, denoise="none"))
         plain_exp = expansion.raw_expansion if expansion is not None else None  # trained by the denoise gate
@@ -322,7 +392,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
             plain_exp = plain.expand(data, annotator, split, seed, shot_teachers=shared)
         out = plain.distill(data, plain_exp, split, seed)
         results["pkd_no_denoise"] = accuracy(out.logits, data.y, split.test_mask)
-        diagnostics["pkd_no_denoise"] = out.expansion.diagnostics
+        diagnostics["pkd_no_denoise"] = measured(plain, out.expansion)
     return results, diagnostics
 
 
@@ -416,12 +486,25 @@ def format_table(payload: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    """Run the benchmark (arguments as on the command line); prints the table, writes ``--output`` and
+    returns the results payload."""
+    args = parse_args(argv)  # validates the output path before any work
+    with cache_root_set_to(args.cache_dir):
+        payload = _run(args, argv)
+    print(format_table(payload))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Load the dataset and the annotator, run every seed and collect the payload."""
     torch.set_num_threads(args.threads)
     from graphspike_kd.graph.annotators import get_annotator
 
     start = time.perf_counter()
-    data = load_tag_dataset(args.dataset, features=args.features, show_progress=not args.quiet)
+    data = load_tag_dataset(args.dataset, args.root, features=args.features, show_progress=not args.quiet)
     annotator_name = args.annotator or ("cached" if data.llm_predictions is not None else "embedding")
     options = _annotator_options(args.annotator_option)
     if annotator_name != "cached":
@@ -437,7 +520,7 @@ def main(argv: list[str] | None = None) -> dict:
             per_method.setdefault(name, []).append(acc)
         diagnostics.append(diag)
 
-    payload = {
+    return {
         "dataset": args.dataset,
         "shots": args.shots,
         "protocol": args.protocol,
@@ -458,11 +541,6 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python -m graphspike_kd.benchmarks.pkd "
         + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     }
-    print(format_table(payload))
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(payload, indent=2) + "\n")
-    return payload
 
 
 if __name__ == "__main__":

@@ -1,22 +1,29 @@
 r"""PKD, end to end: Preference-driven Knowledge Distillation for few-shot node classification (Wei et al.,
-NeurIPS 2025, arXiv:2510.10116), composed from :mod:`~graphspike_kd.graph.selectors`, the annotators, the
-GNN zoo and the shared trainer.
+"Preference-driven Knowledge Distillation for Few-shot Node Classification", NeurIPS 2025,
+arXiv:2510.10116), composed from :mod:`~graphspike_kd.graph.selectors`, the annotators, the GNN zoo and
+the shared trainer.
 
-Pipeline of :meth:`PKD.fit` (paper Algorithm 1; our additions marked *):
+:meth:`PKD.fit` is :meth:`PKD.expand` followed by :meth:`PKD.distill` (paper Algorithm 1; steps marked *
+are additions to the paper). :meth:`PKD.expand` composes named steps:
 
-1. train the ``B`` teachers on the shots :math:`D_L`;
-2. **GNS**: rank the unlabelled pool by K-uncertainty :math:`\delta_K` and send the top :math:`W` nodes
-   (the budget) to the annotator, with **DNS** neighbour context for annotators that take one;
-   true labels override LLM labels on :math:`D_L`;
-3. \* **denoise** the LLM labels, with the shot-trained teachers as referees (their errors are independent of
-   the LLM's; options below);
-4. retrain the teachers with cross-entropy on the expanded set :math:`\tilde D_L` (\* optional
-   self-training rounds re-vet the labels with the retrained teachers and retrain again);
-5. **NGS**: a PPO policy picks one teacher per node; the student and the policy are updated in
-   alternation (student frozen during the PPO step and vice versa);
-6. predict with the student only.
+1. train the ``B`` teachers on the shots :math:`D_L` (:meth:`PKD.train_teachers`);
+2. :meth:`PKD.select`: **GNS** ranks the unlabelled pool by K-uncertainty :math:`\delta_K` and keeps the
+   top :math:`W` nodes (the budget);
+3. :meth:`PKD.annotate`: the annotator labels those :math:`W` nodes, with **DNS** neighbour context for
+   annotators that take one, and, only when the posterior denoiser will run, the shots (whose true labels
+   calibrate it); no other node is sent. True labels override LLM labels on :math:`D_L`;
+4. \* :meth:`PKD.denoise`: the shot-trained teachers vet the LLM labels (their errors are independent of
+   the annotator's), then the teachers are retrained with cross-entropy on the expanded set
+   :math:`\tilde D_L` (optional self-training rounds re-vet with the retrained teachers);
+5. \* :meth:`PKD.gate`: keep the denoised set, or the raw LLM labels when denoising is judged unsafe.
 
-Student loss (paper Eq. 1, reconstructed from its prose):
+:meth:`PKD.distill` then runs **NGS**, a PPO policy that picks one teacher per node, alternating with the
+student (student frozen during the PPO step and vice versa), and predicts with the student only.
+
+No step reads a label beyond the shots and, under the ``"paper"`` protocol, the validation nodes;
+:meth:`PKD.evaluate` and :meth:`PKD.evaluate_expansion` measure a fit against the test labels.
+
+Student loss (paper Eq. 1, reconstructed from its prose; :func:`student_loss_terms`):
 
 .. math::
     \mathcal{L} = \alpha\,\mathcal{L}_{DL} + \beta\,\mathcal{L}_{CE} + \gamma\,\mathcal{L}_{E},\qquad
@@ -29,20 +36,20 @@ with :math:`\tilde z^T_i` the softmax of the teacher NGS picked for node :math:`
 ``distill_on="all"``, every node (teachers' predictions need no label).
 
 NGS reward per node (paper Eq. 4, **reconstructed**: the typeset form is not available; the paper's
-ablation R1 → R3 and its prose give the ingredients and signs):
+ablation R1 → R3 and its prose give the ingredients and signs; :func:`ngs_rewards`):
 
 .. math::
     R_i = (1-\eta)\,\mathrm{Acc}_i - \eta\,\big(\ell^{CE}_i + \ell^{DL}_i(a_i)\big),\qquad \eta = 0.3
 
-Denoising (our additions, ``denoise=``; the prototype measurements in the spec motivated them): the
-shipped Cora annotator (zero-shot GPT-3.5, 68 % accurate) makes *systematic* class confusions, which cost
-far more than uniform noise, so the teachers trained on the shots are used to vet its labels:
+Denoising (``denoise=``; an addition to the paper): an LLM annotator's errors are often *systematic*
+class confusions, which cost more than uniform noise, so the teachers trained on the shots vet its labels:
 
 ``"none"``       keep every LLM label (the paper).
 ``"drop"``       drop an LLM label when every teacher predicts another class.
 ``"relabel"``    as ``"drop"``, but when the teachers' majority class is in the LLM's ranked list, use it
                  instead of dropping the node.
-``"posterior"``  class-aware correction (Dawid-Skene style): estimate the LLM's confusion matrix
+``"posterior"``  class-aware correction (Dawid & Skene, "Maximum Likelihood Estimation of Observer
+                 Error-Rates Using the EM Algorithm", JRSS C 1979): estimate the LLM's confusion matrix
                  :math:`\pi_{y\ell} = P(\ell \mid y)` from the shots (true :math:`y`) and the teachers'
                  mean softmax :math:`q_i` on the annotated nodes, then label node :math:`i` with
                  :math:`\arg\max_y q_i(y)\,\pi_{y\ell_i}`; nodes whose posterior mass on it is below
@@ -51,15 +58,12 @@ far more than uniform noise, so the teachers trained on the shots are used to ve
 
 ``self_training_rounds`` repeats denoise → retrain with the retrained teachers as referees.
 
-The **denoise gate** (``denoise_gate="auto"``, the default) decides whether the referees are good
-enough. With validation labels (the ``"paper"`` protocol) it also trains the teachers on the raw LLM labels
-and keeps the denoised set only when its teachers' mean validation accuracy is at least as high. Without
-them (``"strict"``) it keeps the raw labels when the split has fewer than ``denoise_min_shots`` labelled
-nodes per class (default 3). Measured on Cora (5 seeds): with 1 shot per class the shot-trained referees
-are 27-52 % right and ``posterior`` denoising costs 18 points (paper protocol: 53.7 against 71.7 %) to 30
-points (strict: 39.7 against 69.4 %); with 3 shots they are 61-74 % right and it gains 7 points. The shot
-rule is a heuristic read off these measurements (no label-free estimate of the referees' accuracy we tried
-was reliable at 1 shot); ``denoise_gate="off"`` always denoises.
+The **denoise gate** (``denoise_gate="auto"``, the default) decides whether the referees are good enough.
+With validation labels (the ``"paper"`` protocol) it also trains the teachers on the raw LLM labels and
+keeps the denoised set only when its teachers' mean validation accuracy is at least as high. Without them
+(``"strict"``) it keeps the raw labels when the split has fewer than ``denoise_min_shots`` labelled nodes
+per class (default 3): with so few shots the referees are too weak, and denoising then discards more right
+labels than wrong ones. ``denoise_gate="off"`` always denoises.
 """
 
 from __future__ import annotations
@@ -81,10 +85,18 @@ from graphspike_kd.graph.selectors import (
     dns_neighbours,
     expansion_budget,
     gns_select,
+    majority_vote,
     ngs_state,
+    rule_teacher_choice,
 )
 from graphspike_kd.graph.splits import FewShotSplit
-from graphspike_kd.graph.training import TrainConfig, predict, train_node_classifier
+from graphspike_kd.graph.training import (
+    TrainConfig,
+    accuracy,
+    predict,
+    target_loss,
+    train_node_classifier,
+)
 
 HOMOPHILY_TEACHERS = ("gcn", "gat", "appnp", "h2gcn")
 HETEROPHILY_TEACHERS = ("gprgnn", "h2gcn", "mlp", "dirgnn")
@@ -138,18 +150,25 @@ def student_loss_terms(
     gamma: float = 0.1,
 ) -> dict[str, Tensor]:
     r"""The weighted terms of :math:`\alpha\mathcal{L}_{DL} + \beta\mathcal{L}_{CE} + \gamma\mathcal{L}_E`
-    as a dict (``distill``, ``ce``, ``entropy``) so every term can be logged.
+    as a dict (``ce``, ``distill``, ``entropy``, in that order) so every term can be logged; the student
+    loss of :meth:`PKD.distill` is their sum. ``ce`` is left out when no node of ``label_mask`` has a label.
 
-    Shapes: student_logits :math:`(N, C)`, teacher_probs :math:`(N, C)` (the selected teacher per node),
-    labels :math:`(N)` (``-1`` = none), masks :math:`(N)` bool.
+    Args:
+        student_logits (Tensor): the student's logits.
+        teacher_probs (Tensor): the selected teacher's softmax per node.
+        labels (Tensor): hard labels, ``-1`` = none.
+        distill_mask (Tensor): the nodes :math:`D` of :math:`\mathcal{L}_{DL}`.
+        label_mask (Tensor): the nodes :math:`\tilde D_L` of :math:`\mathcal{L}_{CE}`.
+        alpha, beta, gamma (float, optional): the weights. (default: ``0.5``, ``1.0``, ``0.1``)
+
+    Shapes: student_logits :math:`(N, C)`, teacher_probs :math:`(N, C)`, labels :math:`(N)`, masks
+    :math:`(N)` bool → dict of scalars.
     """
-    lab = label_mask & (labels >= 0)
-    terms = {
-        "distill": alpha * distillation_loss(student_logits, teacher_probs, distill_mask),
-        "entropy": gamma * entropy_loss(student_logits),
-    }
-    if bool(lab.any()):
-        terms["ce"] = beta * F.cross_entropy(student_logits[lab].float(), labels[lab])
+    terms: dict[str, Tensor] = {}
+    if bool((label_mask & (labels >= 0)).any()):
+        terms["ce"] = beta * target_loss(student_logits, labels, label_mask)
+    terms["distill"] = alpha * distillation_loss(student_logits, teacher_probs, distill_mask)
+    terms["entropy"] = gamma * entropy_loss(student_logits)
     return terms
 
 
@@ -262,8 +281,20 @@ class PKDConfig:
 
 # ------------------------------------------------------------------------------------------- results
 @dataclass
+class LLMAnswers:
+    """What :meth:`PKD.annotate` got from the annotator."""
+
+    labels: Tensor  # [W] the annotator's class for each selected node (-1: invalid answer)
+    ranked: Tensor | None = None  # [W, R] its ranked classes (-1 padded), when the annotator gives them
+    shot_labels: Tensor | None = None  # [Q] its answers on the shots (asked only for the posterior denoiser)
+
+
+@dataclass
 class Expansion:
-    """What GNS + annotation + denoising + teacher retraining produced (input of the distillation stage)."""
+    """What :meth:`PKD.expand` produced: the expanded label set and the teachers trained on it (input of
+    :meth:`PKD.distill`). ``diagnostics`` holds only what needs no hidden label (budget, pool size, invalid
+    answers, the denoiser's kept fraction, the gate's decision); :meth:`PKD.evaluate_expansion` adds the
+    test-label measurements."""
 
     labels: Tensor  # [N] long: true labels on shots, (denoised) LLM labels, -1 elsewhere
     label_mask: Tensor  # [N] bool: nodes of the expanded set with a label
@@ -278,11 +309,31 @@ class Expansion:
 
 @dataclass
 class PKDResult:
+    """What :meth:`PKD.distill` produced: the student, its logits on every node, the expansion it learnt
+    from, the teacher chosen per node and label-free diagnostics (NGS trace, policy, choice counts)."""
+
     student: nn.Module
     logits: Tensor
     expansion: Expansion
     teacher_choice: Tensor  # [N] chosen teacher per node (argmax policy / ablation rule)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def visible_labels(y: Tensor, split: FewShotSplit) -> Tensor:
+    """The labels PKD may read: the true labels of the shots and of the validation nodes (present only
+    under the ``"paper"`` protocol), ``-1`` on every other node. Every step of :meth:`PKD.fit` reads labels
+    through this, so the pool's and the test set's labels never reach the method.
+
+    Shapes:
+        - **input:** y :math:`(N)`
+        - **output:** :math:`(N)`
+    """
+    return torch.where(split.train_mask | split.val_mask, y, torch.full_like(y, -1))
+
+
+def annotation_pool(split: FewShotSplit) -> Tensor:
+    """The nodes GNS may send to the annotator: the split's pool minus the shots, bool ``[N]``."""
+    return split.pool_mask & ~split.train_mask
 
 
 # ---------------------------------------------------------------------------------------------- PKD
@@ -293,10 +344,13 @@ class PKD:
     >>> pkd = PKD(PKDConfig(budget_count=140))
     >>> result = pkd.fit(data, annotator, split, seed=0)
     >>> accuracy(result.logits, data.y, split.test_mask)
+    >>> pkd.evaluate(data, split, result)          # test-label diagnostics, outside the fit
 
-    :meth:`fit` = :meth:`expand` (teachers, GNS, DNS, annotation, denoising, teacher retraining) followed
-    by :meth:`distill` (NGS + student). Calling them separately lets several teacher-selection rules share
-    one expansion, as the benchmark's ablations do.
+    :meth:`fit` = :meth:`expand` (shot teachers → :meth:`select` → :meth:`annotate` → :meth:`denoise` →
+    :meth:`gate`) followed by :meth:`distill` (NGS + student). Calling them separately lets several
+    teacher-selection rules share one expansion, as the benchmark's ablations do. The annotator is asked
+    about the :math:`W` selected nodes, plus the shots when the ``"posterior"`` denoiser runs, and nothing
+    else.
 
     Args:
         config (PKDConfig): every setting. (default: :class:`PKDConfig`\ ``()``)
@@ -328,7 +382,7 @@ class PKD:
             targets,
             mask,
             val_mask=val_mask,
-            val_y=data.y,
+            val_y=visible_labels(data.y, split),
             config=config,
             seed=seed,
         )
@@ -337,7 +391,8 @@ class PKD:
     def train_teachers(
         self, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
     ) -> tuple[list[nn.Module], Tensor]:
-        """Train every teacher on ``targets[mask]``; returns the models and their softmax ``[B, N, C]``."""
+        """Train every teacher on ``targets[mask]`` (model selection on the validation nodes when the split
+        has them); returns the models and their softmax ``[B, N, C]``."""
         models, probs = [], []
         for b, name in enumerate(self.config.teachers):
             model = self._fit_model(name, data, x, targets, mask, split, seed * 101 + b)
@@ -345,120 +400,163 @@ class PKD:
             probs.append(predict(model, x, data.edge_index).softmax(-1))
         return models, torch.stack(probs)
 
-    # ------------------------------------------------------------------------------------ stage 1-4
-    def expand(
-        self,
-        data,
-        annotator,
-        split: FewShotSplit,
-        seed: int = 0,
-        shot_teachers: tuple[list[nn.Module], Tensor] | None = None,
-    ) -> Expansion:
-        """Teachers on the shots → GNS (+ DNS) → annotate → denoise → retrain (→ more rounds).
+    # ------------------------------------------------------------------------------ expansion steps
+    def select(self, split: FewShotSplit, shot_probs: Tensor, seed: int = 0) -> Tensor:
+        r"""Choose the nodes to annotate. The budget :math:`W` is :func:`expansion_budget`
+        (``budget_fraction`` or ``budget_count``) over :func:`annotation_pool`; ``node_selection="gns"``
+        keeps the :math:`W` pool nodes with the largest :math:`\delta_K` of the shot-trained teachers
+        (:func:`gns_select`, paper Sec. 3.2), ``"random"`` draws :math:`W` pool nodes uniformly (ablation).
 
-        ``shot_teachers`` (the ``shot_teachers`` of an earlier :class:`Expansion` on the same split, seed
-        and teacher set) skips retraining the shot-trained teachers, so that ablations share them."""
+        Args:
+            split (FewShotSplit): the few-shot split.
+            shot_probs (Tensor): softmax of the teachers trained on the shots.
+            seed (int, optional): seed of the random selection. (default: ``0``)
+
+        Shapes:
+            - **input:** shot_probs :math:`(B, N, C)`
+            - **output:** :math:`(W)` node ids (GNS: most uncertain first)
+        """
         c = self.config
-        x = prepare_features(data.x)
-        y = data.y
-        n = y.numel()
-        shots = torch.where(split.train_mask, y, torch.full_like(y, -1))
-        if shot_teachers is None:
-            shot_teachers = self.train_teachers(data, x, shots, split.train_mask, split, seed)
-        models0, probs0 = shot_teachers
-
-        pool = split.pool_mask & ~split.train_mask
+        pool = annotation_pool(split)
         budget = expansion_budget(
-            n, int(split.train_mask.sum()), int(pool.sum()), fraction=c.budget_fraction, count=c.budget_count
+            pool.numel(),
+            int(split.train_mask.sum()),
+            int(pool.sum()),
+            fraction=c.budget_fraction,
+            count=c.budget_count,
         )
-        generator = torch.Generator().manual_seed(seed)
         if c.node_selection == "gns":
-            selected = gns_select(probs0, pool, budget, form=c.uncertainty)
-        else:
-            cand = pool.nonzero().view(-1)
-            selected = cand[torch.randperm(cand.numel(), generator=generator)[:budget]]
+            return gns_select(shot_probs, pool, budget, form=c.uncertainty)
+        generator = torch.Generator().manual_seed(seed)
+        cand = pool.nonzero().view(-1)
+        return cand[torch.randperm(cand.numel(), generator=generator)[:budget]]
 
-        diagnostics: dict[str, Any] = {
-            "budget": budget,
-            "pool": int(pool.sum()),
-            "teacher_test_acc_shots": _teacher_acc(probs0, y, split.test_mask, c.teachers),
-        }
-        restore = _attach_dns(annotator, models0, data, x, selected, c.dns_k) if c.dns_k > 0 else None
+    def annotate(
+        self,
+        annotator,
+        data,
+        split: FewShotSplit,
+        selected: Tensor,
+        shot_models: list[nn.Module],
+        *,
+        ask_shots: bool = False,
+    ) -> LLMAnswers:
+        """Ask the annotator about ``selected`` and, with ``ask_shots``, about the shots; no other node.
+
+        An annotator with a ``neighbours`` option (the text backends) gets **DNS** context for the query on
+        ``selected``: each node's ``dns_k`` nearest neighbours in every shot-trained teacher's embedding space
+        (:func:`dns_neighbours`, paper Sec. 3.2); its previous setting is restored afterwards, so the shots
+        are asked without context. ``dns_k = 0`` turns DNS off.
+
+        Args:
+            annotator: anything with ``annotate(node_ids) -> Annotations``.
+            data: the graph (``x``, ``edge_index``).
+            split (FewShotSplit): the few-shot split (its shots are the ``ask_shots`` query).
+            selected (Tensor): ``[W]`` node ids from :meth:`select`.
+            shot_models (list of nn.Module): the teachers trained on the shots (DNS embeddings).
+            ask_shots (bool, optional): also annotate the shots, which the ``"posterior"`` denoiser
+                compares with their true labels. (default: ``False``)
+        """
+        c = self.config
+        restore = None
+        if c.dns_k > 0:
+            restore = _attach_dns(annotator, shot_models, data, prepare_features(data.x), selected, c.dns_k)
         try:
-            ann = annotator.annotate(selected.numpy()) if budget else None
+            ann = annotator.annotate(selected.numpy()) if selected.numel() else None
         finally:
             if restore is not None:
                 restore()
-        llm = torch.from_numpy(ann.labels.copy()) if ann is not None else torch.empty(0, dtype=torch.long)
-        ranked = torch.from_numpy(ann.ranked.copy()) if ann is not None and ann.ranked is not None else None
-        if budget:
-            diagnostics["llm_acc_selected"] = float((llm == y[selected]).float().mean())
-            cand = pool.nonzero().view(-1)
-            rand = cand[
-                torch.randperm(cand.numel(), generator=torch.Generator().manual_seed(seed + 7919))[:budget]
-            ]
-            diagnostics["llm_acc_random"] = float(annotator.annotate(rand.numpy()).accuracy(y))
-            diagnostics["llm_invalid"] = int((llm < 0).sum())
-
-        raw_labels = shots.clone()
-        raw_labels[selected] = llm
-        raw_labels[split.train_mask] = y[split.train_mask]  # true labels win on the shots
-
-        def finish(labels: Tensor, models: list[nn.Module], probs: Tensor, extra: dict) -> Expansion:
-            diag = {**diagnostics, **extra}
-            if budget:
-                lab = labels[selected] >= 0
-                diag["expanded_label_acc"] = (
-                    float((labels[selected][lab] == y[selected][lab]).float().mean())
-                    if bool(lab.any())
-                    else float("nan")
-                )
-            diag["teacher_test_acc"] = _teacher_acc(probs, y, split.test_mask, c.teachers)
-            return Expansion(labels, labels >= 0, selected, llm, probs, models, diag, shot_teachers)
-
-        auto = c.denoise != "none" and c.denoise_gate == "auto" and budget > 0
-        gate = auto and split.has_validation
-        too_few_shots = auto and not split.has_validation and split.shots < c.denoise_min_shots
-        raw = None
-        if c.denoise == "none" or gate or too_few_shots:  # teachers on every LLM label (the paper's pipeline)
-            raw_models, raw_probs = self.train_teachers(
-                data, x, raw_labels, raw_labels >= 0, split, seed + 1
+        if ann is None:
+            answers = LLMAnswers(torch.empty(0, dtype=torch.long))
+        else:
+            ranked = torch.from_numpy(ann.ranked.copy()) if ann.ranked is not None else None
+            answers = LLMAnswers(torch.from_numpy(ann.labels.copy()), ranked)
+        if ask_shots:
+            answers.shot_labels = torch.from_numpy(
+                annotator.annotate(split.train_index.numpy()).labels.copy()
             )
-            raw = finish(raw_labels, raw_models, raw_probs, {})
-            if c.denoise == "none":
-                return raw
-            if too_few_shots:  # weak referees and nothing to validate on: keep every LLM label
+        return answers
+
+    def denoise(
+        self,
+        data,
+        split: FewShotSplit,
+        labels: Tensor,
+        selected: Tensor,
+        answers: LLMAnswers,
+        shot_probs: Tensor,
+        seed: int = 0,
+    ) -> tuple[Tensor, list[nn.Module], Tensor]:
+        """Vet the LLM labels and retrain the teachers on what is kept: ``1 + self_training_rounds`` rounds of
+        :meth:`denoise_once` followed by :meth:`train_teachers`. The first round's referees are the
+        shot-trained teachers (``shot_probs``), whose errors are independent of the annotator's (teachers
+        trained on the LLM labels reproduce them, and then rarely contradict them); each later round's are
+        the teachers just retrained.
+
+        Args:
+            data: the graph.
+            split (FewShotSplit): the few-shot split.
+            labels (Tensor): ``[N]`` raw expanded labels (true on the shots, LLM on ``selected``, ``-1``
+                elsewhere).
+            selected (Tensor): ``[W]`` annotated node ids.
+            answers (LLMAnswers): what :meth:`annotate` returned.
+            shot_probs (Tensor): ``[B, N, C]`` softmax of the shot-trained teachers.
+            seed (int, optional): the teachers' seeds are ``seed + 1 + round``. (default: ``0``)
+
+        Returns:
+            ``(labels [N], teachers, their softmax [B, N, C])`` after the last round.
+        """
+        x = prepare_features(data.x)
+        reference = shot_probs
+        for rnd in range(1 + self.config.self_training_rounds):
+            labels = self.denoise_once(
+                labels, selected, answers.labels, answers.ranked, reference, split, answers.shot_labels
+            )
+            models, probs = self.train_teachers(data, x, labels, labels >= 0, split, seed + 1 + rnd)
+            reference = probs
+        return labels, models, probs
+
+    def gate_mode(self, split: FewShotSplit, budget: int) -> str:
+        """Which label sets :meth:`expand` trains teachers on, decided before any is trained:
+        ``"raw"`` (every LLM label: ``denoise="none"``, or the gate's shot rule without validation labels),
+        ``"denoised"`` (``denoise_gate="off"``, enough shots without validation labels, or nothing was
+        annotated) or ``"compare"`` (both; :meth:`gate` keeps the one whose teachers validate better)."""
+        c = self.config
+        if c.denoise == "none":
+            return "raw"
+        if c.denoise_gate != "auto" or budget == 0:
+            return "denoised"
+        if split.has_validation:
+            return "compare"
+        return "raw" if split.shots < c.denoise_min_shots else "denoised"
+
+    def gate(self, data, split: FewShotSplit, raw: Expansion | None, denoised: Expansion | None) -> Expansion:
+        """Choose between the raw and the denoised expansion (see the module docstring). With both, keep the
+        denoised one unless the teachers trained on the raw labels have a higher mean accuracy on the
+        validation nodes; with only the raw one because of the shot rule, record why. The decision goes to
+        ``diagnostics["denoise_gate"]`` and the raw alternative to ``raw_expansion``.
+
+        Args:
+            data: the graph (its labels are read on the validation nodes only).
+            split (FewShotSplit): the few-shot split.
+            raw (Expansion, optional): teachers on every LLM label.
+            denoised (Expansion, optional): teachers on the denoised labels.
+        """
+        c = self.config
+        if denoised is None:
+            if raw is None:
+                raise ValueError("gate needs the raw or the denoised expansion, got neither")
+            if c.denoise != "none":  # the shot rule: weak referees and nothing to validate on
                 raw.diagnostics["denoise_gate"] = {
                     "chosen": "raw",
                     "reason": f"{split.shots} < denoise_min_shots = {c.denoise_min_shots} labelled nodes per "
                     "class and no validation labels",
                 }
                 raw.raw_expansion = raw
-                return raw
-
-        shot_llm = None
-        if c.denoise == "posterior" and budget:  # the shots' own LLM answers calibrate the confusion matrix
-            shot_llm = torch.from_numpy(annotator.annotate(split.train_index.numpy()).labels.copy())
-        # the first vetting uses the shot-trained teachers: their errors are independent of the LLM's
-        # (teachers trained on the LLM labels reproduce them, and then rarely contradict them)
-        labels, reference = raw_labels, probs0
-        for rnd in range(1 + c.self_training_rounds):
-            labels = self.denoise(labels, selected, llm, ranked, reference, split, shot_llm)
-            models, probs = self.train_teachers(data, x, labels, labels >= 0, split, seed + 1 + rnd)
-            reference = probs
-        extra: dict[str, Any] = {}
-        if budget:
-            kept = labels[selected] >= 0
-            extra["denoise_kept"] = float(kept.float().mean())
-            extra["denoise_label_acc"] = (
-                float((labels[selected][kept] == y[selected][kept]).float().mean())
-                if bool(kept.any())
-                else float("nan")
-            )
-        denoised = finish(labels, models, probs, extra)
+            return raw
         if raw is None:
             return denoised
-        # the gate: keep the denoised labels unless teachers trained on the raw ones validate better
+        y = visible_labels(data.y, split)
         val_denoised = _mean_accuracy(denoised.teacher_probs, y, split.val_mask)
         val_raw = _mean_accuracy(raw.teacher_probs, y, split.val_mask)
         chosen = denoised if val_denoised >= val_raw else raw
@@ -470,7 +568,57 @@ class PKD:
         chosen.raw_expansion = raw
         return chosen
 
-    def denoise(
+    # ------------------------------------------------------------------------------------- stage 1-4
+    def expand(
+        self,
+        data,
+        annotator,
+        split: FewShotSplit,
+        seed: int = 0,
+        shot_teachers: tuple[list[nn.Module], Tensor] | None = None,
+    ) -> Expansion:
+        """Teachers on the shots → :meth:`select` (GNS) → :meth:`annotate` (+ DNS) → :meth:`denoise`
+        (+ retrain) → :meth:`gate`.
+
+        ``shot_teachers`` (the ``shot_teachers`` of an earlier :class:`Expansion` on the same split, seed
+        and teacher set) skips retraining the shot-trained teachers, so that ablations share them."""
+        c = self.config
+        x = prepare_features(data.x)
+        y = visible_labels(data.y, split)
+        shots = torch.where(split.train_mask, y, torch.full_like(y, -1))
+        if shot_teachers is None:
+            shot_teachers = self.train_teachers(data, x, shots, split.train_mask, split, seed)
+        shot_models, shot_probs = shot_teachers
+
+        selected = self.select(split, shot_probs, seed)
+        budget = selected.numel()
+        mode = self.gate_mode(split, budget)
+        ask_shots = c.denoise == "posterior" and mode != "raw" and budget > 0
+        answers = self.annotate(annotator, data, split, selected, shot_models, ask_shots=ask_shots)
+        llm = answers.labels
+
+        raw_labels = shots.clone()
+        raw_labels[selected] = llm
+        raw_labels[split.train_mask] = y[split.train_mask]  # true labels win on the shots
+        diagnostics: dict[str, Any] = {"budget": budget, "pool": int(annotation_pool(split).sum())}
+        if budget:
+            diagnostics["llm_invalid"] = int((llm < 0).sum())
+
+        raw = denoised = None
+        if mode in ("raw", "compare"):  # teachers on every LLM label (the paper's pipeline)
+            models, probs = self.train_teachers(data, x, raw_labels, raw_labels >= 0, split, seed + 1)
+            raw = Expansion(
+                raw_labels, raw_labels >= 0, selected, llm, probs, models, dict(diagnostics), shot_teachers
+            )
+        if mode in ("denoised", "compare"):
+            labels, models, probs = self.denoise(data, split, raw_labels, selected, answers, shot_probs, seed)
+            extra = {"denoise_kept": float((labels[selected] >= 0).float().mean())} if budget else {}
+            denoised = Expansion(
+                labels, labels >= 0, selected, llm, probs, models, {**diagnostics, **extra}, shot_teachers
+            )
+        return self.gate(data, split, raw, denoised)
+
+    def denoise_once(
         self,
         labels: Tensor,
         selected: Tensor,
@@ -480,14 +628,28 @@ class PKD:
         split: FewShotSplit,
         shot_llm: Tensor | None = None,
     ) -> Tensor:
-        """One denoising pass over the LLM labels of ``selected`` (shots untouched); see the module doc."""
+        """One denoising pass over the LLM labels of ``selected`` with the teachers ``probs`` as referees
+        (``denoise`` option, see the module docstring); the shots keep their labels.
+
+        Args:
+            labels (Tensor): ``[N]`` current expanded labels (true on the shots).
+            selected (Tensor): ``[W]`` annotated node ids.
+            llm (Tensor): ``[W]`` the annotator's labels of ``selected`` (``-1``: invalid).
+            ranked (Tensor, optional): ``[W, R]`` its ranked classes (``"relabel"``).
+            probs (Tensor): ``[B, N, C]`` the referees' softmax.
+            split (FewShotSplit): the few-shot split.
+            shot_llm (Tensor, optional): ``[Q]`` the annotator's labels of the shots (``"posterior"``).
+
+        Returns:
+            ``[N]`` labels, ``-1`` where a label was dropped.
+        """
         c = self.config
         out = labels.clone()
         if selected.numel() == 0:
             return out
         teacher_top = probs.argmax(-1)[:, selected]  # [B, W]
         mean = probs.mean(0)  # [N, C]
-        vote = _majority(probs)[selected]  # [W]
+        vote = majority_vote(probs)[selected]  # [W]
         valid = llm >= 0
         if c.denoise in ("drop", "relabel"):
             supported = (teacher_top == llm.view(1, -1)).any(0) & valid
@@ -539,6 +701,106 @@ class PKD:
         return post
 
     # -------------------------------------------------------------------------------------- stage 5
+    def _train_student(
+        self,
+        student: nn.Module,
+        data,
+        x: Tensor,
+        split: FewShotSplit,
+        expansion: Expansion,
+        chosen_probs: Tensor,
+        distill_mask: Tensor,
+        config: TrainConfig,
+        seed: int,
+        reset: bool,
+    ) -> None:
+        """Train ``student`` on :func:`student_loss_terms` with the chosen teacher's softmax per node."""
+        c = self.config
+        val_mask = split.val_mask if split.has_validation and config.patience is not None else None
+        train_node_classifier(
+            student,
+            x,
+            data.edge_index,
+            None,
+            expansion.label_mask,
+            extra_loss=lambda logits: student_loss_terms(
+                logits,
+                chosen_probs,
+                expansion.labels,
+                distill_mask=distill_mask,
+                label_mask=expansion.label_mask,
+                alpha=c.alpha,
+                beta=c.beta,
+                gamma=c.gamma,
+            ),
+            val_mask=val_mask,
+            val_y=visible_labels(data.y, split),
+            config=config,
+            seed=seed,
+            reset=reset,
+        )
+
+    def ngs(
+        self,
+        student: nn.Module,
+        data,
+        x: Tensor,
+        split: FewShotSplit,
+        expansion: Expansion,
+        distill_mask: Tensor,
+        seed: int = 0,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        r"""**NGS** (paper Sec. 3.3): ``ngs_rounds`` alternations of (a) sampling a teacher per node of
+        ``distill_mask`` from the PPO policy over :func:`ngs_state`, (b) ``student_epochs_per_round`` student
+        epochs on those teachers with the policy frozen, (c) one PPO update on the rewards of
+        :func:`ngs_rewards` with the student frozen. Trains ``student`` in place (from parameters drawn with
+        ``seed``).
+
+        Returns:
+            the argmax-policy teacher per node ``[N]`` (0 outside ``distill_mask``) and diagnostics
+            (first and last round's mean reward and policy entropy, the mean policy).
+        """
+        c = self.config
+        probs, labels = expansion.teacher_probs, expansion.labels
+        b, n, _ = probs.shape
+        generator = torch.Generator().manual_seed(seed)
+        states = ngs_state(data.x, data.edge_index, probs)
+        states = (states - states.mean(0)) / states.std(0).clamp(min=1e-6)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            agent = PPOTeacherSelector(states.size(1), b, hidden=c.ppo_hidden, lr=c.ppo_lr)
+            student.reset_parameters()
+        nodes = distill_mask.nonzero().view(-1)
+        round_cfg = TrainConfig(
+            lr=c.train.lr,
+            weight_decay=c.train.weight_decay,
+            epochs=c.student_epochs_per_round,
+            patience=None,
+        )
+        choice = torch.zeros(n, dtype=torch.long)
+        trace = []
+        for rnd in tqdm(range(c.ngs_rounds), desc="NGS", disable=not self.progress, leave=False):
+            perm = nodes[torch.randperm(nodes.numel(), generator=generator)]  # shuffle D~_L
+            actions, old_logp, old_values = agent.act(states[perm], sample=True, generator=generator)
+            choice[perm] = actions
+            chosen = probs[choice, torch.arange(n)]
+            self._train_student(  # agent frozen
+                student, data, x, split, expansion, chosen, distill_mask, round_cfg, seed * 1000 + rnd, False
+            )
+            with torch.no_grad():
+                logits = predict(student, x, data.edge_index)
+            rewards = ngs_rewards(logits[perm], probs[actions, perm], labels[perm], eta=c.eta)
+            stats = agent.update(states[perm], actions, old_logp, rewards, old_values)  # student frozen
+            trace.append({"reward": float(rewards.mean()), "entropy": stats.entropy})
+        choice = torch.zeros(n, dtype=torch.long)
+        choice[nodes] = agent.act(states[nodes], sample=False)[0]
+        policy = agent.probabilities(states[nodes])
+        diagnostics = {
+            "ngs_trace_first_last": [trace[0], trace[-1]] if trace else [],
+            "policy_mean": policy.mean(0).tolist(),
+        }
+        return choice, diagnostics
+
     def distill(
         self,
         data,
@@ -547,108 +809,125 @@ class PKD:
         seed: int = 0,
         teacher_selection: str | None = None,
     ) -> PKDResult:
-        """Teacher selection (NGS or an ablation rule) and student training; inference uses the student."""
+        """Teacher selection (:meth:`ngs`, or a rule of :func:`rule_teacher_choice`) and student training on
+        :func:`student_loss_terms`; a last ``final_epochs`` run with the final choice (model selection on the
+        validation nodes when the split has them). Inference uses the student only.
+
+        Args:
+            data: the graph.
+            expansion (Expansion): what :meth:`expand` produced.
+            split (FewShotSplit): the few-shot split.
+            seed (int, optional): seeds the student, the policy and the sampling. (default: ``0``)
+            teacher_selection (str, optional): overrides ``config.teacher_selection``.
+        """
         c = self.config
         rule = teacher_selection or c.teacher_selection
         if rule not in TEACHER_SELECTIONS:
             raise ValueError(f"unknown teacher_selection {rule!r}; valid: {', '.join(TEACHER_SELECTIONS)}")
         x = prepare_features(data.x)
-        probs, labels = expansion.teacher_probs, expansion.labels
+        probs = expansion.teacher_probs
         b, n, _ = probs.shape
         distill_mask = (
             torch.ones(n, dtype=torch.bool) if c.distill_on == "all" else expansion.label_mask.clone()
         )
-        generator = torch.Generator().manual_seed(seed)
         student = build_model(c.student, data.num_features, c.hidden, len(data.class_names))
-        val_mask = split.val_mask if split.has_validation else None
         diagnostics: dict[str, Any] = {"teacher_selection": rule}
-
-        def train_student(choice: Tensor, config: TrainConfig, run_seed: int, reset: bool) -> None:
-            chosen = probs[choice, torch.arange(n)]
-            train_node_classifier(
-                student,
-                x,
-                data.edge_index,
-                labels,
-                expansion.label_mask,
-                target_weight=c.beta,
-                extra_loss=lambda logits: {
-                    "distill": c.alpha * distillation_loss(logits, chosen, distill_mask),
-                    "entropy": c.gamma * entropy_loss(logits),
-                },
-                val_mask=val_mask if config.patience is not None else None,
-                val_y=data.y,
-                config=config,
-                seed=run_seed,
-                reset=reset,
-            )
-
         if rule == "ngs":
-            states = ngs_state(data.x, data.edge_index, probs)
-            states = (states - states.mean(0)) / states.std(0).clamp(min=1e-6)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                agent = PPOTeacherSelector(states.size(1), b, hidden=c.ppo_hidden, lr=c.ppo_lr)
-                student.reset_parameters()
-            nodes = distill_mask.nonzero().view(-1)
-            round_cfg = TrainConfig(
-                lr=c.train.lr,
-                weight_decay=c.train.weight_decay,
-                epochs=c.student_epochs_per_round,
-                patience=None,
-            )
-            choice = torch.zeros(n, dtype=torch.long)
-            trace = []
-            for rnd in tqdm(range(c.ngs_rounds), desc="NGS", disable=not self.progress, leave=False):
-                perm = nodes[torch.randperm(nodes.numel(), generator=generator)]  # shuffle D~_L
-                actions, old_logp, old_values = agent.act(states[perm], sample=True, generator=generator)
-                choice[perm] = actions
-                train_student(choice, round_cfg, seed * 1000 + rnd, reset=False)  # agent frozen
-                with torch.no_grad():
-                    logits = predict(student, x, data.edge_index)
-                rewards = ngs_rewards(logits[perm], probs[actions, perm], labels[perm], eta=c.eta)
-                stats = agent.update(states[perm], actions, old_logp, rewards, old_values)  # student frozen
-                trace.append({"reward": float(rewards.mean()), "entropy": stats.entropy})
-            choice = torch.zeros(n, dtype=torch.long)
-            choice[nodes] = agent.act(states[nodes], sample=False)[0]
-            policy = agent.probabilities(states[nodes])
-            diagnostics["ngs_trace_first_last"] = [trace[0], trace[-1]] if trace else []
-            diagnostics["policy_mean"] = policy.mean(0).tolist()
+            choice, ngs_diagnostics = self.ngs(student, data, x, split, expansion, distill_mask, seed)
+            diagnostics.update(ngs_diagnostics)
             reset = c.ngs_rounds == 0
-        elif rule == "random":
-            choice = torch.randint(0, b, (n,), generator=generator)
-            reset = True
-        elif rule == "majority":
-            vote = _majority(probs)
-            agree = probs.argmax(-1) == vote.view(1, -1)  # [B, N]
-            conf = probs.max(-1).values.masked_fill(~agree, -1.0)
-            choice = conf.argmax(0)
-            reset = True
-        else:  # confident
-            ent = -(probs * probs.clamp(min=1e-12).log()).sum(-1)
-            choice = ent.argmin(0)
+        else:
+            choice = rule_teacher_choice(probs, rule, generator=torch.Generator().manual_seed(seed))
             reset = True
         final_cfg = replace(c.train, epochs=c.final_epochs)
-        train_student(choice, final_cfg, seed * 1000 + 999, reset=reset)
+        chosen = probs[choice, torch.arange(n)]
+        self._train_student(
+            student, data, x, split, expansion, chosen, distill_mask, final_cfg, seed * 1000 + 999, reset
+        )
         logits = predict(student, x, data.edge_index)
         diagnostics["choice_counts"] = torch.bincount(choice[distill_mask], minlength=b).tolist()
-        chosen_right = (probs[choice, torch.arange(n)].argmax(-1) == data.y)[split.test_mask]
-        diagnostics["chosen_teacher_test_acc"] = (
-            float(chosen_right.float().mean()) if chosen_right.numel() else None
-        )
         return PKDResult(student, logits, expansion, choice, diagnostics)
 
     def fit(self, data, annotator, split: FewShotSplit, seed: int = 0) -> PKDResult:
-        """The whole pipeline on one split; returns the trained student and its logits."""
+        """The whole pipeline on one split: :meth:`expand` then :meth:`distill`; returns the trained
+        student and its logits. Reads no label beyond the shots and the validation nodes
+        (:func:`visible_labels`); :meth:`evaluate` measures the result on the test set."""
         return self.distill(data, self.expand(data, annotator, split, seed), split, seed)
+
+    # -------------------------------------------------------------------------------- evaluation
+    def evaluate_expansion(
+        self, data, split: FewShotSplit, expansion: Expansion, *, annotator=None, seed: int = 0
+    ) -> dict[str, Any]:
+        """Measure an expansion against the true labels (outside the fit, which never sees them).
+
+        Keys: ``llm_acc_selected`` (the annotator's accuracy on the selected nodes, an invalid answer
+        counting as wrong), ``expanded_label_acc`` (accuracy of the kept labels on the selected nodes; also
+        as ``denoise_label_acc`` for a denoised expansion), ``teacher_test_acc_shots`` and
+        ``teacher_test_acc`` (each teacher's test accuracy before and after the expansion). With
+        ``annotator``, also ``llm_acc_random``: its accuracy on ``W`` pool nodes drawn at random (seeded by
+        ``seed``), asked without DNS context. That costs up to ``W`` extra annotator calls, hence opt-in.
+
+        Args:
+            data: the graph, with its true labels ``y``.
+            split (FewShotSplit): the split the expansion was made on.
+            expansion (Expansion): what :meth:`expand` returned.
+            annotator (optional): the annotator, for ``llm_acc_random``. (default: ``None``, not measured)
+            seed (int, optional): the seed the expansion was made with. (default: ``0``)
+        """
+        y, names = data.y, self.config.teachers
+        selected, llm, budget = expansion.selected, expansion.llm_labels, expansion.selected.numel()
+        out: dict[str, Any] = {}
+        if expansion.shot_teachers is not None:
+            out["teacher_test_acc_shots"] = _teacher_acc(
+                expansion.shot_teachers[1], y, split.test_mask, names
+            )
+        if budget:
+            out["llm_acc_selected"] = float((llm == y[selected]).float().mean())
+            if annotator is not None:
+                cand = annotation_pool(split).nonzero().view(-1)
+                order = torch.randperm(cand.numel(), generator=torch.Generator().manual_seed(seed + 7919))
+                out["llm_acc_random"] = float(annotator.annotate(cand[order[:budget]].numpy()).accuracy(y))
+            kept = expansion.labels[selected] >= 0
+            out["expanded_label_acc"] = (
+                float((expansion.labels[selected][kept] == y[selected][kept]).float().mean())
+                if bool(kept.any())
+                else float("nan")
+            )
+            if "denoise_kept" in expansion.diagnostics:
+                out["denoise_label_acc"] = out["expanded_label_acc"]
+        out["teacher_test_acc"] = _teacher_acc(expansion.teacher_probs, y, split.test_mask, names)
+        return out
+
+    def evaluate(
+        self, data, split: FewShotSplit, result: PKDResult, *, annotator=None, seed: int = 0
+    ) -> dict[str, Any]:
+        """Measure a fit against the true labels (outside the fit, which never sees them).
+
+        Keys: ``test_acc`` (the student's accuracy on the test nodes), ``chosen_teacher_test_acc`` (accuracy
+        of the teacher chosen per node, on the test nodes; ``None`` without test nodes) and ``expansion``
+        (:meth:`evaluate_expansion` of ``result.expansion``, with ``annotator`` and ``seed``).
+
+        Args:
+            data: the graph, with its true labels ``y``.
+            split (FewShotSplit): the split the result was fitted on.
+            result (PKDResult): what :meth:`fit` or :meth:`distill` returned.
+            annotator (optional): passed to :meth:`evaluate_expansion`. (default: ``None``)
+            seed (int, optional): the seed of the fit. (default: ``0``)
+        """
+        y, n = data.y, data.y.numel()
+        chosen_right = (
+            result.expansion.teacher_probs[result.teacher_choice, torch.arange(n)].argmax(-1) == y
+        )[split.test_mask]
+        return {
+            "test_acc": accuracy(result.logits, y, split.test_mask),
+            "chosen_teacher_test_acc": float(chosen_right.float().mean()) if chosen_right.numel() else None,
+            "expansion": self.evaluate_expansion(
+                data, split, result.expansion, annotator=annotator, seed=seed
+            ),
+        }
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _majority(probs: Tensor) -> Tensor:
-    votes = F.one_hot(probs.argmax(-1), probs.size(-1)).sum(0).float()
-    return (votes + probs.mean(0) * 0.999).argmax(-1)
-
-
 def _mean_accuracy(probs: Tensor, y: Tensor, mask: Tensor) -> float:
     """Accuracy on ``mask`` averaged over the ``B`` teachers of ``probs`` ``[B, N, C]``."""
     return float((probs.argmax(-1)[:, mask] == y[mask].view(1, -1)).float().mean())

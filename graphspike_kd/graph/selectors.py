@@ -9,6 +9,10 @@ Few-shot Node Classification", NeurIPS 2025 (arXiv:2510.10116).
 ``dns_neighbours``       per-teacher k-nearest neighbours in embedding space, unioned and de-duplicated
 ``ngs_state``            the (documented, lighter) per-node state the teacher-selection policy sees
 ``PPOTeacherSelector``   NGS: MLP policy and value heads trained with clipped PPO
+``majority_vote``        the teachers' per-node majority class
+``random_teacher``, ``majority_teacher``, ``confident_teacher``
+                         the rule teacher selectors that NGS is compared with (``rule_teacher_choice``
+                         picks one by name)
 
 The exact typeset forms of the paper's :math:`\delta_K` and PPO losses could not be confirmed; the forms
 here are reconstructed from the paper's prose and the released code (``GEEX-Weixing/PKD@c23c798``) and say
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 UNCERTAINTY_FORMS = ("pairwise", "js")
+TEACHER_RULES = ("random", "majority", "confident")
 
 
 def k_uncertainty(probs: Tensor, form: str = "pairwise", *, eps: float = 1e-8) -> Tensor:
@@ -398,3 +403,94 @@ class PPOTeacherSelector(nn.Module):
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"{name}(state_dim={self.state_dim}, num_teachers={self.num_teachers}, clip={self.clip})"
+
+
+# ------------------------------------------------------------------------------ rule teacher selectors
+def _check_probs(probs: Tensor) -> tuple[int, int, int]:
+    if probs.dim() != 3:
+        raise ValueError(f"probs must have shape [B, N, C], got {tuple(probs.shape)}")
+    b, n, c = probs.shape
+    return b, n, c
+
+
+def majority_vote(probs: Tensor) -> Tensor:
+    r"""Per-node majority class of ``B`` teachers; ties go to the class with the highest mean probability.
+
+    .. math::
+        v_i = \arg\max_c \Big(\sum_b [\arg\max p_{b,i} = c] + 0.999\,\bar p_i(c)\Big),\qquad
+        \bar p_i = \frac{1}{B}\sum_b p_{b,i}
+
+    (the mean probability is below 1, so it only breaks ties between equal vote counts).
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)` softmax outputs
+        - **output:** :math:`(N)` class ids
+    """
+    _check_probs(probs)
+    votes = F.one_hot(probs.argmax(-1), probs.size(-1)).sum(0).float()
+    return (votes + probs.mean(0) * 0.999).argmax(-1)
+
+
+def random_teacher(probs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    r"""One teacher per node drawn uniformly at random, :math:`a_i \sim \mathcal U\{0, \dots, B-1\}`
+    (the paper's random-selection ablation of NGS).
+
+    Args:
+        probs (Tensor): teacher softmax outputs (only the shape is read).
+        generator (torch.Generator, optional): the random source. (default: the global one)
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)`
+        - **output:** :math:`(N)` teacher ids
+    """
+    b, n, _ = _check_probs(probs)
+    return torch.randint(0, b, (n,), generator=generator)
+
+
+def majority_teacher(probs: Tensor) -> Tensor:
+    r"""Per node, the most confident of the teachers whose class is the majority vote :math:`v_i`
+    (:func:`majority_vote`):
+
+    .. math::
+        a_i = \arg\max_{b\,:\,\arg\max p_{b,i} = v_i} \max_c p_{b,i}(c)
+
+    At least one teacher votes for :math:`v_i`, so the set is never empty.
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)` softmax outputs
+        - **output:** :math:`(N)` teacher ids
+    """
+    vote = majority_vote(probs)
+    agree = probs.argmax(-1) == vote.view(1, -1)  # [B, N]
+    conf = probs.max(-1).values.masked_fill(~agree, -1.0)
+    return conf.argmax(0)
+
+
+def confident_teacher(probs: Tensor) -> Tensor:
+    r"""Per node, the teacher with the lowest-entropy prediction,
+    :math:`a_i = \arg\min_b H(p_{b,i})`, :math:`H(p) = -\sum_c p(c)\log p(c)`.
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)` softmax outputs
+        - **output:** :math:`(N)` teacher ids
+    """
+    _check_probs(probs)
+    ent = -(probs * probs.clamp(min=1e-12).log()).sum(-1)
+    return ent.argmin(0)
+
+
+def rule_teacher_choice(probs: Tensor, rule: str, *, generator: torch.Generator | None = None) -> Tensor:
+    """The teacher per node by the rule ``rule``: ``"random"`` (:func:`random_teacher`, drawing from
+    ``generator``), ``"majority"`` (:func:`majority_teacher`) or ``"confident"`` (:func:`confident_teacher`).
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)` softmax outputs
+        - **output:** :math:`(N)` teacher ids
+    """
+    if rule == "random":
+        return random_teacher(probs, generator=generator)
+    if rule == "majority":
+        return majority_teacher(probs)
+    if rule == "confident":
+        return confident_teacher(probs)
+    raise ValueError(f"unknown teacher rule {rule!r}; valid: {', '.join(TEACHER_RULES)}")

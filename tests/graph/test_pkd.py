@@ -1,3 +1,4 @@
+import copy
 import math
 from dataclasses import replace
 
@@ -144,13 +145,13 @@ def _denoise_case():
 def test_denoise_drop_and_relabel_hand_cases():
     split, probs, selected, llm, labels = _denoise_case()
     # node 1: both teachers say 0 = LLM -> kept; node 2: both say 1 -> dropped; node 3: one says 0 -> kept
-    out = PKD(PKDConfig(denoise="drop")).denoise(labels, selected, llm, None, probs, split)
+    out = PKD(PKDConfig(denoise="drop")).denoise_once(labels, selected, llm, None, probs, split)
     assert out.tolist() == [0, 0, -1, 0, -1]
     ranked = torch.tensor([[0, 1], [0, 1], [0, -1], [-1, -1]])
-    out = PKD(PKDConfig(denoise="relabel")).denoise(labels, selected, llm, ranked, probs, split)
+    out = PKD(PKDConfig(denoise="relabel")).denoise_once(labels, selected, llm, ranked, probs, split)
     assert out.tolist() == [0, 0, 1, 0, -1]  # node 2: the teachers' class 1 is in the LLM's list
     ranked[1] = torch.tensor([0, -1])
-    out = PKD(PKDConfig(denoise="relabel")).denoise(labels, selected, llm, ranked, probs, split)
+    out = PKD(PKDConfig(denoise="relabel")).denoise_once(labels, selected, llm, ranked, probs, split)
     assert out.tolist() == [0, 0, -1, 0, -1]  # ... and dropped when it is not
 
 
@@ -171,7 +172,7 @@ def test_denoise_posterior_hand_value_and_em():
     post = hand_posterior(mean)  # first estimate: the teachers' mean softmax q as the belief
     pkd = PKD(PKDConfig(denoise="posterior", posterior_threshold=0.5))
     torch.testing.assert_close(pkd._llm_posterior(llm, llm >= 0, mean, labels, split, shot_llm), post)
-    out = pkd.denoise(labels, selected, llm, None, probs, split, shot_llm)
+    out = pkd.denoise_once(labels, selected, llm, None, probs, split, shot_llm)
     expected = torch.where(post.max(1).values >= 0.5, post.argmax(1), -1)
     expected[3] = -1  # invalid answer
     assert out[0] == 0 and out[selected].tolist() == expected.tolist()
@@ -263,8 +264,10 @@ def test_pkd_end_to_end_small_graph(protocol):
     # true labels win on the shots; dropped labels are -1 and outside the label mask
     assert torch.equal(expansion.labels[split.train_mask], data.y[split.train_mask])
     assert torch.equal(expansion.label_mask, expansion.labels >= 0)
-    d = expansion.diagnostics
+    assert "llm_acc_selected" not in expansion.diagnostics  # test-label measurements live in evaluate
+    d = pkd.evaluate_expansion(data, split, expansion)
     assert 0.0 <= d["llm_acc_selected"] <= 1.0 and set(d["teacher_test_acc"]) == set(config.teachers)
+    assert "llm_acc_random" not in d  # opt-in: needs extra annotator calls
     # vetting by the teachers keeps a cleaner subset than the raw LLM labels
     assert d["expanded_label_acc"] >= d["llm_acc_selected"]
 
@@ -283,8 +286,15 @@ def test_pkd_end_to_end_small_graph(protocol):
 def test_denoise_gate(protocol, shots, gate):
     data = _sbm(n_per_class=30)
     split = few_shot_split(data.y, shots, protocol=protocol, seed=2)
-    config = PKDConfig(teachers=("gcn", "mlp"), hidden=8, train=TrainConfig(epochs=15, patience=10),
-                       budget_count=30, denoise="drop", denoise_gate=gate, dns_k=0)
+    config = PKDConfig(
+        teachers=("gcn", "mlp"),
+        hidden=8,
+        train=TrainConfig(epochs=15, patience=10),
+        budget_count=30,
+        denoise="drop",
+        denoise_gate=gate,
+        dns_k=0,
+    )
     annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.6)
     expansion = PKD(config).expand(data, annotator, split, seed=0)
     plain = PKD(replace(config, denoise="none")).expand(data, annotator, split, seed=0)
@@ -362,6 +372,7 @@ def test_benchmark_pkd_rows_on_cora(tmp_path):
         "pkd",
         "pkd_random_teacher",
         "pkd_random_nodes",
+        "--pkd-llm-acc-random",
         "--quiet",
         "--output",
         str(out),
@@ -371,3 +382,122 @@ def test_benchmark_pkd_rows_on_cora(tmp_path):
         assert len(payload["methods"][row]["acc"]) == 1 and 0.0 <= payload["methods"][row]["mean"] <= 1.0
     diag = payload["per_seed"][0]["pkd"]["expansion"]
     assert diag["budget"] == 50 and 0.0 <= diag["llm_acc_selected"] <= 1.0 and "teacher_test_acc" in diag
+    assert 0.0 <= diag["llm_acc_random"] <= 1.0  # opted in with --pkd-llm-acc-random
+    assert 0.0 <= payload["per_seed"][0]["pkd"]["pkd"]["chosen_teacher_test_acc"] <= 1.0
+
+
+# ------------------------------------------------------------------------ what the fit may read
+def test_fit_reads_no_label_beyond_shots_and_validation():
+    """Every label outside the shots and the validation nodes is made wrong: the fit does not change."""
+    data = _sbm(n_per_class=30)
+    config = PKDConfig(
+        teachers=("gcn", "mlp"),
+        hidden=8,
+        train=TrainConfig(epochs=15, patience=5),
+        budget_count=30,
+        ngs_rounds=2,
+        student_epochs_per_round=2,
+        final_epochs=15,
+        ppo_hidden=8,
+        dns_k=2,
+    )
+    for protocol in ("paper", "strict"):
+        split = few_shot_split(data.y, 3, protocol=protocol, seed=0)
+        hidden = copy.copy(data)
+        secret = ~(split.train_mask | split.val_mask)
+        hidden.y = torch.where(secret, (data.y + 1) % 3, data.y)
+        assert int(secret.sum()) > data.num_nodes // 2 and not torch.equal(hidden.y, data.y)
+        runs = [
+            PKD(config).fit(d, NoisyAnnotator(data.y, split.train_index), split, seed=0)
+            for d in (data, hidden)
+        ]
+        assert torch.equal(runs[0].logits, runs[1].logits)
+        assert torch.equal(runs[0].expansion.labels, runs[1].expansion.labels)
+        assert runs[0].expansion.diagnostics == runs[1].expansion.diagnostics
+
+
+def test_evaluate_measures_against_the_true_labels():
+    data = _sbm(n_per_class=30)
+    split = few_shot_split(data.y, 3, protocol="paper", seed=0)
+    annotator = NoisyAnnotator(data.y, split.train_index)
+    config = PKDConfig(
+        teachers=("gcn", "mlp"),
+        hidden=8,
+        train=TrainConfig(epochs=15, patience=5),
+        budget_count=30,
+        ngs_rounds=1,
+        student_epochs_per_round=2,
+        final_epochs=15,
+        ppo_hidden=8,
+        denoise="drop",
+        denoise_gate="off",
+        dns_k=0,
+    )
+    pkd = PKD(config)
+    result = pkd.fit(data, annotator, split, seed=0)
+    report = pkd.evaluate(data, split, result)
+    exp, y, test = result.expansion, data.y, split.test_mask
+    assert report["test_acc"] == accuracy(result.logits, y, test)
+    chosen = exp.teacher_probs[result.teacher_choice, torch.arange(data.num_nodes)]
+    assert report["chosen_teacher_test_acc"] == pytest.approx(
+        float((chosen.argmax(-1) == y)[test].float().mean())
+    )
+    e = report["expansion"]
+    sel = exp.selected
+    assert e["llm_acc_selected"] == pytest.approx(float(np.mean(annotator.answer[sel] == y[sel].numpy())))
+    kept = exp.labels[sel] >= 0
+    assert e["expanded_label_acc"] == pytest.approx(
+        float((exp.labels[sel][kept] == y[sel][kept]).float().mean())
+    )
+    assert e["denoise_label_acc"] == e["expanded_label_acc"] and 0 < exp.diagnostics["denoise_kept"] <= 1
+    for b, name in enumerate(config.teachers):
+        assert e["teacher_test_acc"][name] == accuracy(exp.teacher_probs[b], y, test)
+        assert e["teacher_test_acc_shots"][name] == accuracy(exp.shot_teachers[1][b], y, test)
+
+
+def test_distill_trains_the_student_on_student_loss_terms(monkeypatch):
+    import graphspike_kd.graph.pkd as pkd_module
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        terms = student_loss_terms(*args, **kwargs)
+        seen.append((tuple(terms), kwargs["alpha"], kwargs["beta"], kwargs["gamma"]))
+        return terms
+
+    monkeypatch.setattr(pkd_module, "student_loss_terms", spy)
+    data = _sbm(n_per_class=20)
+    split = few_shot_split(data.y, 3, protocol="strict", seed=0)
+    config = PKDConfig(
+        teachers=("gcn", "mlp"),
+        hidden=8,
+        train=TrainConfig(epochs=5),
+        budget_count=20,
+        ngs_rounds=2,
+        student_epochs_per_round=3,
+        final_epochs=4,
+        ppo_hidden=8,
+        dns_k=0,
+        alpha=0.3,
+        beta=0.7,
+        gamma=0.2,
+    )
+    PKD(config).fit(data, NoisyAnnotator(data.y, split.train_index), split, seed=0)
+    assert len(seen) == 2 * 3 + 4  # every student epoch of the NGS rounds and of the final run
+    assert set(seen) == {(("ce", "distill", "entropy"), 0.3, 0.7, 0.2)}
+
+
+@pytest.mark.parametrize(
+    "protocol,shots,denoise,gate,budget,mode",
+    [
+        ("paper", 1, "posterior", "auto", 10, "compare"),
+        ("paper", 1, "drop", "off", 10, "denoised"),
+        ("paper", 1, "none", "auto", 10, "raw"),
+        ("strict", 2, "posterior", "auto", 10, "raw"),  # below denoise_min_shots, nothing to validate on
+        ("strict", 3, "posterior", "auto", 10, "denoised"),
+        ("paper", 3, "posterior", "auto", 0, "denoised"),  # nothing annotated, nothing to compare
+    ],
+)
+def test_gate_mode(protocol, shots, denoise, gate, budget, mode):
+    split = few_shot_split(_sbm(n_per_class=20).y, shots, protocol=protocol, seed=0)
+    assert PKD(PKDConfig(denoise=denoise, denoise_gate=gate)).gate_mode(split, budget) == mode

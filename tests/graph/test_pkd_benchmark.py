@@ -1,14 +1,19 @@
-"""Smoke test of ``python -m graphspike_kd.benchmarks.pkd`` (a few epochs; numbers are not checked)."""
+"""Smoke tests of ``python -m graphspike_kd.benchmarks.pkd`` (a few epochs; numbers are not checked) and of
+its command-line checks."""
 
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from graphspike_kd.benchmarks.pkd import main, majority_vote, resolve_workers
+import graphspike_kd.benchmarks.pkd as bench
+from graphspike_kd._cache import CACHE_ENV
+from graphspike_kd.benchmarks.pkd import main, majority_vote, output_problem, resolve_workers
+from graphspike_kd.graph.datasets import data_root
 
 CONTRACT_METHODS = {"gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher"}
 
@@ -79,6 +84,7 @@ def test_seeds_in_worker_processes_give_the_sequential_results():
     assert parallel["workers"] == 2 and sequential["workers"] == 1
     assert parallel["methods"] == sequential["methods"]
     assert parallel["per_seed"] == sequential["per_seed"]
+    assert "llm_acc_random" not in sequential["per_seed"][0]["pkd"]["expansion"]  # opt-in only
 
 
 def test_workers_refused_for_annotators_with_a_disk_cache(tmp_path):
@@ -89,3 +95,44 @@ def test_workers_refused_for_annotators_with_a_disk_cache(tmp_path):
     memory = SimpleNamespace(cache=SimpleNamespace(path=None), backend="cached")
     assert resolve_workers(8, memory, num_seeds=3) == 3  # never more workers than seeds
     assert 1 <= resolve_workers(None, memory, num_seeds=5) <= 5
+
+
+@pytest.mark.parametrize("bad", ["parent_is_a_file", "is_a_folder"])
+def test_bad_output_fails_before_any_work(tmp_path, monkeypatch, capsys, bad):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before --output was checked")
+
+    monkeypatch.setattr(bench, "load_tag_dataset", no_work)
+    if bad == "parent_is_a_file":
+        (tmp_path / "plain").write_text("not a folder")
+        out = tmp_path / "plain" / "res.json"
+    else:
+        out = tmp_path / "folder"
+        out.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "cora", "--quiet", "--output", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--output {out}" in err and ("folder" in err)
+    assert output_problem(tmp_path / "new" / "deeper" / "res.json") is None  # missing folders are created
+    assert (tmp_path / "new" / "deeper").is_dir() and not (tmp_path / "new" / "deeper" / "res.json").exists()
+
+
+def test_root_and_cache_dir(tmp_path, monkeypatch, capsys):
+    outer = tmp_path / "outer-cache"
+    monkeypatch.setenv(CACHE_ENV, str(outer))
+    cache = tmp_path / "run-cache"
+    argv = ["--dataset", "cora", "--seeds", "0", "--shots", "1", "--epochs", "2", "--teachers", "gcn", "mlp",
+            "--budget", "20", "--pkd-rows", "--quiet", "--workers", "1", "--annotator", "oracle",
+            "--annotator-option", "cache=default", "--root", str(data_root()), "--cache-dir", str(cache)]
+    payload = main(argv)
+    assert payload["num_nodes"] == 2708 and payload["annotator"] == "oracle"
+    assert list(cache.rglob("*.jsonl")), "the annotator's answers did not go to --cache-dir"
+    assert not outer.exists()
+    assert os.environ[CACHE_ENV] == str(outer)  # restored after the run
+    with pytest.raises(SystemExit):
+        main(["--dataset", "cora", "--root", str(tmp_path / "nowhere")])
+    assert "--root" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        main(["--dataset", "cora", "--cache-dir", str(tmp_path / "file")])

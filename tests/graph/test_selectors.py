@@ -5,11 +5,16 @@ import torch
 
 from graphspike_kd.graph.selectors import (
     PPOTeacherSelector,
+    confident_teacher,
     dns_neighbours,
     expansion_budget,
     gns_select,
     k_uncertainty,
+    majority_teacher,
+    majority_vote,
     ngs_state,
+    random_teacher,
+    rule_teacher_choice,
 )
 
 
@@ -187,3 +192,42 @@ def test_ppo_converges_to_the_always_right_teacher():
     greedy = agent.act(states, sample=False)[0]
     assert (greedy == right).float().mean() > 0.95
     assert agent.probabilities(states)[:, right].mean() > 0.8
+
+
+# ------------------------------------------------------------------------------ rule teacher selectors
+def _rule_case():
+    # B=3 teachers, N=2 nodes, C=2 classes
+    return torch.tensor(
+        [
+            [[0.6, 0.4], [0.3, 0.7]],
+            [[0.9, 0.1], [0.45, 0.55]],
+            [[0.2, 0.8], [0.95, 0.05]],
+        ]
+    )
+
+
+def test_majority_and_confident_teacher_hand_cases():
+    probs = _rule_case()
+    assert majority_vote(probs).tolist() == [0, 1]
+    # node 0: teachers 0 and 1 vote class 0, teacher 1 is surer; node 1: teachers 0 and 1 vote class 1,
+    # teacher 0 is surer, although teacher 2 (the minority) is the most confident of all
+    assert majority_teacher(probs).tolist() == [1, 0]
+    assert confident_teacher(probs).tolist() == [1, 2]
+    assert rule_teacher_choice(probs, "majority").tolist() == [1, 0]
+    assert rule_teacher_choice(probs, "confident").tolist() == [1, 2]
+
+
+def test_random_teacher_is_seeded_and_uniform():
+    probs = torch.full((4, 4000, 3), 1 / 3)
+    first = random_teacher(probs, generator=torch.Generator().manual_seed(5))
+    again = rule_teacher_choice(probs, "random", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(first, again) and first.shape == (4000,)
+    counts = torch.bincount(first, minlength=4)
+    assert counts.numel() == 4 and int(counts.min()) > 900  # 1000 expected per teacher
+
+
+def test_rule_teacher_choice_rejects_unknown_rules_and_shapes():
+    with pytest.raises(ValueError, match="random, majority, confident"):
+        rule_teacher_choice(_rule_case(), "oracle")
+    with pytest.raises(ValueError, match=r"\[B, N, C\]"):
+        majority_teacher(torch.rand(2, 3))
