@@ -44,7 +44,7 @@ def spikingjelly_load_origin_data() -> Callable[[Path], dict]:
         from spikingjelly.datasets.cifar10_dvs import _load_origin_data
 
         return _load_origin_data
-    except ImportError:
+    except Exception:  # noqa: BLE001 - any failure of the package import: use the module's source below
         pass
     spec = importlib.util.find_spec("spikingjelly")
     if spec is None or spec.origin is None:
