@@ -1,6 +1,6 @@
 """jAER AEDAT 2.0 event files (DVS128, the original CIFAR10-DVS release): read, write, header.
 
-File layout (jAER ``AEDAT 2.0``; verified on the shipped DVS128 recordings, ``data/dvs128_aedat2``):
+File layout (jAER ``AEDAT 2.0``; verified on two real DVS128 recordings, see :func:`sample_recording`):
 
 * a text header of lines that start with ``#`` and end in ``\\r\\n`` (``\\n`` is accepted too); the first
   line is ``#!AER-DAT2.0``; the header ends at the first line that does not start with ``#``;

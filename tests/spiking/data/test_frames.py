@@ -1,11 +1,14 @@
-"""events_to_frames against straightforward loop references (spikingjelly's algorithm, written out)."""
+"""events_to_frames against straightforward loop references (spikingjelly's algorithm, written out), on
+written AEDAT 2.0 recordings and on the real DVS128 ones when the user has them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from graphspike_kd.spiking.data import events_to_frames, read_aedat, sample_recording
+from graphspike_kd.spiking.data import events_to_frames, read_aedat, write_aedat
+
+from ._recordings import real_recording
 
 
 def _reference(events, frames, split_by, h=128, w=128):
@@ -35,17 +38,39 @@ def _reference(events, frames, split_by, h=128, w=128):
     return out
 
 
-@pytest.mark.parametrize("split_by", ["number", "time"])
-@pytest.mark.parametrize("frames", [1, 3, 10])
-def test_matches_reference_on_real_recording(split_by, frames):
-    events = read_aedat(sample_recording("alex_walking_again.aedat"))[:4001]
+def _dvs_like_events(n, seed):
+    """A DVS128-like recording: a vertical bar walking across the sensor (its two edges give ON and OFF
+    events) plus uniform background activity, with irregular µs timestamps starting far from zero."""
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "?")])
+    t = 41_306_606 + np.cumsum(rng.exponential(350.0, n).astype(np.int64))
+    centre = 10 + (t - t[0]) * 100 // max(int(t[-1] - t[0]), 1)  # x of the bar, 10 -> 110
+    edge = rng.integers(0, 2, n)  # leading edge ON, trailing edge OFF
+    x = centre + np.where(edge == 1, 4, -4) + rng.integers(-1, 2, n)
+    y = rng.integers(20, 120, n)
+    noise = rng.random(n) < 0.1
+    ev["x"] = np.where(noise, rng.integers(0, 128, n), np.clip(x, 0, 127))
+    ev["y"] = np.where(noise, rng.integers(0, 128, n), y)
+    ev["p"] = np.where(noise, rng.integers(0, 2, n), edge).astype(bool)
+    ev["t"] = t
+    return ev
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """Path of a written AEDAT 2.0 file of 7001 DVS-like events (7001 is not a multiple of 4, 7 or 16)."""
+    path = tmp_path_factory.mktemp("aedat") / "walking.aedat"
+    write_aedat(path, _dvs_like_events(7001, seed=0))
+    return path
+
+
+def _check_matches_reference(events, frames, split_by):
     got = events_to_frames(events, frames, split_by=split_by)
     assert got.dtype == np.float32 and got.shape == (frames, 2, 128, 128)
     np.testing.assert_array_equal(got, _reference(events, frames, split_by))
 
 
-def test_frame_sums_equal_event_count_and_chunk_sizes():
-    events = read_aedat(sample_recording("neal_walking.aedat"))
+def _check_sums_and_chunk_sizes(events):
     n = len(events)
     for frames in (4, 7, 16):
         f = events_to_frames(events, frames)
@@ -53,6 +78,29 @@ def test_frame_sums_equal_event_count_and_chunk_sizes():
         per_frame = f.sum(axis=(1, 2, 3))
         assert (per_frame[:-1] == n // frames).all() and per_frame[-1] == n - (frames - 1) * (n // frames)
         assert events_to_frames(events, frames, split_by="time").sum() == n
+
+
+@pytest.mark.parametrize("split_by", ["number", "time"])
+@pytest.mark.parametrize("frames", [1, 3, 10])
+def test_matches_reference_on_a_recording(recording, split_by, frames):
+    _check_matches_reference(read_aedat(recording)[:4001], frames, split_by)
+
+
+def test_frame_sums_equal_event_count_and_chunk_sizes(recording):
+    events = read_aedat(recording)
+    assert len(events) % 4 and len(events) % 7 and len(events) % 16
+    _check_sums_and_chunk_sizes(events)
+
+
+@pytest.mark.parametrize("split_by", ["number", "time"])
+@pytest.mark.parametrize("frames", [1, 3, 10])
+def test_matches_reference_on_real_recording(split_by, frames):
+    events = read_aedat(real_recording("alex_walking_again.aedat"))[:4001]
+    _check_matches_reference(events, frames, split_by)
+
+
+def test_frame_sums_on_real_recording():
+    _check_sums_and_chunk_sizes(read_aedat(real_recording("neal_walking.aedat")))
 
 
 def test_indexing_convention_and_sensor_size():
