@@ -239,11 +239,12 @@ def sj_gpu_worker(impl: str, args: argparse.Namespace) -> list[dict]:
 def bench_gpu(args: argparse.Namespace, progress) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
-    from graphspike_kd.spiking.neurons import _kernels_unavailable_reason
+    from graphspike_kd.spiking.kernels import cupy_status
 
     result: dict = {"device": torch.cuda.get_device_name(0),
                     "copy_bandwidth_GBs": round(_copy_bandwidth_gbs(), 1)}
-    cupy_reason = _kernels_unavailable_reason()
+    cupy_ok, cupy_why = cupy_status()
+    cupy_reason = None if cupy_ok else cupy_why
     result["cupy_status"] = "ok" if cupy_reason is None else cupy_reason
     backends = ["torch"] + (["cupy"] if cupy_reason is None else [])
     rows = []

@@ -18,84 +18,26 @@ State: the membrane lives in ``neuron.v``. In multi-step mode every call starts 
 is). :meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (and
 nothing outside it), :meth:`BaseNeuron.detach_state` cuts the graph for truncated BPTT.
 
-Backends: ``"torch"`` (one fused autograd Function over the time loop; every device), ``"cpp"`` (native
-blocked C++ loop for CPU tensors, compiled at first use, see :mod:`graphspike_kd.spiking.native`),
-``"cupy"`` (fused
-CUDA kernels from :mod:`graphspike_kd.spiking.kernels`; CUDA tensors, fp32/fp16, surrogates with a CUDA
-kernel; raises with the real reason where it cannot run), ``"auto"`` (cupy for CUDA tensors when it can
-run, torch otherwise; logs its choice once, and warns once with the reason when a CUDA tensor falls back
-to torch). Explicit choices never fall back.
+Backends (:mod:`graphspike_kd.spiking.functional` chooses and runs them): ``"torch"`` (the time loop in
+torch, one autograd Function; every device), ``"cpp"`` (native blocked C++ loop for float32/float64 CPU
+tensors, built at first use, see :mod:`graphspike_kd.spiking.native`), ``"cupy"`` (fused CUDA kernels
+from :mod:`graphspike_kd.spiking.kernels`; float32/float16 CUDA tensors, surrogates with a CUDA kernel),
+``"auto"`` (the fastest one available for the tensor's device: cupy on CUDA, cpp on CPU, else torch;
+logs its choice once, and warns once with the reason when a CUDA tensor falls back to torch). Explicit
+choices never fall back: they raise with the real reason.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
-import warnings
 
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.spiking.functional import neuron_multistep_torch
-from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, Sigmoid, SurrogateFunction
+from graphspike_kd.spiking.functional import BACKENDS, NeuronConfig, resolve_backend, run_multistep
+from graphspike_kd.spiking.surrogate import Sigmoid, SurrogateFunction
 
 __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "reset_net", "BACKENDS"]
-
-logger = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "cpp", "cupy", "auto")
-_CUPY_DTYPES = (torch.float32, torch.float16)
-_already_said: set[str] = set()
-
-
-def _say_once(message: str, *, warn: bool) -> None:
-    if message in _already_said:
-        return
-    _already_said.add(message)
-    if warn:
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
-    else:
-        logger.info(message)
-
-
-def _cupy_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | None:
-    """Why the CuPy kernels cannot run ``x`` with this surrogate, or ``None`` if they can."""
-    if x.device.type != "cuda":
-        return f"the CuPy kernels need CUDA tensors, got a tensor on {x.device}"
-    if x.dtype not in _CUPY_DTYPES:
-        return f"the CuPy kernels support float32 and float16, got {x.dtype}"
-    if not surrogate.has_cuda_kernel:
-        return (f"surrogate {surrogate!r} has no CUDA kernel (kernels exist for {sorted(CUDA_SURROGATES)}); "
-                "use backend='torch' or one of those surrogates")
-    return _kernels_unavailable_reason()
-
-
-def _cpp_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | None:
-    """Why the native CPU kernel cannot run ``x`` with this surrogate, or ``None`` if it can."""
-    from graphspike_kd.spiking import native
-
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return f"the native kernel runs float32/float64 CPU tensors, got {x.dtype} on {x.device}"
-    if surrogate.name not in native.SURROGATE_IDS:
-        return (f"surrogate {surrogate!r} has no native kernel (kernels exist for "
-                f"{sorted(native.SURROGATE_IDS)})")
-    ok, why = native.cpp_status()
-    return None if ok else why
-
-
-@functools.lru_cache(maxsize=1)
-def _kernels_unavailable_reason() -> str | None:
-    """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status).
-    Probed once per process (``_kernels_unavailable_reason.cache_clear()`` probes again)."""
-    try:
-        from graphspike_kd.spiking import kernels
-    except ImportError as exc:
-        return (f"graphspike_kd.spiking.kernels cannot be imported ({type(exc).__name__}: {exc}); "
-                "install the GPU extra with `pip install graphspike_kd[gpu]`")
-    ok, why = kernels.cupy_status()
-    return None if ok else f"CuPy kernels cannot run: {why}"
-
 
 class BaseNeuron(nn.Module):
     r"""Common state, step-mode and backend handling; subclasses provide the decay factor :math:`k`.
@@ -198,46 +140,14 @@ class BaseNeuron(nn.Module):
 
     # ---------------------------------------------------------------------------------------- forward
     def resolve_backend(self, x: Tensor) -> str:
-        """The backend that will run ``x``: ``"torch"`` or ``"cupy"`` (raises for an impossible
-        explicit ``"cupy"``)."""
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "cpp":
-            reason = _cpp_unavailable_reason(x, self.surrogate)
-            if reason is not None:
-                raise RuntimeError(f"{type(self).__name__}(backend='cpp') cannot run: {reason}")
-            return "cpp"
-        reason = _cupy_unavailable_reason(x, self.surrogate)
-        if self.backend == "cupy":
-            if reason is not None:
-                raise RuntimeError(f"{type(self).__name__}(backend='cupy') cannot run: {reason}")
-            return "cupy"
-        if reason is None:
-            _say_once(f"graphspike_kd neurons: backend='auto' chose 'cupy' for {x.dtype} on {x.device}",
-                      warn=False)
-            return "cupy"
-        message = f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: {reason}"
-        _say_once(message, warn=x.device.type == "cuda")
-        return "torch"
+        """The backend that will run ``x``: ``"torch"``, ``"cpp"`` or ``"cupy"`` (raises with the reason for
+        an explicit backend that cannot run it)."""
+        return resolve_backend(self.backend, x, self.surrogate, type(self).__name__)
 
     def _run(self, x_seq: Tensor, v_init: Tensor) -> tuple[Tensor, Tensor]:
-        kwargs = dict(v_threshold=self.v_threshold, v_reset=self.v_reset, decay_input=self.decay_input,
-                      detach_reset=self.detach_reset, surrogate_name=self.surrogate.name,
-                      alpha=self.surrogate.alpha)
-        decay = self.decay(x_seq)
-        backend = self.resolve_backend(x_seq)
-        if backend == "cupy":
-            from graphspike_kd.spiking.kernels import neuron_multistep_cupy
-
-            return neuron_multistep_cupy(x_seq, v_init, decay, **kwargs)
-        if backend == "cpp":
-            from graphspike_kd.spiking.native import neuron_multistep_cpp
-
-            return neuron_multistep_cpp(x_seq, v_init, decay, **kwargs)
-        if type(self.surrogate).derivative_at is SurrogateFunction.derivative_at:
-            raise TypeError(f"{type(self).__name__}: surrogate {type(self.surrogate).__name__} does not "
-                            "implement derivative_at(), which the multi-step path needs")
-        return neuron_multistep_torch(x_seq, v_init, decay, **kwargs)
+        cfg = NeuronConfig(self.v_threshold, self.v_reset, self.decay_input, self.detach_reset,
+                           self.surrogate)
+        return run_multistep(x_seq, v_init, self.decay(x_seq), cfg, self.backend, who=type(self).__name__)
 
     def forward(self, x: Tensor) -> Tensor:
         """Spikes for ``x``: ``[T, N, ...]`` in multi-step mode, ``[N, ...]`` in single-step mode."""

@@ -7,21 +7,26 @@ backward pass by the derivative :math:`g'(x)` of a smooth surrogate :math:`g` wi
 :class:`torch.autograd.Function` (:class:`SpikeFunction`: exact Heaviside forward, ``g'`` backward), and
 exposes:
 
-- ``name`` and ``alpha``: what the fused CUDA kernels select their inlined derivative from;
+- ``name`` and ``alpha``;
+- ``kernel_id``: the surrogate's number in the native CPU and CUDA kernels (the ``Surrogate`` enum of
+  ``csrc/neuron_cpu.cpp`` and ``SurrogateKind`` of ``kernels/neuron_math.cuh``; a test parses both and
+  compares them with these classes), and ``cuda_kernel``: whether the CUDA kernels inline it;
 - :meth:`SurrogateFunction.derivative` / :meth:`SurrogateFunction.derivative_at`: :math:`g'` as plain
   tensor math, the latter written into a reused buffer by the multi-step torch path
-  (:func:`graphspike_kd.spiking.functional.neuron_multistep_torch`).
+  (:mod:`graphspike_kd.spiking.torch_loop`).
 
-==================  =====  ==========================================================  ===========
-name                α      :math:`g'(x)`                                               CuPy kernel
-==================  =====  ==========================================================  ===========
-``"sigmoid"``       4      :math:`\alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`        yes
-``"atan"``          2      :math:`\frac{\alpha/2}{1 + (\frac{\pi}{2}\alpha x)^2}`      yes
-``"rectangle"``     1      :math:`\alpha\,\mathbb{1}[|x| < \frac{1}{2\alpha}]`         yes
-``"triangle"``      1      :math:`\alpha^2 \max(0, \frac{1}{\alpha} - |x|)`            yes
-``"fast_sigmoid"``  25     :math:`\frac{1}{(1 + \alpha|x|)^2}` (SuperSpike, snntorch)  yes
-``"erf"``           2      :math:`\frac{\alpha}{\sqrt{\pi}} e^{-\alpha^2 x^2}`         no (torch)
-==================  =====  ==========================================================  ===========
+==================  =====  ==========================================================  ==  ===========
+name                α      :math:`g'(x)`                                               id  CuPy kernel
+==================  =====  ==========================================================  ==  ===========
+``"sigmoid"``       4      :math:`\alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`        0   yes
+``"atan"``          2      :math:`\frac{\alpha/2}{1 + (\frac{\pi}{2}\alpha x)^2}`      1   yes
+``"rectangle"``     1      :math:`\alpha\,\mathbb{1}[|x| < \frac{1}{2\alpha}]`         2   yes
+``"triangle"``      1      :math:`\alpha^2 \max(0, \frac{1}{\alpha} - |x|)`            3   yes
+``"fast_sigmoid"``  25     :math:`\frac{1}{(1 + \alpha|x|)^2}` (SuperSpike, snntorch)  4   yes
+``"erf"``           2      :math:`\frac{\alpha}{\sqrt{\pi}} e^{-\alpha^2 x^2}`         5   no
+==================  =====  ==========================================================  ==  ===========
+
+Every surrogate has a native CPU kernel (``backend="cpp"``).
 
 Sigmoid / ATan / Erf follow spikingjelly's definitions (same α), FastSigmoid and ATan agree with
 snntorch's ``fast_sigmoid(slope)`` / ``atan(alpha)``.
@@ -47,10 +52,8 @@ __all__ = [
     "get_surrogate",
     "available_surrogates",
     "CUDA_SURROGATES",
+    "KERNEL_IDS",
 ]
-
-#: Surrogates that the fused CuPy kernels inline (the contract with :mod:`graphspike_kd.spiking.kernels`).
-CUDA_SURROGATES: frozenset[str] = frozenset({"sigmoid", "atan", "rectangle", "triangle", "fast_sigmoid"})
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -81,6 +84,10 @@ class SurrogateFunction(nn.Module):
 
     name: str = ""
     default_alpha: float = 1.0
+    #: number of this surrogate in the native CPU and CUDA kernels (``None``: torch path only)
+    kernel_id: int | None = None
+    #: whether the fused CUDA kernels inline this surrogate
+    cuda_kernel: bool = False
 
     def __init__(self, alpha: float | None = None) -> None:
         super().__init__()
@@ -105,7 +112,7 @@ class SurrogateFunction(nn.Module):
     @property
     def has_cuda_kernel(self) -> bool:
         """Whether the fused CuPy kernels inline this surrogate."""
-        return self.name in CUDA_SURROGATES
+        return self.cuda_kernel
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -125,6 +132,8 @@ class Sigmoid(SurrogateFunction):
     """
 
     name = "sigmoid"
+    kernel_id = 0
+    cuda_kernel = True
     default_alpha = 4.0
 
     def __init__(self, alpha: float = 4.0) -> None:
@@ -150,6 +159,8 @@ class ATan(SurrogateFunction):
     """
 
     name = "atan"
+    kernel_id = 1
+    cuda_kernel = True
     default_alpha = 2.0
 
     def __init__(self, alpha: float = 2.0) -> None:
@@ -171,6 +182,8 @@ class Rectangle(SurrogateFunction):
     """
 
     name = "rectangle"
+    kernel_id = 2
+    cuda_kernel = True
     default_alpha = 1.0
 
     def __init__(self, alpha: float = 1.0) -> None:
@@ -191,6 +204,8 @@ class Triangle(SurrogateFunction):
     """
 
     name = "triangle"
+    kernel_id = 3
+    cuda_kernel = True
     default_alpha = 1.0
 
     def __init__(self, alpha: float = 1.0) -> None:
@@ -215,6 +230,8 @@ class FastSigmoid(SurrogateFunction):
     """
 
     name = "fast_sigmoid"
+    kernel_id = 4
+    cuda_kernel = True
     default_alpha = 25.0
 
     def __init__(self, alpha: float = 25.0) -> None:
@@ -237,6 +254,7 @@ class Erf(SurrogateFunction):
     """
 
     name = "erf"
+    kernel_id = 5
     default_alpha = 2.0
 
     def __init__(self, alpha: float = 2.0) -> None:
@@ -250,6 +268,15 @@ class Erf(SurrogateFunction):
 _SURROGATES: dict[str, type[SurrogateFunction]] = {
     cls.name: cls for cls in (Sigmoid, ATan, Rectangle, Triangle, FastSigmoid, Erf)
 }
+
+
+#: Surrogate name -> its number in the native CPU and CUDA kernels (from the classes' ``kernel_id``).
+KERNEL_IDS: dict[str, int] = {
+    name: cls.kernel_id for name, cls in _SURROGATES.items() if cls.kernel_id is not None
+}
+
+#: Surrogates that the fused CUDA kernels inline (from the classes' ``cuda_kernel``).
+CUDA_SURROGATES: frozenset[str] = frozenset(name for name, cls in _SURROGATES.items() if cls.cuda_kernel)
 
 
 def available_surrogates() -> list[str]:
