@@ -90,7 +90,7 @@ def neuron_forward(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: fl
     else:
         s, h, v = native.cpp_forward_loop(x, u0, float(decay), cfg, keep_h=save_h)
     h_out = h.view(x_seq.shape) if save_h else x_seq.new_empty(0)
-    return s.view(x_seq.shape), v.view(v_init.shape).clone(), h_out
+    return s.view(x_seq.shape), v.view(v_init.shape), h_out  # v is a new tensor in both loops
 
 
 @neuron_forward.register_fake

@@ -128,15 +128,16 @@ class BaseNeuron(nn.Module):
         if self.v is not None:
             self.v = self.v.detach()
 
-    def _initial_state(self, x_step: Tensor, carry: bool) -> Tensor:
+    def _initial_state(self, x: Tensor, step_shape: torch.Size, carry: bool) -> Tensor:
+        """The membrane before the first step, shape ``step_shape``, on ``x``'s device and dtype."""
         if carry and self.v is not None:
-            if tuple(self.v.shape) != tuple(x_step.shape):
+            if tuple(self.v.shape) != tuple(step_shape):
                 raise ValueError(
                     f"{type(self).__name__}: stored membrane has shape {tuple(self.v.shape)} but the input "
-                    f"step has shape {tuple(x_step.shape)}; call reset() (or reset_net(model)) between "
+                    f"step has shape {tuple(step_shape)}; call reset() (or reset_net(model)) between "
                     "batches of different shapes")
-            return self.v.to(device=x_step.device, dtype=x_step.dtype)
-        return torch.full_like(x_step, self.v_rest)
+            return self.v.to(device=x.device, dtype=x.dtype)
+        return torch.full(step_shape, self.v_rest, dtype=x.dtype, device=x.device)
 
     # ---------------------------------------------------------------------------------------- forward
     def resolve_backend(self, x: Tensor) -> str:
@@ -155,10 +156,10 @@ class BaseNeuron(nn.Module):
             if x.dim() < 1:
                 raise ValueError(f"{type(self).__name__}: multi-step input must be [T, N, ...], got a 0-dim "
                                  "tensor")
-            v_init = self._initial_state(x[0], carry=self.keep_state)
+            v_init = self._initial_state(x, x.shape[1:], carry=self.keep_state)
             spikes, self.v = self._run(x, v_init)
             return spikes
-        v_init = self._initial_state(x, carry=True)
+        v_init = self._initial_state(x, x.shape, carry=True)
         spikes, self.v = self._run(x.unsqueeze(0), v_init)
         return spikes.squeeze(0)
 

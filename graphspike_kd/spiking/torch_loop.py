@@ -33,6 +33,7 @@ unchanged (:math:`V_r = 0`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import torch
@@ -77,9 +78,11 @@ def check_multistep_args(x_seq: Tensor, v_init: Tensor, decay: Tensor, *, v_thre
         raise ValueError(f"{where}: v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
 
 
+@functools.lru_cache(maxsize=256)
 def make_config(v_threshold: float, v_reset: float | None, decay_input: bool, detach_reset: bool,
                 surrogate_name: str, alpha: float | None) -> NeuronConfig:
-    """A :class:`NeuronConfig` from plain values (``alpha=None``: the surrogate's default)."""
+    """A :class:`NeuronConfig` from plain values (``alpha=None``: the surrogate's default); cached, so
+    equal values share one surrogate object."""
     return NeuronConfig(float(v_threshold), None if v_reset is None else float(v_reset), bool(decay_input),
                         bool(detach_reset), get_surrogate(surrogate_name, alpha))
 
