@@ -15,8 +15,11 @@ Step modes: ``"m"`` (multi-step) takes ``[T, N, ...]`` and returns spikes ``[T, 
 
 State: the membrane lives in ``neuron.v``. In multi-step mode every call starts from :math:`V_r` unless
 ``keep_state=True``; in single-step mode the membrane is carried from call to call (that is what a step
-is). :meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (and
-nothing outside it), :meth:`BaseNeuron.detach_state` cuts the graph for truncated BPTT.
+is). spikingjelly carries the membrane in both modes until ``reset_net``: neurons converted by
+:func:`graphspike_kd.spiking.interop.from_spikingjelly` get ``keep_state=True``, which is that rule.
+:meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (ours,
+spikingjelly's and snntorch's; nothing outside the model), :meth:`BaseNeuron.detach_state` cuts the graph
+for truncated BPTT. The membrane of every step (spikingjelly's ``v_seq``) is not stored.
 
 Backends (:mod:`graphspike_kd.spiking.functional` chooses and runs them): ``"torch"`` (the time loop in
 torch, one autograd Function; every device), ``"cpp"`` (native blocked C++ loop for float32/float64 CPU
@@ -30,12 +33,13 @@ choices never fall back: they raise with the real reason.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from graphspike_kd.spiking.functional import BACKENDS, NeuronConfig, resolve_backend, run_multistep
-from graphspike_kd.spiking.surrogate import Sigmoid, SurrogateFunction
+from graphspike_kd.spiking.surrogate import Sigmoid, SurrogateFunction, as_surrogate
 
 __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "reset_net", "BACKENDS"]
 
@@ -46,7 +50,9 @@ class BaseNeuron(nn.Module):
         v_threshold (float, optional): firing threshold :math:`\vartheta`. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value :math:`V_r`, or ``None`` for a soft reset
             (subtract the threshold). (default: ``None``)
-        surrogate (SurrogateFunction, optional): surrogate of the spike derivative.
+        surrogate (SurrogateFunction, optional): surrogate of the spike derivative; a spikingjelly or
+            snntorch surrogate is mapped to ours with the same sharpness
+            (:func:`~graphspike_kd.spiking.surrogate.as_surrogate`).
             (default: :class:`~graphspike_kd.spiking.surrogate.Sigmoid` with ``alpha=4.0``)
         detach_reset (bool, optional): no gradient through the spike used in the reset.
             (default: ``False``)
@@ -55,6 +61,8 @@ class BaseNeuron(nn.Module):
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): in multi-step mode, start each call from the membrane left by the
             previous call instead of :math:`V_r`. (default: ``False``)
+        surrogate_function (optional): spikingjelly's name for ``surrogate`` (give one of the two).
+            (default: ``None``)
     """
 
     decay_input: bool = False
@@ -63,11 +71,13 @@ class BaseNeuron(nn.Module):
         self,
         v_threshold: float = 1.0,
         v_reset: float | None = None,
-        surrogate: SurrogateFunction | None = None,
+        surrogate: SurrogateFunction | Any = None,
         detach_reset: bool = False,
         step_mode: str = "m",
         backend: str = "torch",
         keep_state: bool = False,
+        *,
+        surrogate_function: Any = None,
     ) -> None:
         super().__init__()
         if not math.isfinite(v_threshold):
@@ -75,10 +85,11 @@ class BaseNeuron(nn.Module):
         if v_reset is not None and not (math.isfinite(v_reset) and v_reset < v_threshold):
             raise ValueError(f"{type(self).__name__}: v_reset must be None or a finite value below "
                              f"v_threshold={v_threshold}, got {v_reset!r}")
-        surrogate = Sigmoid(alpha=4.0) if surrogate is None else surrogate
-        if not isinstance(surrogate, SurrogateFunction):
-            raise TypeError(f"{type(self).__name__}: surrogate must be a graphspike_kd.spiking.surrogate."
-                            f"SurrogateFunction, got {type(surrogate).__name__}")
+        if surrogate is not None and surrogate_function is not None:
+            raise TypeError(f"{type(self).__name__}: pass surrogate= or its alias surrogate_function=, "
+                            "not both")
+        surrogate = surrogate if surrogate_function is None else surrogate_function
+        surrogate = Sigmoid(alpha=4.0) if surrogate is None else as_surrogate(surrogate, type(self).__name__)
         self.v_threshold = float(v_threshold)
         self.v_reset = None if v_reset is None else float(v_reset)
         self.surrogate = surrogate
@@ -188,11 +199,13 @@ class IF(BaseNeuron):
     Args:
         v_threshold (float, optional): firing threshold. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
-        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        surrogate (SurrogateFunction, optional): spike derivative; spikingjelly and snntorch surrogates are
+            mapped to ours. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+        surrogate_function (optional): alias of ``surrogate`` (spikingjelly's name). (default: ``None``)
 
     Shapes:
         - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
@@ -223,11 +236,13 @@ class LIF(BaseNeuron):
         v_threshold (float, optional): firing threshold. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
         decay_input (bool, optional): scale the input by :math:`1/\tau` as well. (default: ``True``)
-        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        surrogate (SurrogateFunction, optional): spike derivative; spikingjelly and snntorch surrogates are
+            mapped to ours. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+        surrogate_function (optional): alias of ``surrogate`` (spikingjelly's name). (default: ``None``)
 
     Shapes:
         - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
@@ -241,13 +256,16 @@ class LIF(BaseNeuron):
         v_threshold: float = 1.0,
         v_reset: float | None = None,
         decay_input: bool = True,
-        surrogate: SurrogateFunction | None = None,
+        surrogate: SurrogateFunction | Any = None,
         detach_reset: bool = False,
         step_mode: str = "m",
         backend: str = "torch",
         keep_state: bool = False,
+        *,
+        surrogate_function: Any = None,
     ) -> None:
-        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state)
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state,
+                         surrogate_function=surrogate_function)
         tau = float(tau)
         if not (math.isfinite(tau) and tau >= 1.0):
             raise ValueError(f"LIF: tau must be a finite number >= 1 (decay 1/tau in (0, 1]), got {tau!r}")
@@ -279,11 +297,13 @@ class PLIF(BaseNeuron):
         v_threshold (float, optional): firing threshold. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
         decay_input (bool, optional): scale the input by :math:`k` as well. (default: ``True``)
-        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        surrogate (SurrogateFunction, optional): spike derivative; spikingjelly and snntorch surrogates are
+            mapped to ours. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+        surrogate_function (optional): alias of ``surrogate`` (spikingjelly's name). (default: ``None``)
 
     Shapes:
         - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
@@ -297,13 +317,16 @@ class PLIF(BaseNeuron):
         v_threshold: float = 1.0,
         v_reset: float | None = None,
         decay_input: bool = True,
-        surrogate: SurrogateFunction | None = None,
+        surrogate: SurrogateFunction | Any = None,
         detach_reset: bool = False,
         step_mode: str = "m",
         backend: str = "torch",
         keep_state: bool = False,
+        *,
+        surrogate_function: Any = None,
     ) -> None:
-        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state)
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state,
+                         surrogate_function=surrogate_function)
         init_tau = float(init_tau)
         if not (math.isfinite(init_tau) and init_tau > 1.0):
             raise ValueError(f"PLIF: init_tau must be a finite number > 1, got {init_tau!r}")
@@ -333,12 +356,25 @@ def _param_dtype(like: Tensor) -> torch.dtype:
     return torch.float64 if like.dtype == torch.float64 else torch.float32
 
 
+def _is_spikingjelly_neuron(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("spikingjelly.") and callable(getattr(module, "reset", None))
+
+
+def _is_snntorch_neuron(module: nn.Module) -> bool:
+    return (type(module).__module__.startswith("snntorch.") and callable(getattr(module, "reset_mem", None))
+            and isinstance(getattr(module, "mem", None), Tensor))
+
+
 def reset_net(model: nn.Module) -> nn.Module:
-    """Reset the membrane of every :class:`BaseNeuron` inside ``model`` (``model`` included); neurons of
-    other models are untouched (unlike a class-level registry). Returns ``model``."""
+    """Reset the state of every neuron inside ``model`` (``model`` included): our :class:`BaseNeuron`
+    (:meth:`BaseNeuron.reset`), spikingjelly's stateful modules (their ``reset()``) and snntorch neurons
+    that hold their membrane (``init_hidden=True``: ``reset_mem()``). Neurons of other models are untouched
+    (unlike a class-level registry). Returns ``model``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"reset_net expects an nn.Module, got {type(model).__name__}")
     for module in model.modules():
-        if isinstance(module, BaseNeuron):
+        if isinstance(module, BaseNeuron) or _is_spikingjelly_neuron(module):
             module.reset()
+        elif _is_snntorch_neuron(module):
+            module.reset_mem()
     return model

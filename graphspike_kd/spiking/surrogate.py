@@ -28,8 +28,9 @@ name                α      :math:`g'(x)`                                       
 
 Every surrogate has a native CPU kernel (``backend="cpp"``).
 
-Sigmoid / ATan / Erf follow spikingjelly's definitions (same α), FastSigmoid and ATan agree with
-snntorch's ``fast_sigmoid(slope)`` / ``atan(alpha)``.
+Sigmoid / ATan / Erf / Rectangle follow spikingjelly's ``Sigmoid`` / ``ATan`` / ``Erf`` / ``Rect`` (same
+α), Sigmoid / FastSigmoid / ATan agree with snntorch's ``sigmoid(slope)`` / ``fast_sigmoid(slope)`` /
+``atan(alpha)``; :func:`as_surrogate` maps those objects to ours (neurons accept them directly).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ __all__ = [
     "available_surrogates",
     "CUDA_SURROGATES",
     "KERNEL_IDS",
+    "SPIKINGJELLY_SURROGATES",
+    "SNNTORCH_SURROGATES",
+    "as_surrogate",
 ]
 
 
@@ -292,3 +296,57 @@ def get_surrogate(name: str, alpha: float | None = None) -> SurrogateFunction:
     except KeyError:
         raise ValueError(f"unknown surrogate {name!r}; available: {available_surrogates()}") from None
     return cls() if alpha is None else cls(alpha)
+
+
+#: spikingjelly 2.0 surrogate class (``spikingjelly.activation_based.surrogate``) -> our name, same alpha.
+SPIKINGJELLY_SURROGATES: dict[str, str] = {"Sigmoid": "sigmoid", "ATan": "atan", "Erf": "erf",
+                                           "Rect": "rectangle"}
+#: snntorch surrogate factory (``snntorch.surrogate``) -> (our name, the factory argument that is alpha).
+SNNTORCH_SURROGATES: dict[str, tuple[str, str]] = {"atan": ("atan", "alpha"),
+                                                   "fast_sigmoid": ("fast_sigmoid", "slope"),
+                                                   "sigmoid": ("sigmoid", "slope")}
+
+
+def _from_spikingjelly(obj: Any, where: str) -> SurrogateFunction:
+    name = type(obj).__name__
+    if name not in SPIKINGJELLY_SURROGATES:
+        raise ValueError(f"{where}: spikingjelly surrogate {name} has no graphspike_kd equivalent; "
+                         f"supported: {sorted(SPIKINGJELLY_SURROGATES)}")
+    if not getattr(obj, "spiking", True):
+        raise ValueError(f"{where}: spikingjelly surrogate {obj!r} is in non-spiking mode; only spiking mode "
+                         "maps")
+    return get_surrogate(SPIKINGJELLY_SURROGATES[name], float(obj.alpha))
+
+
+def _from_snntorch(obj: Any, where: str) -> SurrogateFunction:
+    qualname = getattr(obj, "__qualname__", "") or type(obj).__name__
+    factory = qualname.split(".<locals>")[0]
+    closure = getattr(obj, "__closure__", None)
+    if factory not in SNNTORCH_SURROGATES or not closure:
+        raise ValueError(f"{where}: snntorch surrogate {qualname} has no graphspike_kd equivalent; "
+                         f"supported: snntorch.surrogate.{{{', '.join(sorted(SNNTORCH_SURROGATES))}}}")
+    name, param = SNNTORCH_SURROGATES[factory]
+    cells = dict(zip(obj.__code__.co_freevars, closure, strict=True))
+    return get_surrogate(name, float(cells[param].cell_contents))
+
+
+def as_surrogate(obj: Any, where: str = "surrogate") -> SurrogateFunction:
+    """``obj`` as a :class:`SurrogateFunction`: ours as it is; a spikingjelly 2.0 surrogate (``Sigmoid``,
+    ``ATan``, ``Erf``, ``Rect``, spiking mode) or a snntorch spike gradient (``surrogate.atan(alpha)``,
+    ``fast_sigmoid(slope)``, ``sigmoid(slope)``) mapped to ours with the same sharpness. Neither library is
+    imported: objects are recognised by their module.
+
+    Raises:
+        ValueError: a spikingjelly or snntorch surrogate without an equivalent (named in the message).
+        TypeError: anything else.
+    """
+    if isinstance(obj, SurrogateFunction):
+        return obj
+    module = type(obj).__module__ or ""
+    if module.startswith("spikingjelly."):
+        return _from_spikingjelly(obj, where)
+    if callable(obj) and (getattr(obj, "__module__", None) or module).startswith("snntorch."):
+        return _from_snntorch(obj, where)
+    raise TypeError(f"{where}: surrogate must be a graphspike_kd.spiking.surrogate.SurrogateFunction, "
+                    "a spikingjelly surrogate or a snntorch.surrogate spike gradient, got "
+                    f"{type(obj).__name__} {obj!r}")
