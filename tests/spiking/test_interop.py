@@ -279,3 +279,14 @@ def test_snntorch_leaky_in_a_network_converted_where_exact():
     assert torch.equal(ref[0], theirs[0]) and torch.equal(ref[1], theirs[1]) and 0 < ref[0].mean() < 1
     for a, b in zip(theirs[2], ref[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_converting_a_running_spikingjelly_neuron_carries_its_membrane():
+    node = sj_neuron.LIFNode(tau=2.0, step_mode="m")
+    x = _x()
+    node(x[:10])  # the node now holds a membrane
+    ours = from_spikingjelly(node)
+    assert ours.keep_state and torch.equal(ours.v, node.v)
+    assert torch.equal(ours(x[10:]), node(x[10:]))
+    fresh = from_spikingjelly(sj_neuron.LIFNode(tau=2.0, step_mode="m"), keep_state=False)
+    assert not fresh.keep_state and torch.equal(fresh(x[:5]), fresh(x[:5]))
