@@ -308,8 +308,8 @@ class RateBPNeuron(RateBPModule):
         if not (T > 1 and x.stride(0) == 0 and x[0].is_contiguous()):  # keep a time-repeated input uncopied
             x = x.contiguous()
         out = native.ratebp_record_cpp(x, st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
-                                surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
-                                decay_input=nrn.decay_input, channel_affine=channel_affine)
+                                       surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
+                                       decay_input=nrn.decay_input, channel_affine=channel_affine)
         self._steps += T
         return out.view(shape)
 
