@@ -38,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from graphspike_kd.spiking import functional  # noqa: E402
 from graphspike_kd.spiking.kernels import cupy_status  # noqa: E402
 from graphspike_kd.spiking.kernels import ops as kernel_ops  # noqa: E402
 
@@ -145,11 +146,11 @@ def measure(device: torch.device, dtype: torch.dtype, steps: int, n: int, iters:
     xr = x.clone().requires_grad_(True)
 
     def kernels_only():
-        _, _, h = kernel_ops.neuron_multistep_forward(x, v0, k, *opts, True)
-        kernel_ops.neuron_multistep_backward(grad_s, grad_v, h, x, v0, k, *opts, False)
+        _, _, h = kernel_ops.cupy_forward(x, v0, k, *opts, True)
+        kernel_ops.cupy_backward(grad_s, grad_v, h, x, v0, k, *opts, False)
 
     def ours_autograd():
-        spikes, _ = kernel_ops.neuron_multistep(
+        spikes, _ = functional.neuron_multistep_cupy(
             xr, v0, k, v_threshold=1.0, v_reset=None, decay_input=True, detach_reset=False,
             surrogate_name="sigmoid", alpha=4.0)
         spikes.backward(grad_s)

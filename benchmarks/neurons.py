@@ -11,6 +11,7 @@ so that a noisy, shared machine slows them alike; both wall-clock and thread-CPU
 - ``snntorch``: ``snntorch.Leaky`` looped over T
 - ``ours_torch``: ``graphspike_kd.spiking.neurons.LIF(backend="torch")`` (the default eager path)
 - ``ours_cpp``: ``LIF(backend="cpp")`` (native blocked C++ loop, built at first use)
+- ``ours_cpp_compile``: ``torch.compile(LIF(backend="cpp"), fullgraph=True)`` (the neuron as one custom op)
 
 Also recorded: how many [T, N] tensors each implementation's autograd graph saves (bytes of saved tensors
 / (4 T N), input excluded), and in how many of the T N places our spikes differ from spikingjelly's (a
@@ -101,6 +102,9 @@ def make_runners(v_reset: float | None, compile_sj: bool) -> dict[str, Callable]
     runners["ours_torch"] = ours
     ours_cpp = LIF(tau=TAU, v_reset=v_reset, surrogate=Sigmoid(ALPHA), backend="cpp")
     runners["ours_cpp"] = ours_cpp
+    if compile_sj:
+        runners["ours_cpp_compile"] = torch.compile(
+            LIF(tau=TAU, v_reset=v_reset, surrogate=Sigmoid(ALPHA), backend="cpp"), fullgraph=True)
     return runners
 
 
@@ -176,6 +180,10 @@ def bench_cpu(args: argparse.Namespace, progress) -> list[dict]:
                         ms["spikingjelly_compile"] / ms["ours_cpp"], 2)
                     row[f"speedup_{kind}"]["ours_torch_vs_spikingjelly_compile"] = round(
                         ms["spikingjelly_compile"] / ms["ours_torch"], 2)
+                    row[f"speedup_{kind}"]["ours_cpp_compile_vs_ours_cpp"] = round(
+                        ms["ours_cpp"] / ms["ours_cpp_compile"], 2)
+                    row[f"speedup_{kind}"]["ours_cpp_compile_vs_spikingjelly_compile"] = round(
+                        ms["spikingjelly_compile"] / ms["ours_cpp_compile"], 2)
             rows.append(row)
             progress(f"T={T} N={N}: " + ", ".join(f"{n} {v}" for n, v in row["wall_ms"].items()))
             torch._dynamo.reset()
@@ -239,11 +247,12 @@ def sj_gpu_worker(impl: str, args: argparse.Namespace) -> list[dict]:
 def bench_gpu(args: argparse.Namespace, progress) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
-    from graphspike_kd.spiking.neurons import _kernels_unavailable_reason
+    from graphspike_kd.spiking.kernels import cupy_status
 
     result: dict = {"device": torch.cuda.get_device_name(0),
                     "copy_bandwidth_GBs": round(_copy_bandwidth_gbs(), 1)}
-    cupy_reason = _kernels_unavailable_reason()
+    cupy_ok, cupy_why = cupy_status()
+    cupy_reason = None if cupy_ok else cupy_why
     result["cupy_status"] = "ok" if cupy_reason is None else cupy_reason
     backends = ["torch"] + (["cupy"] if cupy_reason is None else [])
     rows = []
@@ -323,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the CPU section")
     p.add_argument("--reset", choices=["hard", "soft"], default="hard",
                    help="hard (v_reset=0, spikingjelly's default) or soft")
-    p.add_argument("--no-compile", action="store_true", help="skip spikingjelly + torch.compile")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile runners")
     p.add_argument("--skip-cpu", action="store_true")
     p.add_argument("--skip-gpu", action="store_true")
     p.add_argument("--gpu-timeout", type=int, default=300)

@@ -1,229 +1,307 @@
-r"""The torch multi-step neuron path: one autograd Function over the whole time loop.
+r"""The multi-step neuron, one way down: backend choice, the eager/compile switch and one custom-op family.
 
-This is the reference the CUDA kernels are tested against and the fast path on CPU. It implements the
-generic neuron shared with :mod:`graphspike_kd.spiking.kernels` (same signature as
-``neuron_multistep_cupy``), with decay factor :math:`k` (LIF: :math:`1/\tau`, PLIF: :math:`\sigma(w)`,
-IF: :math:`0` with ``decay_input=False``) and :math:`V_r` = ``v_reset`` (hard reset) or 0 (soft reset):
-
-.. math::
-    H[t] &= V[t-1] + k\,\big(X[t] - (V[t-1] - V_r)\big) && \text{decay\_input=True} \\
-    H[t] &= V[t-1] - k\,(V[t-1] - V_r) + X[t] && \text{decay\_input=False} \\
-    S[t] &= \Theta(H[t] - \vartheta) \quad (\text{backward: } g'(H[t] - \vartheta)) \\
-    V[t] &= H[t] - \vartheta S[t] \;\;\text{(soft)} \qquad V[t] = H[t](1 - S[t]) + V_r S[t]
-        \;\;\text{(hard)}
-
-Backward is the reverse-time recursion (per neuron, :math:`t = T-1 \dots 0`, with
-:math:`\bar S = S` detached when ``detach_reset``):
+Every IF / LIF / PLIF neuron (:mod:`graphspike_kd.spiking.neurons`) runs the generic multi-step neuron
+with decay factor :math:`k` (LIF: :math:`1/\tau`, PLIF: :math:`\sigma(w)`, IF: :math:`0` with
+``decay_input=False``) and :math:`V_r` = ``v_reset`` (hard reset) or 0 (soft reset):
 
 .. math::
-    \frac{\partial V[t]}{\partial H[t]} &= 1 - \vartheta\, g'_t\,[\neg\text{detach}] \;\;\text{(soft)},
-    \qquad 1 - S[t] + (V_r - H[t])\, g'_t\,[\neg\text{detach}] \;\;\text{(hard)} \\
-    \frac{\partial L}{\partial H[t]} &= \frac{\partial L}{\partial V[t]}\frac{\partial V[t]}{\partial H[t]}
-        + \frac{\partial L}{\partial S[t]}\, g'_t, \qquad
-    \frac{\partial L}{\partial V[t-1]} = \frac{\partial L}{\partial H[t]}\,(1 - k), \qquad
-    \frac{\partial L}{\partial X[t]} = \frac{\partial L}{\partial H[t]} \cdot (k \text{ or } 1) \\
-    \frac{\partial L}{\partial k} &= \sum_{t, n} \frac{\partial L}{\partial H[t]}
-        \big(X[t] - (V[t-1] - V_r)\big) \;\;\text{(decay\_input)}, \qquad
-        -\sum_{t,n} \frac{\partial L}{\partial H[t]} (V[t-1] - V_r) \;\;\text{(otherwise)}
+    H[t] &= V[t-1] + k\,\big(X[t] - (V[t-1] - V_r)\big) \;\;\text{(decay\_input)} \qquad
+        H[t] = V[t-1] - k\,(V[t-1] - V_r) + X[t] \;\;\text{(otherwise)} \\
+    S[t] &= \Theta(H[t] - \vartheta) \quad (\text{backward: surrogate } g'(H[t] - \vartheta)) \\
+    V[t] &= H[t] - \vartheta S[t] \;\;\text{(soft)} \qquad V[t] = H[t](1 - S[t]) + V_r S[t] \;\;\text{(hard)}
 
-Internally the membrane is tracked relative to the reset value (:math:`U = V - V_r`, threshold
-:math:`\vartheta - V_r`), which makes the hard reset a single multiply and keeps the soft reset
-unchanged (:math:`V_r = 0`).
+(backward recursion in :mod:`graphspike_kd.spiking.torch_loop`). This module is the only place that
+chooses how it runs. Three leaf implementations give the same spikes:
+
+- ``"torch"``: :mod:`graphspike_kd.spiking.torch_loop`, the time loop in torch (every device and dtype);
+- ``"cpp"``: :mod:`graphspike_kd.spiking.native`, a blocked C++ loop (float32/float64 CPU tensors);
+- ``"cupy"``: :mod:`graphspike_kd.spiking.kernels`, fused CUDA kernels (float32/float16 CUDA tensors).
+
+``"auto"`` picks the fastest one available for the tensor's device: ``"cupy"`` on CUDA, ``"cpp"`` on
+CPU, ``"torch"`` when that one cannot run (logged once; warned once for a CUDA tensor). An explicit
+backend never falls back: it raises with the reason.
+
+In eager mode the torch and cpp paths run their own autograd Functions (least overhead). The cupy path,
+and every path while ``torch.compile`` traces, runs the custom ops ``graphspike_kd::neuron_forward`` and
+``graphspike_kd::neuron_backward`` (one family; the implementation is their ``impl`` argument), which have
+fake kernels and an autograd formula, so a compiled model keeps the neuron as one node
+(``fullgraph=True`` works) instead of breaking the graph or unrolling the time loop.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import logging
+import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from graphspike_kd.spiking.surrogate import SurrogateFunction, get_surrogate
+from graphspike_kd.spiking import native
+from graphspike_kd.spiking.kernels import cupy_status
+from graphspike_kd.spiking.kernels import ops as cuda_ops
+from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, KERNEL_IDS, SurrogateFunction
+from graphspike_kd.spiking.torch_loop import (
+    NeuronConfig,
+    TorchNeuronFunction,
+    check_multistep_args,
+    make_config,
+    torch_backward_loop,
+    torch_forward_loop,
+)
 
-__all__ = ["neuron_multistep_torch", "check_multistep_args"]
+__all__ = ["BACKENDS", "IMPLS", "NeuronConfig", "neuron_multistep", "neuron_multistep_torch",
+           "neuron_multistep_cpp", "neuron_multistep_cupy", "neuron_multistep_op", "run_multistep",
+           "resolve_backend", "backend_unavailable_reason", "neuron_forward", "neuron_backward"]
 
+logger = logging.getLogger(__name__)
 
-class _Config(NamedTuple):
-    v_threshold: float
-    v_reset: float | None
-    decay_input: bool
-    detach_reset: bool
-    surrogate: SurrogateFunction
-
-
-def check_multistep_args(x_seq: Tensor, v_init: Tensor, decay: Tensor, *, v_threshold: float,
-                         v_reset: float | None, where: str) -> None:
-    """Validate the shared multi-step arguments; raises ``ValueError`` naming the offending value."""
-    if not isinstance(x_seq, Tensor) or x_seq.dim() < 1:
-        raise ValueError(f"{where}: x_seq must be a tensor of shape [T, ...], got {type(x_seq).__name__} "
-                         f"{tuple(getattr(x_seq, 'shape', ()))}")
-    if x_seq.shape[0] < 1:
-        raise ValueError(f"{where}: x_seq has T = 0 time steps (shape {tuple(x_seq.shape)})")
-    if not x_seq.is_floating_point():
-        raise ValueError(f"{where}: x_seq must be floating point, got {x_seq.dtype}")
-    if tuple(v_init.shape) != tuple(x_seq.shape[1:]):
-        raise ValueError(f"{where}: v_init has shape {tuple(v_init.shape)} but x_seq {tuple(x_seq.shape)} "
-                         f"needs {tuple(x_seq.shape[1:])}")
-    if decay.dim() != 0:
-        raise ValueError(f"{where}: decay must be a 0-dim tensor, got shape {tuple(decay.shape)}")
-    if v_init.device != x_seq.device or decay.device != x_seq.device:
-        raise ValueError(f"{where}: x_seq ({x_seq.device}), v_init ({v_init.device}) and decay "
-                         f"({decay.device}) must be on one device")
-    if v_reset is not None and not float(v_reset) < float(v_threshold):
-        raise ValueError(f"{where}: v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
+#: Values of ``backend`` (``"auto"`` resolves to one of :data:`IMPLS`).
+BACKENDS = ("torch", "cpp", "cupy", "auto")
+#: The implementations of the custom ops (the ``impl`` argument).
+IMPLS = ("torch", "cpp", "cupy")
+_CUPY_DTYPES = (torch.float32, torch.float16)
+_CPP_DTYPES = (torch.float32, torch.float64)
+_already_said: set[str] = set()
 
 
-def _reset_into(out: Tensor, h: Tensor, s: Tensor, threshold: float, soft: bool) -> Tensor:
-    """Membrane after firing, relative to the reset value: soft ``h - th*s``, hard ``h*(1 - s)``."""
-    if soft:
-        return torch.sub(h, s, alpha=threshold, out=out)
-    return torch.addcmul(h, h, s, value=-1.0, out=out)
+# ------------------------------------------------------------------------------------------ custom ops
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"graphspike_kd::neuron ops: impl must be one of {IMPLS}, got {impl!r}")
 
 
-class _NeuronMultiStep(torch.autograd.Function):
-    """Forward/backward over the whole ``[T, N]`` sequence (see the module docstring).
-
-    Saved for backward: ``h_seq`` (the pre-fire membrane, ``[T, N]``), the output spikes for a hard reset
-    (soft reset recomputes what it needs from ``h_seq``) and, only when the decay needs a gradient (PLIF),
-    ``x_seq`` and ``v_init``. Alive across forward + backward
-    at most: ``x_seq`` (caller's), spikes (output), ``h_seq``, incoming ``grad_spikes`` and the returned
-    ``grad_x`` -- four ``[T, N]`` tensors besides the input; everything else is ``[N]``.
-
-    Each step is a handful of allocation-free elementwise passes (``out=`` into reused ``[N]`` buffers,
-    which stay in cache); the decay is read once as a Python number (one device synchronisation per call
-    on CUDA), and the hard-reset masks are float spikes, since boolean masks are several times slower on
-    CPU. Under ``torch.compile`` the same loops run inside the custom op of
-    :mod:`graphspike_kd.spiking.ops`.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
-                cfg: _Config) -> tuple[Tensor, Tensor]:
-        shape = x_seq.shape
-        x = x_seq.detach().reshape(shape[0], -1)
-        u0 = v_init.detach().reshape(-1).to(x.dtype)
-        k = float(decay)
-        want_k = ctx.needs_input_grad[2]
-        s_seq, h_seq, v_last = torch_forward_loop(x, u0, k, cfg)
-        ctx.cfg = cfg
-        ctx.consts = (k, shape, v_init.shape, decay.dtype)
-        # a hard reset needs the spikes in backward: keep the output (alive anyway) instead of recomputing
-        s_saved = s_seq if cfg.v_reset is not None else None
-        if want_k:
-            ctx.save_for_backward(h_seq, s_saved, x, u0)
-        else:
-            ctx.save_for_backward(h_seq, s_saved)
-        return s_seq.view(shape), v_last.view(v_init.shape)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_spikes: Tensor, grad_v_last: Tensor) -> tuple[Tensor | None, ...]:
-        k, x_shape, v_shape, decay_dtype = ctx.consts
-        saved = ctx.saved_tensors
-        want_k = ctx.needs_input_grad[2]
-        x, u0 = (saved[2], saved[3]) if want_k else (None, None)
-        grad_x, grad_v, grad_k = torch_backward_loop(grad_spikes, grad_v_last, saved[0], saved[1], x, u0, k,
-                                                     ctx.cfg, want_k)
-        return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None,
-                grad_k.to(decay_dtype) if want_k else None, None)
+@torch.library.custom_op("graphspike_kd::neuron_forward", mutates_args=())
+def neuron_forward(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: float, v_reset: float | None,
+                   decay_input: bool, detach_reset: bool, surrogate_name: str, alpha: float, impl: str,
+                   save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns ``(spikes [T, ...], v_last [...], h_seq)``: ``h_seq`` is the pre-fire membrane ``[T, ...]``
+    when ``save_h`` (float32 for ``impl="cupy"``, else ``x_seq``'s dtype), else an empty tensor."""
+    _check_impl(impl)
+    if impl == "cupy":
+        return cuda_ops.cupy_forward(x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset,
+                                     surrogate_name, alpha, save_h)
+    cfg = make_config(v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha)
+    T = x_seq.shape[0]
+    x = x_seq.reshape(T, -1)
+    u0 = v_init.reshape(-1).to(x.dtype)
+    if impl == "torch":
+        s, h, v = torch_forward_loop(x, u0, float(decay), cfg)
+    else:
+        s, h, v = native.cpp_forward_loop(x, u0, float(decay), cfg, keep_h=save_h)
+    h_out = h.view(x_seq.shape) if save_h else x_seq.new_empty(0)
+    return s.view(x_seq.shape), v.view(v_init.shape), h_out  # v is a new tensor in both loops
 
 
-def torch_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward time loop on ``x`` ``[T, N]`` from the membrane ``u0`` ``[N]`` with decay ``k``; returns
-    ``(spikes, h_seq, v_last)`` (``h_seq`` relative to the reset value). No autograd."""
-    T = x.shape[0]
-    if not x.is_contiguous():
-        x = x.contiguous()
-    v_r = 0.0 if cfg.v_reset is None else float(cfg.v_reset)
-    th = float(cfg.v_threshold) - v_r
-    soft = cfg.v_reset is None
-    u = u0 - v_r if v_r != 0.0 else u0.clone()
-    h_seq = torch.empty_like(x)
-    s_seq = torch.empty_like(x)
-    for t in range(T):
-        ht = h_seq[t]
-        if cfg.decay_input:
-            torch.lerp(u, x[t], k, out=ht)
-        else:
-            torch.add(x[t], u, alpha=1.0 - k, out=ht)
-        st = s_seq[t]
-        torch.ge(ht, th, out=st)
-        _reset_into(u, ht, st, th, soft)
-    v_last = u.add_(v_r) if v_r != 0.0 else u
-    return s_seq, h_seq, v_last
+@neuron_forward.register_fake
+def _(x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, impl,
+      save_h):
+    h_dtype = torch.float32 if impl == "cupy" else x_seq.dtype
+    h_seq = torch.empty(x_seq.shape if save_h else (0,), dtype=h_dtype, device=x_seq.device)
+    return torch.empty_like(x_seq), torch.empty(v_init.shape, dtype=x_seq.dtype, device=v_init.device), h_seq
 
 
-def torch_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, s_seq: Tensor | None,
-                        x: Tensor | None, u0: Tensor | None, k: float, cfg: _Config,
-                        want_k: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Reverse-time loop; returns ``(grad_x [T, N], grad_v_init [N], grad_k (0-dim) or None)``.
-    ``s_seq`` is needed for a hard reset (recomputed from ``h_seq`` when ``None``), ``x`` and ``u0`` for
-    ``want_k``."""
-    T, N = h_seq.shape
-    dtype = h_seq.dtype
-    v_r = 0.0 if cfg.v_reset is None else float(cfg.v_reset)
-    th = float(cfg.v_threshold) - v_r
-    soft = cfg.v_reset is None
-    detach = cfg.detach_reset
-    surrogate = cfg.surrogate
-    omk = 1.0 - k
-    is_if = not cfg.decay_input and k == 0.0 and not want_k  # gradient carried unscaled
-    if not soft and s_seq is None:
-        s_seq = torch.ge(h_seq, th).to(dtype)
+@torch.library.custom_op("graphspike_kd::neuron_backward", mutates_args=())
+def neuron_backward(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, spikes: Tensor, x_seq: Tensor,
+                    v_init: Tensor, decay: Tensor, v_threshold: float, v_reset: float | None,
+                    decay_input: bool, detach_reset: bool, surrogate_name: str, alpha: float, impl: str,
+                    want_k: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns ``(grad_x, grad_v_init, grad_decay)`` (``grad_decay`` is 0 when ``want_k`` is false).
 
-    gs = grad_spikes.reshape(T, N).to(dtype)
-    if not gs.is_contiguous():
-        gs = gs.contiguous()
-    c = grad_v_last.reshape(N).to(dtype).clone()  # dL/dU[t], carried backwards in time
-    c_next = torch.empty_like(c)
-    m = torch.empty_like(c)
-    fired = torch.empty_like(c)
-    sg = torch.empty_like(c)
-    grad_x = torch.empty_like(h_seq)
-    if want_k:
-        assert x is not None and u0 is not None
-        u_prev = torch.empty_like(c)
-        acc = torch.zeros_like(c)
-    for t in range(T - 1, -1, -1):
-        ht = h_seq[t]
-        gh = grad_x[t]  # dL/dH[t] is written here, scaled to dL/dX after the loop
-        surrogate.derivative_at(ht, th, out=sg)
-        if soft:
-            if detach:
-                torch.addcmul(c, gs[t], sg, out=gh)
-            else:  # dL/dH = c (1 - th g') + gs g' = c + g' (gs - th c)
-                torch.addcmul(c, sg, torch.add(gs[t], c, alpha=-th, out=m), out=gh)
-        else:  # dL/dH = c (1 - s) + g' (gs + [not detach] (V_r - H) c)
-            mt = gs[t] if detach else torch.addcmul(gs[t], ht, c, value=-1.0, out=m)
-            torch.addcmul(c, c, s_seq[t], value=-1.0, out=fired)
-            torch.addcmul(fired, sg, mt, out=gh)
-        if want_k:
-            if t == 0:
-                torch.sub(u0, v_r, out=u_prev)
-            else:
-                hp = h_seq[t - 1]
-                sp = torch.ge(hp, th, out=m) if soft else s_seq[t - 1]
-                _reset_into(u_prev, hp, sp, th, soft)
-            if cfg.decay_input:  # dH/dk = X - U[t-1]
-                acc.addcmul_(gh, torch.sub(x[t], u_prev, out=m))
-            else:  # dH/dk = -U[t-1]
-                acc.addcmul_(gh, u_prev, value=-1.0)
-        if is_if:
-            c = gh
-        else:
-            c, c_next = torch.mul(gh, omk, out=c_next), c
-    if cfg.decay_input:
-        grad_x.mul_(k)
-    grad_v = c.clone() if is_if else c
-    return grad_x, grad_v, acc.sum() if want_k else None
+    What each implementation reads: torch ``h_seq`` (and ``spikes`` for a hard reset, ``x_seq`` and
+    ``v_init`` for ``want_k``); cpp ``x_seq`` and ``v_init`` (it recomputes the membranes); cupy
+    ``h_seq`` (and ``v_init``, with ``decay_input`` also ``x_seq``, for ``want_k``). The others may be
+    empty tensors."""
+    _check_impl(impl)
+    if impl == "cupy":
+        return cuda_ops.cupy_backward(grad_spikes, grad_v_last, h_seq, x_seq, v_init, decay, v_threshold,
+                                      v_reset, decay_input, detach_reset, surrogate_name, alpha, want_k)
+    cfg = make_config(v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha)
+    T = grad_spikes.shape[0]
+    k = float(decay)
+    if impl == "torch":
+        h = h_seq.reshape(T, -1)
+        s = spikes.reshape(T, -1) if v_reset is not None else None
+        x = x_seq.reshape(T, -1) if want_k else None
+        u0 = v_init.reshape(-1).to(h.dtype) if want_k else None
+        gx, gv, gk = torch_backward_loop(grad_spikes, grad_v_last, h, s, x, u0, k, cfg, want_k)
+    else:
+        x = x_seq.reshape(T, -1)
+        u0 = v_init.reshape(-1).to(x.dtype)
+        gx, gv, gk = native.cpp_backward_loop(grad_spikes, grad_v_last, None, x, u0, k, cfg, want_k)
+    gk = torch.zeros((), dtype=decay.dtype, device=decay.device) if gk is None else gk.to(decay)
+    return gx.view(grad_spikes.shape), gv.view(grad_v_last.shape), gk
 
 
-def neuron_multistep_torch(
+@neuron_backward.register_fake
+def _(grad_spikes, grad_v_last, h_seq, spikes, x_seq, v_init, decay, v_threshold, v_reset, decay_input,
+      detach_reset, surrogate_name, alpha, impl, want_k):
+    return torch.empty_like(grad_spikes), torch.empty_like(grad_v_last), torch.empty_like(decay)
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, impl, \
+        save_h = inputs
+    spikes, _, h_seq = output
+    want_k = bool(ctx.needs_input_grad[2])
+    ctx.mark_non_differentiable(h_seq)
+    ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for the unused h_seq output
+    keep_x = impl == "cpp" or (want_k and (impl != "cupy" or decay_input))
+    keep_v = impl == "cpp" or want_k
+    ctx.save_for_backward(h_seq, spikes if impl == "torch" and v_reset is not None else None,
+                          x_seq if keep_x else None, v_init if keep_v else None, decay)
+    ctx.params = (v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, impl)
+    ctx.want_k, ctx.save_h = want_k, save_h
+    ctx.shapes = (x_seq.shape, x_seq.dtype, v_init.shape)
+
+
+def _backward(ctx: Any, grad_spikes: Tensor | None, grad_v_last: Tensor | None,
+              grad_h: Tensor | None) -> tuple:
+    h_seq, spikes, x_seq, v_init, decay = ctx.saved_tensors
+    impl = ctx.params[-1]
+    none = (None,) * 11
+    if not ctx.save_h and impl != "cpp":
+        raise RuntimeError("graphspike_kd::neuron_forward ran with save_h=False but a gradient was "
+                           "requested; call it with save_h=True when its inputs require grad")
+    if grad_spikes is None and grad_v_last is None:
+        return none
+    x_shape, dtype, v_shape = ctx.shapes
+    if grad_spikes is None:
+        grad_spikes = torch.zeros(x_shape, dtype=dtype, device=decay.device)
+    if grad_v_last is None:
+        grad_v_last = torch.zeros(v_shape, dtype=dtype, device=decay.device)
+    empty = grad_spikes.new_empty(0)
+    gx, gv, gk = neuron_backward(grad_spikes.contiguous(), grad_v_last.to(dtype).contiguous(), h_seq,
+                                 empty if spikes is None else spikes, empty if x_seq is None else x_seq,
+                                 empty if v_init is None else v_init, decay, *ctx.params, ctx.want_k)
+    return (gx if ctx.needs_input_grad[0] else None, gv if ctx.needs_input_grad[1] else None,
+            gk if ctx.want_k else None) + none[3:]
+
+
+neuron_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def neuron_multistep_op(x_seq: Tensor, v_init: Tensor, decay: Tensor | float, cfg: NeuronConfig,
+                        impl: str) -> tuple[Tensor, Tensor]:
+    """``(spikes, v_last)`` through the custom op with implementation ``impl`` (no availability check;
+    what runs under ``torch.compile``, and always for ``"cupy"``)."""
+    _check_impl(impl)
+    if not isinstance(decay, Tensor):
+        decay = torch.tensor(float(decay))
+    if impl == "cupy":
+        cuda_ops.validate(x_seq, v_init, decay, cfg.v_threshold, cfg.v_reset, cfg.surrogate.name,
+                          cfg.surrogate.alpha)
+        # the kernels read k as fp32 from device memory; the cast is part of the autograd graph, so a
+        # gradient reaches a decay of any dtype or device (e.g. PLIF's sigmoid(w) in fp32 under AMP)
+        decay = decay.reshape(()).to(device=x_seq.device, dtype=torch.float32)
+    save_h = impl != "cpp" and torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x_seq, v_init, decay))
+    spikes, v_last, _ = neuron_forward(x_seq, v_init, decay, cfg.v_threshold, cfg.v_reset,
+                                       cfg.decay_input, cfg.detach_reset, cfg.surrogate.name,
+                                       cfg.surrogate.alpha, impl, save_h)
+    return spikes, v_last
+
+
+# ----------------------------------------------------------------------------------- backend choice
+@torch.compiler.assume_constant_result
+def _cpp_build_reason() -> str:
+    """Empty when the native CPU kernel is built (building it on first call), else why not. A constant
+    for ``torch.compile``: the build and its lock run once, outside the traced graph."""
+    ok, why = native.cpp_status()
+    return "" if ok else why
+
+
+@torch.compiler.assume_constant_result
+def _cupy_reason() -> str:
+    """Empty when the CuPy kernels can run here, else the real reason (probed once per process)."""
+    ok, why = cupy_status()
+    return "" if ok else f"CuPy kernels cannot run: {why}"
+
+
+def backend_unavailable_reason(backend: str, x: Tensor, surrogate: SurrogateFunction) -> str | None:
+    """Why ``backend`` (one of :data:`IMPLS`) cannot run ``x`` with ``surrogate``, or ``None`` if it can
+    (building the native kernel, or probing CuPy, on first use)."""
+    if backend == "torch":
+        if type(surrogate).derivative_at is SurrogateFunction.derivative_at:
+            return (f"surrogate {type(surrogate).__name__} does not implement derivative_at(), which the "
+                    "multi-step path needs")
+        return None
+    if backend == "cpp":
+        if x.device.type != "cpu" or x.dtype not in _CPP_DTYPES:
+            return f"the native kernel runs float32/float64 CPU tensors, got {x.dtype} on {x.device}"
+        if surrogate.kernel_id is None:
+            return f"surrogate {surrogate!r} has no native kernel (kernels exist for {sorted(KERNEL_IDS)})"
+        return _cpp_build_reason() or None
+    if backend == "cupy":
+        if x.device.type != "cuda":
+            return f"the CuPy kernels need CUDA tensors, got a tensor on {x.device}"
+        if x.dtype not in _CUPY_DTYPES:
+            return f"the CuPy kernels support float32 and float16, got {x.dtype}"
+        if not surrogate.has_cuda_kernel:
+            return (f"surrogate {surrogate!r} has no CUDA kernel (kernels exist for "
+                    f"{sorted(CUDA_SURROGATES)}); use backend='torch' or one of those surrogates")
+        return _cupy_reason() or None
+    raise ValueError(f"backend must be one of {IMPLS}, got {backend!r}")
+
+
+def _say_once(message: str, *, warn: bool) -> None:
+    if torch.compiler.is_compiling() or message in _already_said:
+        return
+    _already_said.add(message)
+    if warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
+    else:
+        logger.info(message)
+
+
+def resolve_backend(backend: str, x: Tensor, surrogate: SurrogateFunction, who: str = "neuron") -> str:
+    """The implementation that will run ``x``: an explicit backend if it can run (else ``RuntimeError``
+    naming ``who`` and the reason), or ``"auto"``'s choice (``"cupy"`` on CUDA, ``"cpp"`` on CPU, else
+    ``"torch"``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{who}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        reason = backend_unavailable_reason(backend, x, surrogate)
+        if reason is not None:
+            error = TypeError if backend == "torch" else RuntimeError
+            raise error(f"{who}(backend={backend!r}) cannot run: {reason}")
+        return backend
+    preferred = {"cuda": "cupy", "cpu": "cpp"}.get(x.device.type)
+    reason = None if preferred is None else backend_unavailable_reason(preferred, x, surrogate)
+    if preferred is not None and reason is None:
+        _say_once(f"graphspike_kd neurons: backend='auto' chose {preferred!r} for {x.dtype} on {x.device}",
+                  warn=False)
+        return preferred
+    torch_reason = backend_unavailable_reason("torch", x, surrogate)
+    if torch_reason is not None:
+        raise TypeError(f"{who}(backend='auto') cannot run: {reason or ''} {torch_reason}".strip())
+    _say_once(f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: "
+              f"{reason or 'no faster backend for this device'}", warn=x.device.type == "cuda")
+    return "torch"
+
+
+# ------------------------------------------------------------------------------------------ entry points
+_EAGER = {"torch": TorchNeuronFunction, "cpp": native.CppNeuronFunction}
+
+
+def run_multistep(x_seq: Tensor, v_init: Tensor, decay: Tensor, cfg: NeuronConfig, backend: str = "torch",
+                  who: str = "neuron_multistep") -> tuple[Tensor, Tensor]:
+    """Resolve ``backend``, check the arguments and run: the one eager/compile switch of the package."""
+    impl = resolve_backend(backend, x_seq, cfg.surrogate, who)
+    if impl != "cupy":  # the kernels validate their own operands (neuron_multistep_op)
+        check_multistep_args(x_seq, v_init, decay, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
+                             where=who)
+    if impl == "cupy" or torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
+        return neuron_multistep_op(x_seq, v_init, decay, cfg, impl)
+    return _EAGER[impl].apply(x_seq, v_init, decay, cfg)
+
+
+def neuron_multistep(
     x_seq: Tensor,
     v_init: Tensor,
-    decay: Tensor,
+    decay: Tensor | float,
     *,
+    backend: str = "torch",
     v_threshold: float = 1.0,
     v_reset: float | None = None,
     decay_input: bool = True,
@@ -231,16 +309,14 @@ def neuron_multistep_torch(
     surrogate_name: str = "sigmoid",
     alpha: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    r"""Run a generic IF/LIF/PLIF neuron over ``T`` steps with one fused autograd Function.
-
-    Same arguments and semantics as ``graphspike_kd.spiking.kernels.neuron_multistep_cupy`` (see the
-    module docstring for the equations); works on every device and float dtype.
+    r"""Run a generic IF/LIF/PLIF neuron over ``T`` steps (equations in the module docstring).
 
     Args:
         x_seq (Tensor): input currents :math:`X`, shape ``[T, ...]``.
         v_init (Tensor): membrane before the first step, shape ``[...]`` (``x_seq.shape[1:]``).
-        decay (Tensor): 0-dim decay factor :math:`k` (``1/tau`` for LIF, ``sigmoid(w)`` for PLIF, ``0`` for
-            IF); may require grad, then :math:`\partial L/\partial k` is computed.
+        decay (Tensor or float): 0-dim decay factor :math:`k` (``1/tau`` for LIF, ``sigmoid(w)`` for PLIF,
+            ``0`` for IF); may require grad, then :math:`\partial L/\partial k` is computed.
+        backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         v_threshold (float, optional): firing threshold :math:`\vartheta`. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value :math:`V_r`; ``None`` means soft reset
             (subtract the threshold). (default: ``None``)
@@ -256,15 +332,74 @@ def neuron_multistep_torch(
         ``(spikes, v_last)``: spikes ``[T, ...]`` (0/1 in ``x_seq.dtype``) and the membrane after the last
         step ``[...]``; both differentiable w.r.t. ``x_seq``, ``v_init`` and ``decay``.
 
-    Memory: saves only the pre-fire membrane ``h_seq`` (``[T, N]``; plus ``x_seq`` and ``v_init`` when
-    ``decay`` requires grad); no ``T``-deep autograd graph is built.
+    Raises:
+        ValueError: bad shapes or options. RuntimeError: an explicit backend that cannot run here.
     """
-    check_multistep_args(x_seq, v_init, decay, v_threshold=v_threshold, v_reset=v_reset,
-                         where="neuron_multistep_torch")
-    cfg = _Config(float(v_threshold), None if v_reset is None else float(v_reset), bool(decay_input),
-                  bool(detach_reset), get_surrogate(surrogate_name, alpha))
-    if torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
-        from graphspike_kd.spiking.ops import neuron_multistep_op
+    cfg = make_config(v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha)
+    if not isinstance(decay, Tensor):
+        decay = torch.tensor(float(decay), device=x_seq.device if isinstance(x_seq, Tensor) else None)
+    return run_multistep(x_seq, v_init, decay, cfg, backend, who=f"neuron_multistep_{backend}")
 
-        return neuron_multistep_op(x_seq, v_init, decay, cfg, "torch")
-    return _NeuronMultiStep.apply(x_seq, v_init, decay, cfg)
+
+def neuron_multistep_torch(
+    x_seq: Tensor,
+    v_init: Tensor,
+    decay: Tensor | float,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: float | None = None,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate_name: str = "sigmoid",
+    alpha: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`neuron_multistep` with ``backend="torch"``: every device and float dtype; saves only the
+    pre-fire membrane ``h_seq`` (plus ``x_seq`` and ``v_init`` when ``decay`` requires grad), no
+    ``T``-deep autograd graph."""
+    return neuron_multistep(x_seq, v_init, decay, backend="torch", v_threshold=v_threshold, v_reset=v_reset,
+                            decay_input=decay_input, detach_reset=detach_reset, surrogate_name=surrogate_name,
+                            alpha=alpha)
+
+
+def neuron_multistep_cpp(
+    x_seq: Tensor,
+    v_init: Tensor,
+    decay: Tensor | float,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: float | None = None,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate_name: str = "sigmoid",
+    alpha: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`neuron_multistep` with ``backend="cpp"``: float32/float64 CPU tensors; saves only ``x_seq``
+    and ``v_init`` (the backward recomputes the membranes). Raises ``RuntimeError`` for other tensors or
+    when the kernel cannot be built."""
+    return neuron_multistep(x_seq, v_init, decay, backend="cpp", v_threshold=v_threshold, v_reset=v_reset,
+                            decay_input=decay_input, detach_reset=detach_reset, surrogate_name=surrogate_name,
+                            alpha=alpha)
+
+
+def neuron_multistep_cupy(
+    x_seq: Tensor,
+    v_init: Tensor,
+    decay: Tensor | float,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: float | None = None,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate_name: str = "sigmoid",
+    alpha: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`neuron_multistep` with ``backend="cupy"``: float32/float16 CUDA tensors, surrogates with a
+    CUDA kernel; saves one fp32 ``h_seq``. Arithmetic is fp32 for fp16 inputs too (rounded once when
+    stored). Raises ``RuntimeError`` for non-CUDA tensors or when CuPy cannot run (with its reason)."""
+    if not isinstance(x_seq, Tensor) or x_seq.device.type != "cuda":
+        where = x_seq.device if isinstance(x_seq, Tensor) else type(x_seq).__name__
+        raise RuntimeError(f"neuron_multistep_cupy needs CUDA tensors, got x_seq on {where}; use "
+                           "backend='torch' for CPU tensors")
+    return neuron_multistep(x_seq, v_init, decay, backend="cupy", v_threshold=v_threshold, v_reset=v_reset,
+                            decay_input=decay_input, detach_reset=detach_reset, surrogate_name=surrogate_name,
+                            alpha=alpha)

@@ -1,4 +1,4 @@
-r"""Parameter mapping to and from spikingjelly 2.0 neurons and snntorch ``Leaky``.
+r"""Drop-in interop with spikingjelly 2.0 and snntorch: neuron mapping both ways, whole-network conversion.
 
 spikingjelly 2.0 (``spikingjelly.activation_based.neuron``) -- same equations, one-to-one:
 
@@ -13,7 +13,15 @@ spikingjelly                             graphspike_kd
 ``surrogate.Sigmoid/ATan/Erf/Rect``      :class:`Sigmoid` / :class:`ATan` / :class:`Erf` / :class:`Rectangle`
 =======================================  ==========================================================
 
-Only the defaults differ: spikingjelly resets hard to 0 by default, we reset soft.
+Only the defaults differ: spikingjelly resets hard to 0 by default, we reset soft. State: spikingjelly
+carries the membrane across calls until ``reset_net``; :func:`from_spikingjelly` gives the new neuron
+``keep_state=True``, which is the same rule (and copies a membrane the node already holds).
+
+:func:`convert_neurons` converts a whole network in place: every spikingjelly ``LIFNode``,
+``ParametricLIFNode`` and ``IFNode`` (any depth), and every snntorch ``Leaky`` that holds its own membrane
+(``init_hidden=True``, ``output=False``: called as ``spk = leaky(x)``) where the mapping below is exact;
+others are left as they are, with a warning naming them. :func:`graphspike_kd.spiking.neurons.reset_net`
+resets our neurons, spikingjelly's and snntorch's.
 
 snntorch ``Leaky(beta, threshold, spike_grad, reset_mechanism, reset_delay=True)`` updates the membrane
 as :math:`U[t] = \beta U[t-1] + X[t] - R[t]`, where :math:`R[t]` is computed from :math:`U[t-1]` and is
@@ -34,6 +42,10 @@ as :math:`U[t] = \beta U[t-1] + X[t] - R[t]`, where :math:`R[t]` is computed fro
   (alpha = slope);
 - firing: snntorch tests :math:`U - \vartheta > 0`, we test :math:`\ge 0` (differs only on exact ties).
 
+Surrogates (:func:`graphspike_kd.spiking.surrogate.as_surrogate`): spikingjelly ``Sigmoid`` / ``ATan`` /
+``Erf`` / ``Rect`` and snntorch ``sigmoid(slope)`` / ``fast_sigmoid(slope)`` / ``atan(alpha)`` map to ours
+with the same sharpness; every neuron also accepts them directly, and ``surrogate_function=`` as an alias.
+
 spikingjelly and snntorch are optional (``pip install graphspike_kd[compare]``; spikingjelly with
 ``--no-deps``) and are imported inside the functions that need them.
 """
@@ -41,15 +53,23 @@ spikingjelly and snntorch are optional (``pip install graphspike_kd[compare]``; 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from graphspike_kd.spiking.neurons import IF, LIF, PLIF, BaseNeuron
-from graphspike_kd.spiking.surrogate import ATan, Erf, FastSigmoid, Rectangle, Sigmoid, SurrogateFunction
+from graphspike_kd.spiking.surrogate import (
+    SPIKINGJELLY_SURROGATES,
+    ATan,
+    FastSigmoid,
+    Sigmoid,
+    SurrogateFunction,
+    as_surrogate,
+)
 
-__all__ = ["from_spikingjelly", "to_spikingjelly", "from_snntorch", "to_snntorch"]
+__all__ = ["from_spikingjelly", "to_spikingjelly", "from_snntorch", "to_snntorch", "convert_neurons"]
 
 
 def _import_spikingjelly() -> tuple[Any, Any]:
@@ -73,53 +93,125 @@ def _import_snntorch() -> tuple[Any, Any]:
 
 
 # ------------------------------------------------------------------------------------------ spikingjelly
-_SJ_SURROGATES = {"Sigmoid": Sigmoid, "ATan": ATan, "Erf": Erf, "Rect": Rectangle}
-_OUR_TO_SJ = {cls: name for name, cls in _SJ_SURROGATES.items()}
-
-
-def _surrogate_from_sj(sg: nn.Module) -> SurrogateFunction:
-    name = type(sg).__name__
-    if name not in _SJ_SURROGATES:
-        raise ValueError(f"spikingjelly surrogate {name} has no graphspike_kd equivalent; supported: "
-                         f"{sorted(_SJ_SURROGATES)}")
-    if not getattr(sg, "spiking", True):
-        raise ValueError(f"spikingjelly surrogate {sg!r} is in non-spiking mode; only spiking mode maps")
-    return _SJ_SURROGATES[name](alpha=float(sg.alpha))
+_SJ_NAMES = {ours: theirs for theirs, ours in SPIKINGJELLY_SURROGATES.items()}
 
 
 def _surrogate_to_sj(sg: SurrogateFunction, sj_surrogate: Any) -> nn.Module:
-    name = _OUR_TO_SJ.get(type(sg))
+    name = _SJ_NAMES.get(sg.name)
     if name is None:
         raise ValueError(f"surrogate {sg!r} has no spikingjelly equivalent; supported: "
-                         f"{sorted(c.__name__ for c in _OUR_TO_SJ)}")
+                         f"{sorted(SPIKINGJELLY_SURROGATES.values())}")
     return getattr(sj_surrogate, name)(alpha=sg.alpha)
 
 
-def from_spikingjelly(node: nn.Module, *, backend: str = "torch") -> BaseNeuron:
-    """Build the equivalent graphspike_kd neuron of a spikingjelly 2.0 ``LIFNode``,
-    ``ParametricLIFNode`` or ``IFNode`` (PLIF's ``w`` is copied, not shared).
+_SJ_NEURONS = ("LIFNode", "ParametricLIFNode", "IFNode")
 
-    Args:
-        node (nn.Module): the spikingjelly neuron.
-        backend (str, optional): backend of the new neuron. (default: ``"torch"``)
-    """
+
+def _sj_neuron(node: nn.Module, backend: str, keep_state: bool) -> BaseNeuron:
     sj_neuron, _ = _import_spikingjelly()
     common = dict(v_threshold=float(node.v_threshold),
                   v_reset=None if node.v_reset is None else float(node.v_reset),
-                  surrogate=_surrogate_from_sj(node.surrogate_function),
-                  detach_reset=bool(node.detach_reset), step_mode=node.step_mode, backend=backend)
+                  surrogate=as_surrogate(node.surrogate_function, "from_spikingjelly"),
+                  detach_reset=bool(node.detach_reset), step_mode=node.step_mode, backend=backend,
+                  keep_state=keep_state)
     if type(node) is sj_neuron.LIFNode:
-        return LIF(tau=float(node.tau), decay_input=bool(node.decay_input), **common)
-    if type(node) is sj_neuron.ParametricLIFNode:
+        ours: BaseNeuron = LIF(tau=float(node.tau), decay_input=bool(node.decay_input), **common)
+    elif type(node) is sj_neuron.ParametricLIFNode:
         k = torch.sigmoid(node.w.detach()).item()
         ours = PLIF(init_tau=1.0 / k, decay_input=bool(node.decay_input), **common)
+        ours.to(device=node.w.device)
         with torch.no_grad():
             ours.w.copy_(node.w.detach().reshape(()))
-        return ours
-    if type(node) is sj_neuron.IFNode:
-        return IF(**common)
-    raise ValueError(f"from_spikingjelly supports LIFNode, ParametricLIFNode and IFNode, got "
-                     f"{type(node).__name__}")
+    elif type(node) is sj_neuron.IFNode:
+        ours = IF(**common)
+    else:
+        raise ValueError(f"from_spikingjelly supports {', '.join(_SJ_NEURONS)} (or a network holding them), "
+                         f"got {type(node).__name__}")
+    if isinstance(node.v, torch.Tensor):  # a membrane already carried: carry it on
+        ours.v = node.v
+    return ours
+
+
+def _is_sj_module(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("spikingjelly.")
+
+
+def from_spikingjelly(node: nn.Module, *, backend: str = "torch", keep_state: bool = True) -> nn.Module:
+    """The graphspike_kd equivalent of a spikingjelly 2.0 ``LIFNode``, ``ParametricLIFNode`` or ``IFNode``
+    (PLIF's ``w`` is copied, not shared), or, for any other module, that module with every such neuron
+    inside it converted in place (:func:`convert_neurons` without snntorch).
+
+    Args:
+        node (nn.Module): the spikingjelly neuron, or a network holding spikingjelly neurons.
+        backend (str, optional): backend of the new neurons. (default: ``"torch"``)
+        keep_state (bool, optional): carry the membrane across calls until reset, as spikingjelly does.
+            (default: ``True``)
+    """
+    if _is_sj_module(node) and type(node).__name__ in _SJ_NEURONS:
+        return _sj_neuron(node, backend, keep_state)
+    if _is_sj_module(node) and hasattr(node, "v_threshold"):
+        raise ValueError(f"from_spikingjelly supports {', '.join(_SJ_NEURONS)} (or a network holding them), "
+                         f"got {type(node).__name__}")
+    return convert_neurons(node, backend=backend, snntorch=False, keep_state=keep_state)
+
+
+def convert_neurons(model: nn.Module, *, backend: str = "torch", snntorch: bool = True,
+                    keep_state: bool = True) -> nn.Module:
+    """Replace, in place, every spikingjelly neuron in ``model`` (see the module docstring) and, with
+    ``snntorch=True``, every snntorch ``Leaky`` that holds its own membrane and maps exactly, by the
+    equivalent graphspike_kd neuron; behaviour is unchanged, including state carried across calls until
+    :func:`~graphspike_kd.spiking.neurons.reset_net`. Neurons that cannot be converted stay, with a
+    ``RuntimeWarning`` naming them.
+
+    Args:
+        model (nn.Module): the network (or a single neuron).
+        backend (str, optional): backend of the new neurons. (default: ``"torch"``)
+        snntorch (bool, optional): convert snntorch ``Leaky`` neurons as well. (default: ``True``)
+        keep_state (bool, optional): spikingjelly's state rule for the converted spikingjelly neurons.
+            (default: ``True``)
+
+    Returns:
+        ``model`` (converted in place), or the new neuron when ``model`` itself is a neuron.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert_neurons expects an nn.Module, got {type(model).__name__}")
+    skipped: list[str] = []
+
+    def convert(module: nn.Module, where: str) -> nn.Module | None:
+        if _is_sj_module(module) and type(module).__name__ in _SJ_NEURONS:
+            return _sj_neuron(module, backend, keep_state)
+        if _is_sj_module(module) and hasattr(module, "v_threshold"):
+            skipped.append(f"{where} (spikingjelly {type(module).__name__}: no equivalent)")
+        elif snntorch and type(module).__module__.startswith("snntorch.") and type(module).__name__ == \
+                "Leaky":
+            if not getattr(module, "init_hidden", False) or getattr(module, "output", False):
+                skipped.append(f"{where} (snntorch Leaky without init_hidden=True, output=False: its state "
+                               "is passed in and out by the caller)")
+                return None
+            try:
+                ours = from_snntorch(module, step_mode="s", backend=backend)
+            except ValueError as exc:
+                skipped.append(f"{where} ({exc})")
+                return None
+            return ours.to(device=module.beta.device)
+        return None
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in list(module.named_children()):
+            where = f"{prefix}.{name}" if prefix else name
+            new = convert(child, where)
+            if new is not None:
+                setattr(module, name, new)
+            else:
+                walk(child, where)
+
+    top = convert(model, type(model).__name__)
+    if top is None:
+        walk(model, "")
+    if skipped:
+        warnings.warn("convert_neurons left these neurons unconverted: " + "; ".join(skipped), RuntimeWarning,
+                      stacklevel=2)
+    return model if top is None else top
 
 
 def to_spikingjelly(neuron: BaseNeuron) -> nn.Module:
@@ -144,21 +236,6 @@ def to_spikingjelly(neuron: BaseNeuron) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- snntorch
-_SNN_SURROGATES = {"atan": (ATan, "alpha"), "fast_sigmoid": (FastSigmoid, "slope"),
-                   "sigmoid": (Sigmoid, "slope")}
-
-
-def _surrogate_from_snntorch(spike_grad: Any) -> SurrogateFunction:
-    qualname = getattr(spike_grad, "__qualname__", "")
-    factory = qualname.split(".<locals>")[0]
-    if factory not in _SNN_SURROGATES or not getattr(spike_grad, "__closure__", None):
-        raise ValueError(f"snntorch spike_grad {qualname or spike_grad!r} has no graphspike_kd equivalent; "
-                         f"supported: snntorch.surrogate.{{{', '.join(sorted(_SNN_SURROGATES))}}}")
-    cls, param = _SNN_SURROGATES[factory]
-    cells = dict(zip(spike_grad.__code__.co_freevars, spike_grad.__closure__, strict=True))
-    return cls(alpha=float(cells[param].cell_contents))
-
-
 def from_snntorch(leaky: nn.Module, *, strict: bool = True, step_mode: str = "s",
                   backend: str = "torch") -> BaseNeuron:
     """Build the graphspike_kd neuron that reproduces a snntorch ``Leaky`` (see the module docstring).
@@ -189,7 +266,7 @@ def from_snntorch(leaky: nn.Module, *, strict: bool = True, step_mode: str = "s"
     if not leaky.reset_delay:
         raise ValueError("from_snntorch: reset_delay=False is not supported (we reset in the same step; "
                          "snntorch's default reset_delay=True is what maps exactly)")
-    surrogate = _surrogate_from_snntorch(leaky.spike_grad)
+    surrogate = as_surrogate(leaky.spike_grad, "from_snntorch")
     learn_beta = isinstance(leaky.beta, nn.Parameter) and leaky.beta.requires_grad
     if mechanism == "zero":
         reset: dict[str, Any] = dict(v_reset=0.0, detach_reset=True)

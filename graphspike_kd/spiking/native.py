@@ -1,27 +1,36 @@
-r"""The native CPU multi-step path (``backend="cpp"``): a blocked C++ loop built at first use.
+r"""The native CPU multi-step neuron (``backend="cpp"``): a blocked C++ loop, built at first use.
 
-:func:`neuron_multistep_cpp` has the signature and semantics of
-:func:`graphspike_kd.spiking.functional.neuron_multistep_torch` (see there for the equations) and runs
-the forward and the backward as one pass each over the ``[T, N]`` tensors: neurons in cache-sized blocks
-with the time loop inside, blocks in parallel over ``torch.get_num_threads()`` OpenMP threads. It saves
-only ``h_seq`` (plus ``x_seq`` and ``v_init`` when the decay needs a gradient), like the torch path.
+A leaf implementation of :mod:`graphspike_kd.spiking.functional`, which dispatches to it. The forward and
+the backward are one pass each over the ``[T, N]`` tensors (equations in
+:mod:`graphspike_kd.spiking.torch_loop`): neurons in cache-sized blocks with the time loop inside, blocks
+in parallel over ``torch.get_num_threads()`` OpenMP threads. Spikes are bit-identical to the torch path;
+the backward recomputes the membranes block by block from the saved input instead of keeping ``h_seq``.
 
-The source is ``csrc/neuron_cpu.cpp`` (a plain C ABI, no torch headers, loaded with :mod:`ctypes`). It is
-compiled once per machine and source version with ``$CXX`` (default ``g++``) into
-``$GRAPHSPIKE_KD_CACHE`` (default ``~/.cache/graphspike_kd``), which takes a few seconds; without a
-compiler, asking for this backend raises with the compiler's error. float32 and float64, CPU tensors.
+The source is ``csrc/neuron_cpu.cpp`` (a plain C ABI called through :mod:`ctypes`; no torch headers). It
+is built with :func:`torch.utils.cpp_extension.load` (ninja and ``$CXX``, default ``c++``) with
+``-march=native`` into ``$GRAPHSPIKE_KD_CACHE/native`` (default ``~/.cache/graphspike_kd/native``), in a
+private build folder, and then moved to a file named by a key over the source, the compiler and its
+version, the flags, the torch version and the CPU's instruction-set flags, so a cache shared between
+machines never hands one CPU's binary to another. Beside it a manifest records the library's SHA-256: a
+cached library is loaded only when its manifest's key and hash match (a file planted in the cache is
+rebuilt over, never loaded), and the cache folder must belong to the user and not be writable by others.
+float32 and float64 CPU tensors; every surrogate with a ``kernel_id``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
+import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,65 +39,161 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from graphspike_kd._cache import cache_root
-from graphspike_kd.spiking.functional import _Config, check_multistep_args
-from graphspike_kd.spiking.surrogate import get_surrogate
+from graphspike_kd.spiking.surrogate import KERNEL_IDS, SurrogateFunction
+from graphspike_kd.spiking.torch_loop import NeuronConfig
 
-__all__ = ["neuron_multistep_cpp", "cpp_status", "build_native_library", "ratebp_record_cpp",
-           "channel_moments_cpp"]
+__all__ = ["CppNeuronFunction", "cpp_status", "build_native_library", "cpp_forward_loop", "cpp_backward_loop",
+           "ratebp_record_cpp", "channel_moments_cpp", "native_cache_dir", "build_key"]
+
+logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
-SURROGATE_IDS = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3, "fast_sigmoid": 4, "erf": 5}
-_BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
-               "-std=c++17", "-shared", "-fPIC"]
+#: Compiler flags besides what :func:`torch.utils.cpp_extension.load` adds (``-fPIC``, ``-std=c++17``).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math")
+_OPENMP = ("-fopenmp",)
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _library_path: str | None = None
 
 
-def _cache_dir() -> Path:
+def native_cache_dir() -> Path:
+    """Where the built libraries live: ``<cache root>/native``."""
     return cache_root() / "native"
 
 
+def _compiler() -> str:
+    return os.environ.get("CXX", "c++")
+
+
+@lru_cache(maxsize=8)
+def _compiler_identity(compiler: str) -> str:
+    """The compiler's resolved path and the first line of ``--version``."""
+    path = shutil.which(compiler)
+    if path is None:
+        raise RuntimeError(f"backend='cpp' needs a C++ compiler: {compiler!r} was not found on PATH "
+                           "(set $CXX or install g++), or use backend='torch'")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"backend='cpp': running {path} --version failed: {exc}") from exc
+    return f"{path} {out.splitlines()[0] if out else ''}"
+
+
+@lru_cache(maxsize=1)
 def _cpu_signature() -> str:
+    """The machine type and the CPU's instruction-set flags (``/proc/cpuinfo`` on Linux)."""
+    flags = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
+            flags = next((line.split(":", 1)[-1] for line in f if line.startswith(("flags", "Features"))), "")
     except OSError:
-        flags = ""
-    return platform.machine() + flags
+        pass
+    if not flags:  # macOS and others: the brand string and features the OS reports
+        try:
+            flags = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string", "machdep.cpu.features"],
+                                   capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            flags = platform.processor()
+    return f"{platform.machine()} {' '.join(sorted(flags.split()))}"
+
+
+def build_key() -> str:
+    """Hex SHA-256 over what the binary depends on: the source, the compiler and its version, the flags,
+    the torch version and the CPU's instruction-set flags."""
+    parts = [SOURCE.read_bytes(), _compiler_identity(_compiler()).encode(),
+             " ".join(FLAGS + _OPENMP).encode(), torch.__version__.encode(), _cpu_signature().encode()]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()
+
+
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) or check that the existing folder is the user's and not writable by
+    others: a library loaded from a folder others can write to would run their code."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "posix":
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise RuntimeError(f"backend='cpp': the build cache {path} is owned by another user or writable "
+                               "by group/others, so a library there cannot be trusted; run `chmod go-w` on "
+                               "it or point $GRAPHSPIKE_KD_CACHE at a private folder")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(library: Path, manifest: Path, key: str) -> bool:
+    """Whether ``library`` is the one recorded in ``manifest`` for ``key`` (same SHA-256)."""
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        return record.get("key") == key and record.get("sha256") == _sha256(library)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def build_native_library(verbose: bool = False) -> Path:
-    """Compile ``csrc/neuron_cpu.cpp`` (cached) and return the path of the shared library.
+    """Build ``csrc/neuron_cpu.cpp`` (or reuse the verified cached build) and return the library's path.
+
+    Args:
+        verbose (bool, optional): print the compiler commands. (default: ``False``)
 
     Raises:
-        RuntimeError: no compiler, or the compiler failed (its output is in the message).
+        RuntimeError: no compiler, the compiler failed (its output is in the message), or the cache folder
+            is not private.
     """
-    compiler = os.environ.get("CXX", "g++")
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"backend='cpp' needs a C++ compiler: {compiler!r} was not found on PATH "
-                           "(set $CXX or install g++), or use backend='torch'")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *_BASE_FLAGS]).encode() + _cpu_signature().encode())
-    target = _cache_dir() / f"gsk_neuron_cpu_{key.hexdigest()[:20]}.so"
-    if target.exists():
+    key = build_key()
+    folder = _private_dir(native_cache_dir())
+    name = f"gsk_neuron_cpu_{key[:24]}"
+    target, manifest = folder / f"{name}.so", folder / f"{name}.json"
+    if target.exists() and _verified(target, manifest, key):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from torch.utils import cpp_extension
+
+    logger.warning("graphspike_kd: compiling the native CPU neuron kernel (backend='cpp', once per machine "
+                   "and version, about 15 s) into %s", folder)
     errors = []
-    for extra in (["-fopenmp"], []):  # OpenMP if the toolchain has it, else single-threaded
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as tmp:
-            tmp_path = tmp.name
-        cmd = [compiler, *_BASE_FLAGS, *extra, str(SOURCE), "-o", tmp_path]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode == 0:
-            os.replace(tmp_path, target)  # atomic: concurrent builders cannot see a half-written file
-            if verbose:
-                print(" ".join(cmd))
+    for extra in (_OPENMP, ()):  # OpenMP if the toolchain has it, else single-threaded
+        build_dir = tempfile.mkdtemp(prefix="build-", dir=folder)
+        try:
+            built = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=[*FLAGS, *extra],
+                                       extra_ldflags=list(extra), build_directory=build_dir,
+                                       is_python_module=False, verbose=verbose)
+            digest = _sha256(Path(built))
+            os.replace(built, target)  # atomic: a concurrent builder never sees a half-written file
+            tmp_manifest = Path(build_dir) / "manifest.json"
+            tmp_manifest.write_text(json.dumps({"key": key, "sha256": digest, "torch": torch.__version__,
+                                                "compiler": _compiler_identity(_compiler()),
+                                                "flags": [*FLAGS, *extra]}), encoding="utf-8")
+            os.replace(tmp_manifest, manifest)
             return target
-        os.unlink(tmp_path)
-        errors.append(f"$ {' '.join(cmd)}\n{proc.stderr.strip()}")
+        except Exception as exc:  # the build's own error text is the message
+            errors.append(f"with flags {[*FLAGS, *extra]}: {exc}")
+        finally:
+            shutil.rmtree(build_dir, ignore_errors=True)
     raise RuntimeError("backend='cpp': compiling the native CPU kernel failed:\n" + "\n".join(errors))
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        fwd = getattr(lib, f"gsk_neuron_forward_{suffix}")
+        fwd.argtypes = [p, p, p, p, p, i64, i64, f64, f64, f64, i32, i32, i32]
+        fwd.restype = i32
+        bwd = getattr(lib, f"gsk_neuron_backward_{suffix}")
+        bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32, i32]
+        bwd.restype = i32
+        rec = getattr(lib, f"gsk_ratebp_record_{suffix}")
+        rec.argtypes = ([p, i64, p, p, i64, i64] + [p] * 8
+                        + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32])
+        rec.restype = i32
+        mom = getattr(lib, f"gsk_channel_moments_{suffix}")
+        mom.argtypes = [p, i64, i64, i64, p, p, i32]
+        mom.restype = i32
+    return lib
 
 
 def _load() -> ctypes.CDLL:
@@ -96,28 +201,10 @@ def _load() -> ctypes.CDLL:
     if _library is not None:
         return _library
     with _lock:
-        if _library is not None:
-            return _library
-        path = build_native_library()
-        lib = ctypes.CDLL(str(path))
-        p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-        for suffix in ("f32", "f64"):
-            fwd = getattr(lib, f"gsk_neuron_forward_{suffix}")
-            fwd.argtypes = [p, p, p, p, p, i64, i64, f64, f64, f64, i32, i32, i32]
-            fwd.restype = i32
-            bwd = getattr(lib, f"gsk_neuron_backward_{suffix}")
-            bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32,
-                            i32]
-            bwd.restype = i32
-            rec = getattr(lib, f"gsk_ratebp_record_{suffix}")
-            rec.argtypes = ([p, i64, p, p, i64, i64] + [p] * 8
-                            + [i64, i64, f64, f64, f64, f64, f64, i32, i32, i32, i32, i32])
-            rec.restype = i32
-            mom = getattr(lib, f"gsk_channel_moments_{suffix}")
-            mom.argtypes = [p, i64, i64, i64, p, p, i32]
-            mom.restype = i32
-        _library, _library_path = lib, str(path)
-        return lib
+        if _library is None:
+            path = build_native_library()
+            _library, _library_path = _bind(ctypes.CDLL(str(path))), str(path)
+    return _library
 
 
 def cpp_status() -> tuple[bool, str]:
@@ -130,11 +217,18 @@ def cpp_status() -> tuple[bool, str]:
     return True, str(_library_path)
 
 
+def _kernel_id(surrogate: SurrogateFunction) -> int:
+    if surrogate.kernel_id is None:
+        raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate!r}; it has "
+                           f"{sorted(KERNEL_IDS)}")
+    return surrogate.kernel_id
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config,
+def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: NeuronConfig,
                      keep_h: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
     """Native forward on ``x`` ``[T, N]`` from ``u0`` ``[N]``; returns ``(spikes, h_seq, v_last)``
     (``h_seq`` is ``None`` with ``keep_h=False``: the backward then recomputes it from ``x``)."""
@@ -151,7 +245,7 @@ def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: _Config,
 
 
 def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor | None, x: Tensor | None,
-                      u0: Tensor | None, k: float, cfg: _Config,
+                      u0: Tensor | None, k: float, cfg: NeuronConfig,
                       want_k: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """Native reverse-time loop; returns ``(grad_x [T, N], grad_v_init [N], grad_k (0-dim) or None)``.
     With ``h_seq=None`` it recomputes the membranes from ``x`` and ``u0`` block by block (both required)."""
@@ -174,7 +268,7 @@ def cpp_backward_loop(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor | 
     fn = lib.gsk_neuron_backward_f32 if like.dtype == torch.float32 else lib.gsk_neuron_backward_f64
     status = fn(_ptr(h_seq), _ptr(gs), _ptr(gv), _ptr(x), _ptr(u0), _ptr(grad_x), _ptr(grad_v),
                 ctypes.addressof(grad_k), T, N, k, cfg.v_threshold - v_r, v_r, cfg.surrogate.alpha,
-                SURROGATE_IDS[cfg.surrogate.name], int(cfg.v_reset is None), int(cfg.detach_reset),
+                _kernel_id(cfg.surrogate), int(cfg.v_reset is None), int(cfg.detach_reset),
                 int(cfg.decay_input), int(want_k), torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"native neuron backward failed with status {status}")
@@ -198,9 +292,7 @@ def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | N
     applied inside the kernel (see :func:`graphspike_kd.spiking.ratebp.fused_bn_neuron`). Returns the spikes
     ``[T, N]`` (contiguous)."""
     lib = _load()
-    if surrogate.name not in SURROGATE_IDS:
-        raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate.name!r}; it has "
-                           f"{sorted(SURROGATE_IDS)}")
+    surrogate_id = _kernel_id(surrogate)
     if x.dim() != 2:
         raise RuntimeError(f"ratebp_record_cpp: x must be [T, N], got shape {tuple(x.shape)}")
     T, N = x.shape
@@ -239,7 +331,7 @@ def ratebp_record_cpp(x: Tensor, state: dict[str, Tensor], kappa_seq: Tensor | N
     fn = lib.gsk_ratebp_record_f32 if x.dtype == torch.float32 else lib.gsk_ratebp_record_f64
     status = fn(_ptr(x), x_tstride, _ptr(scale), _ptr(shift), channels, hw, _ptr(spikes), _ptr(state["u"]),
                 _ptr(d), _ptr(dk), _ptr(state["spikes"]), _ptr(state["elig"]), _ptr(elig_k), _ptr(kappa_seq),
-                T, N, k, lam, k_in, threshold, surrogate.alpha, SURROGATE_IDS[surrogate.name], int(not hard),
+                T, N, k, lam, k_in, threshold, surrogate.alpha, surrogate_id, int(not hard),
                 int(detach_reset), int(decay_input), torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"native rate-BP recording failed with status {status}")
@@ -267,17 +359,17 @@ def channel_moments_cpp(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, m2
 
 
-class _NeuronMultiStepCpp(torch.autograd.Function):
+class CppNeuronFunction(torch.autograd.Function):
     """Native forward/backward. Saves the input ``x`` and ``v_init`` and recomputes the membranes in the
     backward, block by block in cache (bit-identical to the forward's), instead of writing and keeping an
     ``h_seq``: the forward then writes one ``[T, N]`` tensor (the spikes) instead of two, and the saved
     ``[T, N]`` tensor is the caller's input (a view of it; a copy only when the input is not contiguous)
     rather than a new allocation. As with any saved input, modifying ``x_seq`` in place before the
-    backward is then an autograd error."""
+    backward is then an autograd error. ``CppNeuronFunction.apply(x_seq, v_init, decay, cfg)``."""
 
     @staticmethod
     def forward(ctx: Any, x_seq: Tensor, v_init: Tensor, decay: Tensor,
-                cfg: _Config) -> tuple[Tensor, Tensor]:
+                cfg: NeuronConfig) -> tuple[Tensor, Tensor]:
         shape = x_seq.shape
         x = x_seq.detach().reshape(shape[0], -1).contiguous()
         u0 = v_init.detach().reshape(-1).to(x.dtype).contiguous()
@@ -296,39 +388,3 @@ class _NeuronMultiStepCpp(torch.autograd.Function):
         grad_x, grad_v, grad_k = cpp_backward_loop(grad_spikes, grad_v_last, None, x, u0, k, ctx.cfg, want_k)
         return (grad_x.view(x_shape), grad_v.view(v_shape) if ctx.needs_input_grad[1] else None,
                 grad_k.to(decay_dtype) if want_k else None, None)
-
-
-def neuron_multistep_cpp(
-    x_seq: Tensor,
-    v_init: Tensor,
-    decay: Tensor,
-    *,
-    v_threshold: float = 1.0,
-    v_reset: float | None = None,
-    decay_input: bool = True,
-    detach_reset: bool = False,
-    surrogate_name: str = "sigmoid",
-    alpha: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Native CPU version of :func:`~graphspike_kd.spiking.functional.neuron_multistep_torch` (same
-    arguments and results; float32/float64 CPU tensors).
-
-    Raises:
-        RuntimeError: the tensors are not float32/float64 CPU tensors, or the kernel cannot be built.
-    """
-    check_multistep_args(x_seq, v_init, decay, v_threshold=v_threshold, v_reset=v_reset,
-                         where="neuron_multistep_cpp")
-    if x_seq.device.type != "cpu" or x_seq.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"backend='cpp' runs float32/float64 CPU tensors, got {x_seq.dtype} on "
-                           f"{x_seq.device}")
-    surrogate = get_surrogate(surrogate_name, alpha)
-    if surrogate.name not in SURROGATE_IDS:
-        raise RuntimeError(f"backend='cpp' has no kernel for surrogate {surrogate_name!r}; it has "
-                           f"{sorted(SURROGATE_IDS)}")
-    cfg = _Config(float(v_threshold), None if v_reset is None else float(v_reset), bool(decay_input),
-                  bool(detach_reset), surrogate)
-    if torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
-        from graphspike_kd.spiking.ops import neuron_multistep_op
-
-        return neuron_multistep_op(x_seq, v_init, decay, cfg, "cpp")
-    return _NeuronMultiStepCpp.apply(x_seq, v_init, decay, cfg)

@@ -15,87 +15,33 @@ Step modes: ``"m"`` (multi-step) takes ``[T, N, ...]`` and returns spikes ``[T, 
 
 State: the membrane lives in ``neuron.v``. In multi-step mode every call starts from :math:`V_r` unless
 ``keep_state=True``; in single-step mode the membrane is carried from call to call (that is what a step
-is). :meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (and
-nothing outside it), :meth:`BaseNeuron.detach_state` cuts the graph for truncated BPTT.
+is). spikingjelly carries the membrane in both modes until ``reset_net``: neurons converted by
+:func:`graphspike_kd.spiking.interop.from_spikingjelly` get ``keep_state=True``, which is that rule.
+:meth:`BaseNeuron.reset` clears it, :func:`reset_net` clears every neuron inside one model (ours,
+spikingjelly's and snntorch's; nothing outside the model), :meth:`BaseNeuron.detach_state` cuts the graph
+for truncated BPTT. The membrane of every step (spikingjelly's ``v_seq``) is not stored.
 
-Backends: ``"torch"`` (one fused autograd Function over the time loop; every device), ``"cpp"`` (native
-blocked C++ loop for CPU tensors, compiled at first use, see :mod:`graphspike_kd.spiking.native`),
-``"cupy"`` (fused
-CUDA kernels from :mod:`graphspike_kd.spiking.kernels`; CUDA tensors, fp32/fp16, surrogates with a CUDA
-kernel; raises with the real reason where it cannot run), ``"auto"`` (cupy for CUDA tensors when it can
-run, torch otherwise; logs its choice once, and warns once with the reason when a CUDA tensor falls back
-to torch). Explicit choices never fall back.
+Backends (:mod:`graphspike_kd.spiking.functional` chooses and runs them): ``"torch"`` (the time loop in
+torch, one autograd Function; every device), ``"cpp"`` (native blocked C++ loop for float32/float64 CPU
+tensors, built at first use, see :mod:`graphspike_kd.spiking.native`), ``"cupy"`` (fused CUDA kernels
+from :mod:`graphspike_kd.spiking.kernels`; float32/float16 CUDA tensors, surrogates with a CUDA kernel),
+``"auto"`` (the fastest one available for the tensor's device: cupy on CUDA, cpp on CPU, else torch;
+logs its choice once, and warns once with the reason when a CUDA tensor falls back to torch). Explicit
+choices never fall back: they raise with the real reason.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
-import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.spiking.functional import neuron_multistep_torch
-from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, Sigmoid, SurrogateFunction
+from graphspike_kd.spiking.functional import BACKENDS, NeuronConfig, resolve_backend, run_multistep
+from graphspike_kd.spiking.surrogate import Sigmoid, SurrogateFunction, as_surrogate
 
 __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "reset_net", "BACKENDS"]
-
-logger = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "cpp", "cupy", "auto")
-_CUPY_DTYPES = (torch.float32, torch.float16)
-_already_said: set[str] = set()
-
-
-def _say_once(message: str, *, warn: bool) -> None:
-    if message in _already_said:
-        return
-    _already_said.add(message)
-    if warn:
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
-    else:
-        logger.info(message)
-
-
-def _cupy_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | None:
-    """Why the CuPy kernels cannot run ``x`` with this surrogate, or ``None`` if they can."""
-    if x.device.type != "cuda":
-        return f"the CuPy kernels need CUDA tensors, got a tensor on {x.device}"
-    if x.dtype not in _CUPY_DTYPES:
-        return f"the CuPy kernels support float32 and float16, got {x.dtype}"
-    if not surrogate.has_cuda_kernel:
-        return (f"surrogate {surrogate!r} has no CUDA kernel (kernels exist for {sorted(CUDA_SURROGATES)}); "
-                "use backend='torch' or one of those surrogates")
-    return _kernels_unavailable_reason()
-
-
-def _cpp_unavailable_reason(x: Tensor, surrogate: SurrogateFunction) -> str | None:
-    """Why the native CPU kernel cannot run ``x`` with this surrogate, or ``None`` if it can."""
-    from graphspike_kd.spiking import native
-
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return f"the native kernel runs float32/float64 CPU tensors, got {x.dtype} on {x.device}"
-    if surrogate.name not in native.SURROGATE_IDS:
-        return (f"surrogate {surrogate!r} has no native kernel (kernels exist for "
-                f"{sorted(native.SURROGATE_IDS)})")
-    ok, why = native.cpp_status()
-    return None if ok else why
-
-
-@functools.lru_cache(maxsize=1)
-def _kernels_unavailable_reason() -> str | None:
-    """``None`` when the CuPy kernels can run here, else the real reason (import error or CuPy status).
-    Probed once per process (``_kernels_unavailable_reason.cache_clear()`` probes again)."""
-    try:
-        from graphspike_kd.spiking import kernels
-    except ImportError as exc:
-        return (f"graphspike_kd.spiking.kernels cannot be imported ({type(exc).__name__}: {exc}); "
-                "install the GPU extra with `pip install graphspike_kd[gpu]`")
-    ok, why = kernels.cupy_status()
-    return None if ok else f"CuPy kernels cannot run: {why}"
-
 
 class BaseNeuron(nn.Module):
     r"""Common state, step-mode and backend handling; subclasses provide the decay factor :math:`k`.
@@ -104,7 +50,9 @@ class BaseNeuron(nn.Module):
         v_threshold (float, optional): firing threshold :math:`\vartheta`. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value :math:`V_r`, or ``None`` for a soft reset
             (subtract the threshold). (default: ``None``)
-        surrogate (SurrogateFunction, optional): surrogate of the spike derivative.
+        surrogate (SurrogateFunction, optional): surrogate of the spike derivative; a spikingjelly or
+            snntorch surrogate is mapped to ours with the same sharpness
+            (:func:`~graphspike_kd.spiking.surrogate.as_surrogate`).
             (default: :class:`~graphspike_kd.spiking.surrogate.Sigmoid` with ``alpha=4.0``)
         detach_reset (bool, optional): no gradient through the spike used in the reset.
             (default: ``False``)
@@ -113,6 +61,8 @@ class BaseNeuron(nn.Module):
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): in multi-step mode, start each call from the membrane left by the
             previous call instead of :math:`V_r`. (default: ``False``)
+        surrogate_function (optional): spikingjelly's name for ``surrogate`` (give one of the two).
+            (default: ``None``)
     """
 
     decay_input: bool = False
@@ -121,11 +71,13 @@ class BaseNeuron(nn.Module):
         self,
         v_threshold: float = 1.0,
         v_reset: float | None = None,
-        surrogate: SurrogateFunction | None = None,
+        surrogate: SurrogateFunction | Any = None,
         detach_reset: bool = False,
         step_mode: str = "m",
         backend: str = "torch",
         keep_state: bool = False,
+        *,
+        surrogate_function: Any = None,
     ) -> None:
         super().__init__()
         if not math.isfinite(v_threshold):
@@ -133,10 +85,11 @@ class BaseNeuron(nn.Module):
         if v_reset is not None and not (math.isfinite(v_reset) and v_reset < v_threshold):
             raise ValueError(f"{type(self).__name__}: v_reset must be None or a finite value below "
                              f"v_threshold={v_threshold}, got {v_reset!r}")
-        surrogate = Sigmoid(alpha=4.0) if surrogate is None else surrogate
-        if not isinstance(surrogate, SurrogateFunction):
-            raise TypeError(f"{type(self).__name__}: surrogate must be a graphspike_kd.spiking.surrogate."
-                            f"SurrogateFunction, got {type(surrogate).__name__}")
+        if surrogate is not None and surrogate_function is not None:
+            raise TypeError(f"{type(self).__name__}: pass surrogate= or its alias surrogate_function=, "
+                            "not both")
+        surrogate = surrogate if surrogate_function is None else surrogate_function
+        surrogate = Sigmoid(alpha=4.0) if surrogate is None else as_surrogate(surrogate, type(self).__name__)
         self.v_threshold = float(v_threshold)
         self.v_reset = None if v_reset is None else float(v_reset)
         self.surrogate = surrogate
@@ -186,58 +139,27 @@ class BaseNeuron(nn.Module):
         if self.v is not None:
             self.v = self.v.detach()
 
-    def _initial_state(self, x_step: Tensor, carry: bool) -> Tensor:
+    def _initial_state(self, x: Tensor, step_shape: torch.Size, carry: bool) -> Tensor:
+        """The membrane before the first step, shape ``step_shape``, on ``x``'s device and dtype."""
         if carry and self.v is not None:
-            if tuple(self.v.shape) != tuple(x_step.shape):
+            if tuple(self.v.shape) != tuple(step_shape):
                 raise ValueError(
                     f"{type(self).__name__}: stored membrane has shape {tuple(self.v.shape)} but the input "
-                    f"step has shape {tuple(x_step.shape)}; call reset() (or reset_net(model)) between "
+                    f"step has shape {tuple(step_shape)}; call reset() (or reset_net(model)) between "
                     "batches of different shapes")
-            return self.v.to(device=x_step.device, dtype=x_step.dtype)
-        return torch.full_like(x_step, self.v_rest)
+            return self.v.to(device=x.device, dtype=x.dtype)
+        return torch.full(step_shape, self.v_rest, dtype=x.dtype, device=x.device)
 
     # ---------------------------------------------------------------------------------------- forward
     def resolve_backend(self, x: Tensor) -> str:
-        """The backend that will run ``x``: ``"torch"`` or ``"cupy"`` (raises for an impossible
-        explicit ``"cupy"``)."""
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "cpp":
-            reason = _cpp_unavailable_reason(x, self.surrogate)
-            if reason is not None:
-                raise RuntimeError(f"{type(self).__name__}(backend='cpp') cannot run: {reason}")
-            return "cpp"
-        reason = _cupy_unavailable_reason(x, self.surrogate)
-        if self.backend == "cupy":
-            if reason is not None:
-                raise RuntimeError(f"{type(self).__name__}(backend='cupy') cannot run: {reason}")
-            return "cupy"
-        if reason is None:
-            _say_once(f"graphspike_kd neurons: backend='auto' chose 'cupy' for {x.dtype} on {x.device}",
-                      warn=False)
-            return "cupy"
-        message = f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: {reason}"
-        _say_once(message, warn=x.device.type == "cuda")
-        return "torch"
+        """The backend that will run ``x``: ``"torch"``, ``"cpp"`` or ``"cupy"`` (raises with the reason for
+        an explicit backend that cannot run it)."""
+        return resolve_backend(self.backend, x, self.surrogate, type(self).__name__)
 
     def _run(self, x_seq: Tensor, v_init: Tensor) -> tuple[Tensor, Tensor]:
-        kwargs = dict(v_threshold=self.v_threshold, v_reset=self.v_reset, decay_input=self.decay_input,
-                      detach_reset=self.detach_reset, surrogate_name=self.surrogate.name,
-                      alpha=self.surrogate.alpha)
-        decay = self.decay(x_seq)
-        backend = self.resolve_backend(x_seq)
-        if backend == "cupy":
-            from graphspike_kd.spiking.kernels import neuron_multistep_cupy
-
-            return neuron_multistep_cupy(x_seq, v_init, decay, **kwargs)
-        if backend == "cpp":
-            from graphspike_kd.spiking.native import neuron_multistep_cpp
-
-            return neuron_multistep_cpp(x_seq, v_init, decay, **kwargs)
-        if type(self.surrogate).derivative_at is SurrogateFunction.derivative_at:
-            raise TypeError(f"{type(self).__name__}: surrogate {type(self.surrogate).__name__} does not "
-                            "implement derivative_at(), which the multi-step path needs")
-        return neuron_multistep_torch(x_seq, v_init, decay, **kwargs)
+        cfg = NeuronConfig(self.v_threshold, self.v_reset, self.decay_input, self.detach_reset,
+                           self.surrogate)
+        return run_multistep(x_seq, v_init, self.decay(x_seq), cfg, self.backend, who=type(self).__name__)
 
     def forward(self, x: Tensor) -> Tensor:
         """Spikes for ``x``: ``[T, N, ...]`` in multi-step mode, ``[N, ...]`` in single-step mode."""
@@ -245,10 +167,10 @@ class BaseNeuron(nn.Module):
             if x.dim() < 1:
                 raise ValueError(f"{type(self).__name__}: multi-step input must be [T, N, ...], got a 0-dim "
                                  "tensor")
-            v_init = self._initial_state(x[0], carry=self.keep_state)
+            v_init = self._initial_state(x, x.shape[1:], carry=self.keep_state)
             spikes, self.v = self._run(x, v_init)
             return spikes
-        v_init = self._initial_state(x, carry=True)
+        v_init = self._initial_state(x, x.shape, carry=True)
         spikes, self.v = self._run(x.unsqueeze(0), v_init)
         return spikes.squeeze(0)
 
@@ -277,11 +199,13 @@ class IF(BaseNeuron):
     Args:
         v_threshold (float, optional): firing threshold. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
-        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        surrogate (SurrogateFunction, optional): spike derivative; spikingjelly and snntorch surrogates are
+            mapped to ours. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+        surrogate_function (optional): alias of ``surrogate`` (spikingjelly's name). (default: ``None``)
 
     Shapes:
         - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
@@ -312,11 +236,13 @@ class LIF(BaseNeuron):
         v_threshold (float, optional): firing threshold. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
         decay_input (bool, optional): scale the input by :math:`1/\tau` as well. (default: ``True``)
-        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        surrogate (SurrogateFunction, optional): spike derivative; spikingjelly and snntorch surrogates are
+            mapped to ours. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+        surrogate_function (optional): alias of ``surrogate`` (spikingjelly's name). (default: ``None``)
 
     Shapes:
         - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
@@ -330,13 +256,16 @@ class LIF(BaseNeuron):
         v_threshold: float = 1.0,
         v_reset: float | None = None,
         decay_input: bool = True,
-        surrogate: SurrogateFunction | None = None,
+        surrogate: SurrogateFunction | Any = None,
         detach_reset: bool = False,
         step_mode: str = "m",
         backend: str = "torch",
         keep_state: bool = False,
+        *,
+        surrogate_function: Any = None,
     ) -> None:
-        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state)
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state,
+                         surrogate_function=surrogate_function)
         tau = float(tau)
         if not (math.isfinite(tau) and tau >= 1.0):
             raise ValueError(f"LIF: tau must be a finite number >= 1 (decay 1/tau in (0, 1]), got {tau!r}")
@@ -368,11 +297,13 @@ class PLIF(BaseNeuron):
         v_threshold (float, optional): firing threshold. (default: ``1.0``)
         v_reset (float or None, optional): hard-reset value, ``None`` = soft reset. (default: ``None``)
         decay_input (bool, optional): scale the input by :math:`k` as well. (default: ``True``)
-        surrogate (SurrogateFunction, optional): spike derivative. (default: ``Sigmoid(alpha=4.0)``)
+        surrogate (SurrogateFunction, optional): spike derivative; spikingjelly and snntorch surrogates are
+            mapped to ours. (default: ``Sigmoid(alpha=4.0)``)
         detach_reset (bool, optional): no gradient through the reset. (default: ``False``)
         step_mode (str, optional): ``"m"`` or ``"s"``. (default: ``"m"``)
         backend (str, optional): ``"torch"``, ``"cpp"``, ``"cupy"`` or ``"auto"``. (default: ``"torch"``)
         keep_state (bool, optional): carry the membrane across multi-step calls. (default: ``False``)
+        surrogate_function (optional): alias of ``surrogate`` (spikingjelly's name). (default: ``None``)
 
     Shapes:
         - **input:** :math:`(T, N, *)` (``step_mode="m"``) or :math:`(N, *)` (``"s"``)
@@ -386,13 +317,16 @@ class PLIF(BaseNeuron):
         v_threshold: float = 1.0,
         v_reset: float | None = None,
         decay_input: bool = True,
-        surrogate: SurrogateFunction | None = None,
+        surrogate: SurrogateFunction | Any = None,
         detach_reset: bool = False,
         step_mode: str = "m",
         backend: str = "torch",
         keep_state: bool = False,
+        *,
+        surrogate_function: Any = None,
     ) -> None:
-        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state)
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, step_mode, backend, keep_state,
+                         surrogate_function=surrogate_function)
         init_tau = float(init_tau)
         if not (math.isfinite(init_tau) and init_tau > 1.0):
             raise ValueError(f"PLIF: init_tau must be a finite number > 1, got {init_tau!r}")
@@ -422,12 +356,25 @@ def _param_dtype(like: Tensor) -> torch.dtype:
     return torch.float64 if like.dtype == torch.float64 else torch.float32
 
 
+def _is_spikingjelly_neuron(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("spikingjelly.") and callable(getattr(module, "reset", None))
+
+
+def _is_snntorch_neuron(module: nn.Module) -> bool:
+    return (type(module).__module__.startswith("snntorch.") and callable(getattr(module, "reset_mem", None))
+            and isinstance(getattr(module, "mem", None), Tensor))
+
+
 def reset_net(model: nn.Module) -> nn.Module:
-    """Reset the membrane of every :class:`BaseNeuron` inside ``model`` (``model`` included); neurons of
-    other models are untouched (unlike a class-level registry). Returns ``model``."""
+    """Reset the state of every neuron inside ``model`` (``model`` included): our :class:`BaseNeuron`
+    (:meth:`BaseNeuron.reset`), spikingjelly's stateful modules (their ``reset()``) and snntorch neurons
+    that hold their membrane (``init_hidden=True``: ``reset_mem()``). Neurons of other models are untouched
+    (unlike a class-level registry). Returns ``model``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"reset_net expects an nn.Module, got {type(model).__name__}")
     for module in model.modules():
-        if isinstance(module, BaseNeuron):
+        if isinstance(module, BaseNeuron) or _is_spikingjelly_neuron(module):
             module.reset()
+        elif _is_snntorch_neuron(module):
+            module.reset_mem()
     return model

@@ -25,8 +25,8 @@ A training step has two passes over the same model:
    With the official neuron (``decay_input=False``, soft reset, ``detach_reset=True``) this is
    :math:`\kappa_t = 1 + \lambda\kappa_{t-1}`; soft, not detached, :math:`\kappa_t = 1 + \lambda
    \kappa_{t-1}(1 - \vartheta g'_{t-1})`; hard reset, :math:`\kappa_t = 1 + \lambda\kappa_{t-1}(1 - S[t-1]
-   - [\neg\text{detach}] (H[t-1] - V_r) g'_{t-1})` (the spec writes :math:`v_{t-1}` for the pre-reset
-   membrane; we use the exact derivative of our neuron). For a PLIF neuron the same recursion with
+   - [\neg\text{detach}] (H[t-1] - V_r) g'_{t-1})` (the exact derivative of the neuron, with the
+   pre-reset membrane :math:`H[t-1]`). For a PLIF neuron the same recursion with
    :math:`\partial H[t]/\partial k` gives an eligibility :math:`e_k` of the learnable decay (our
    extension; the official code has no learnable decay). Every :class:`RateBPBatchNorm2d` normalises
    with the batch statistics of the time-flattened batch ``[T*N, C, H, W]``, records them, and updates
@@ -46,10 +46,8 @@ A training step has two passes over the same model:
    classifier on the rates (= the mean over time of the logits, since the head is linear).
 
 3. **Loss**: the gradient of the loss is scaled by :math:`1/T`, its value unchanged
-   (:func:`scale_grad`), as in the official code; the sources give no reason, so treat it as a
-   convention that changes the effective learning rate (``grad_scale=1`` removes it: on digits that
-   closes rate-BP's gap to BPTT after a short budget, and changes nothing after a long one; see
-   docs/spiking2.md).
+   (:func:`scale_grad`), as in the official code: a convention that changes the effective learning
+   rate (``grad_scale=1`` removes it).
 
 Evaluation is the plain ``T``-step SNN (modules in ``"plain"`` mode, BN with running statistics). The
 same model object also trains with BPTT (:func:`bptt_loss`, ``"plain"`` mode), so the two can be compared.
@@ -57,18 +55,17 @@ same model object also trains with BPTT (:func:`bptt_loss`, ``"plain"`` mode), s
 Execution modes of the spike pass: by default each layer runs over the whole ``[T*N, ...]`` batch
 (the official ``rate_M``; transient memory grows with ``T``); ``lean=True`` calls the model ``T`` times
 with one step each (``rate_S``; memory flat in ``T``); ``steps_per_call=c`` calls it ``ceil(T / c)``
-times with ``c`` steps each (our middle ground: memory bounded by ``c`` steps, while the convolutions
-still see ``c*N`` samples per call, which runs them much more efficiently on CPU than ``N``). When the model
-is called on part of the time steps, every BatchNorm normalises that call's steps with their own batch
-statistics (``lean``: a single-step SNN), while the statistics recorded for the rate pass and the running
-statistics are pooled exactly over all ``T*N`` samples (inferred: the official rate_S normalises per
-step; pooling for the rate pass is our choice).
+times with ``c`` steps each (memory bounded by ``c`` steps, while the convolutions still see ``c*N``
+samples per call). When the model is called on part of the time steps, every BatchNorm normalises that
+call's steps with their own batch statistics (``lean``: a single-step SNN, as the official rate_S), while
+the statistics recorded for the rate pass and the running statistics are pooled exactly over all ``T*N``
+samples.
 
 Rate-pass exactness needs only linear operations between neurons (conv, BN, avg-pool, add, flatten,
 linear); :func:`check_rate_compatible` rejects max-pool and dropout.
 
 With ``T = 1`` the rate-BP gradient equals the BPTT gradient; for one neuron layer driven by a constant
-input it equals BPTT's gradient divided by ``T`` (see ``tests/spiking/test_ratebp.py``).
+input it equals BPTT's gradient divided by ``T``.
 """
 
 from __future__ import annotations
@@ -82,6 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphspike_kd.spiking import native
 from graphspike_kd.spiking.neurons import BaseNeuron, reset_net
 
 __all__ = [
@@ -296,8 +294,6 @@ class RateBPNeuron(RateBPModule):
     def _spike_forward_cpp(self, x: Tensor, shape: torch.Size, k: float, k_in: float, lam: float, th: float,
                            hard: bool, scalar_kappa: bool,
                            channel_affine: tuple[Tensor, Tensor, int] | None) -> Tensor:
-        from graphspike_kd.spiking.native import ratebp_record_cpp
-
         nrn, st = self.neuron, self._state
         assert st is not None
         T = x.shape[0]
@@ -311,9 +307,9 @@ class RateBPNeuron(RateBPModule):
             kappa_seq = torch.tensor(seq, dtype=torch.float64)
         if not (T > 1 and x.stride(0) == 0 and x[0].is_contiguous()):  # keep a time-repeated input uncopied
             x = x.contiguous()
-        out = ratebp_record_cpp(x, st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
-                                surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
-                                decay_input=nrn.decay_input, channel_affine=channel_affine)
+        out = native.ratebp_record_cpp(x, st, kappa_seq, k=k, lam=lam, k_in=k_in, threshold=th,
+                                       surrogate=nrn.surrogate, hard=hard, detach_reset=nrn.detach_reset,
+                                       decay_input=nrn.decay_input, channel_affine=channel_affine)
         self._steps += T
         return out.view(shape)
 
@@ -407,12 +403,10 @@ class _RateBPBatchNorm(RateBPModule):
         """The spike pass's BatchNorm as a per-channel map ``x * scale + shift`` for a fused neuron: batch
         statistics of ``x`` ``[B, C, *]`` (contiguous CPU float) taken natively in one read and recorded
         as :meth:`_spike_forward` records them; returns ``(scale, shift)`` ``[C]`` in ``x``'s dtype."""
-        from graphspike_kd.spiking.native import channel_moments_cpp
-
         bn: nn.modules.batchnorm._BatchNorm = self  # type: ignore[assignment]
         if not self.training:
             raise RuntimeError(f"{type(self).__name__}: the rate-BP spike pass needs train mode")
-        mean, m2 = channel_moments_cpp(x.detach())
+        mean, m2 = native.channel_moments_cpp(x.detach())
         count = float(x.numel() // x.shape[1])
         var = m2 / count
         self._record_batch_stats(count, mean, var)

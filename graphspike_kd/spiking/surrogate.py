@@ -7,24 +7,30 @@ backward pass by the derivative :math:`g'(x)` of a smooth surrogate :math:`g` wi
 :class:`torch.autograd.Function` (:class:`SpikeFunction`: exact Heaviside forward, ``g'`` backward), and
 exposes:
 
-- ``name`` and ``alpha``: what the fused CUDA kernels select their inlined derivative from;
+- ``name`` and ``alpha``;
+- ``kernel_id``: the surrogate's number in the native CPU and CUDA kernels (the ``Surrogate`` enum of
+  ``csrc/neuron_cpu.cpp`` and ``SurrogateKind`` of ``kernels/neuron_math.cuh``; a test parses both and
+  compares them with these classes), and ``cuda_kernel``: whether the CUDA kernels inline it;
 - :meth:`SurrogateFunction.derivative` / :meth:`SurrogateFunction.derivative_at`: :math:`g'` as plain
   tensor math, the latter written into a reused buffer by the multi-step torch path
-  (:func:`graphspike_kd.spiking.functional.neuron_multistep_torch`).
+  (:mod:`graphspike_kd.spiking.torch_loop`).
 
-==================  =====  ==========================================================  ===========
-name                α      :math:`g'(x)`                                               CuPy kernel
-==================  =====  ==========================================================  ===========
-``"sigmoid"``       4      :math:`\alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`        yes
-``"atan"``          2      :math:`\frac{\alpha/2}{1 + (\frac{\pi}{2}\alpha x)^2}`      yes
-``"rectangle"``     1      :math:`\alpha\,\mathbb{1}[|x| < \frac{1}{2\alpha}]`         yes
-``"triangle"``      1      :math:`\alpha^2 \max(0, \frac{1}{\alpha} - |x|)`            yes
-``"fast_sigmoid"``  25     :math:`\frac{1}{(1 + \alpha|x|)^2}` (SuperSpike, snntorch)  yes
-``"erf"``           2      :math:`\frac{\alpha}{\sqrt{\pi}} e^{-\alpha^2 x^2}`         no (torch)
-==================  =====  ==========================================================  ===========
+==================  =====  ==========================================================  ==  ===========
+name                α      :math:`g'(x)`                                               id  CuPy kernel
+==================  =====  ==========================================================  ==  ===========
+``"sigmoid"``       4      :math:`\alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`        0   yes
+``"atan"``          2      :math:`\frac{\alpha/2}{1 + (\frac{\pi}{2}\alpha x)^2}`      1   yes
+``"rectangle"``     1      :math:`\alpha\,\mathbb{1}[|x| < \frac{1}{2\alpha}]`         2   yes
+``"triangle"``      1      :math:`\alpha^2 \max(0, \frac{1}{\alpha} - |x|)`            3   yes
+``"fast_sigmoid"``  25     :math:`\frac{1}{(1 + \alpha|x|)^2}` (SuperSpike, snntorch)  4   yes
+``"erf"``           2      :math:`\frac{\alpha}{\sqrt{\pi}} e^{-\alpha^2 x^2}`         5   no
+==================  =====  ==========================================================  ==  ===========
 
-Sigmoid / ATan / Erf follow spikingjelly's definitions (same α), FastSigmoid and ATan agree with
-snntorch's ``fast_sigmoid(slope)`` / ``atan(alpha)``.
+Every surrogate has a native CPU kernel (``backend="cpp"``).
+
+Sigmoid / ATan / Erf / Rectangle follow spikingjelly's ``Sigmoid`` / ``ATan`` / ``Erf`` / ``Rect`` (same
+α), Sigmoid / FastSigmoid / ATan agree with snntorch's ``sigmoid(slope)`` / ``fast_sigmoid(slope)`` /
+``atan(alpha)``; :func:`as_surrogate` maps those objects to ours (neurons accept them directly).
 """
 
 from __future__ import annotations
@@ -47,10 +53,11 @@ __all__ = [
     "get_surrogate",
     "available_surrogates",
     "CUDA_SURROGATES",
+    "KERNEL_IDS",
+    "SPIKINGJELLY_SURROGATES",
+    "SNNTORCH_SURROGATES",
+    "as_surrogate",
 ]
-
-#: Surrogates that the fused CuPy kernels inline (the contract with :mod:`graphspike_kd.spiking.kernels`).
-CUDA_SURROGATES: frozenset[str] = frozenset({"sigmoid", "atan", "rectangle", "triangle", "fast_sigmoid"})
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -81,6 +88,10 @@ class SurrogateFunction(nn.Module):
 
     name: str = ""
     default_alpha: float = 1.0
+    #: number of this surrogate in the native CPU and CUDA kernels (``None``: torch path only)
+    kernel_id: int | None = None
+    #: whether the fused CUDA kernels inline this surrogate
+    cuda_kernel: bool = False
 
     def __init__(self, alpha: float | None = None) -> None:
         super().__init__()
@@ -105,7 +116,7 @@ class SurrogateFunction(nn.Module):
     @property
     def has_cuda_kernel(self) -> bool:
         """Whether the fused CuPy kernels inline this surrogate."""
-        return self.name in CUDA_SURROGATES
+        return self.cuda_kernel
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -125,6 +136,8 @@ class Sigmoid(SurrogateFunction):
     """
 
     name = "sigmoid"
+    kernel_id = 0
+    cuda_kernel = True
     default_alpha = 4.0
 
     def __init__(self, alpha: float = 4.0) -> None:
@@ -150,6 +163,8 @@ class ATan(SurrogateFunction):
     """
 
     name = "atan"
+    kernel_id = 1
+    cuda_kernel = True
     default_alpha = 2.0
 
     def __init__(self, alpha: float = 2.0) -> None:
@@ -171,6 +186,8 @@ class Rectangle(SurrogateFunction):
     """
 
     name = "rectangle"
+    kernel_id = 2
+    cuda_kernel = True
     default_alpha = 1.0
 
     def __init__(self, alpha: float = 1.0) -> None:
@@ -191,6 +208,8 @@ class Triangle(SurrogateFunction):
     """
 
     name = "triangle"
+    kernel_id = 3
+    cuda_kernel = True
     default_alpha = 1.0
 
     def __init__(self, alpha: float = 1.0) -> None:
@@ -215,6 +234,8 @@ class FastSigmoid(SurrogateFunction):
     """
 
     name = "fast_sigmoid"
+    kernel_id = 4
+    cuda_kernel = True
     default_alpha = 25.0
 
     def __init__(self, alpha: float = 25.0) -> None:
@@ -237,6 +258,7 @@ class Erf(SurrogateFunction):
     """
 
     name = "erf"
+    kernel_id = 5
     default_alpha = 2.0
 
     def __init__(self, alpha: float = 2.0) -> None:
@@ -252,6 +274,15 @@ _SURROGATES: dict[str, type[SurrogateFunction]] = {
 }
 
 
+#: Surrogate name -> its number in the native CPU and CUDA kernels (from the classes' ``kernel_id``).
+KERNEL_IDS: dict[str, int] = {
+    name: cls.kernel_id for name, cls in _SURROGATES.items() if cls.kernel_id is not None
+}
+
+#: Surrogates that the fused CUDA kernels inline (from the classes' ``cuda_kernel``).
+CUDA_SURROGATES: frozenset[str] = frozenset(name for name, cls in _SURROGATES.items() if cls.cuda_kernel)
+
+
 def available_surrogates() -> list[str]:
     """Names accepted by :func:`get_surrogate` (and by ``surrogate_name`` in the functional API)."""
     return sorted(_SURROGATES)
@@ -265,3 +296,57 @@ def get_surrogate(name: str, alpha: float | None = None) -> SurrogateFunction:
     except KeyError:
         raise ValueError(f"unknown surrogate {name!r}; available: {available_surrogates()}") from None
     return cls() if alpha is None else cls(alpha)
+
+
+#: spikingjelly 2.0 surrogate class (``spikingjelly.activation_based.surrogate``) -> our name, same alpha.
+SPIKINGJELLY_SURROGATES: dict[str, str] = {"Sigmoid": "sigmoid", "ATan": "atan", "Erf": "erf",
+                                           "Rect": "rectangle"}
+#: snntorch surrogate factory (``snntorch.surrogate``) -> (our name, the factory argument that is alpha).
+SNNTORCH_SURROGATES: dict[str, tuple[str, str]] = {"atan": ("atan", "alpha"),
+                                                   "fast_sigmoid": ("fast_sigmoid", "slope"),
+                                                   "sigmoid": ("sigmoid", "slope")}
+
+
+def _from_spikingjelly(obj: Any, where: str) -> SurrogateFunction:
+    name = type(obj).__name__
+    if name not in SPIKINGJELLY_SURROGATES:
+        raise ValueError(f"{where}: spikingjelly surrogate {name} has no graphspike_kd equivalent; "
+                         f"supported: {sorted(SPIKINGJELLY_SURROGATES)}")
+    if not getattr(obj, "spiking", True):
+        raise ValueError(f"{where}: spikingjelly surrogate {obj!r} is in non-spiking mode; only spiking mode "
+                         "maps")
+    return get_surrogate(SPIKINGJELLY_SURROGATES[name], float(obj.alpha))
+
+
+def _from_snntorch(obj: Any, where: str) -> SurrogateFunction:
+    qualname = getattr(obj, "__qualname__", "") or type(obj).__name__
+    factory = qualname.split(".<locals>")[0]
+    closure = getattr(obj, "__closure__", None)
+    if factory not in SNNTORCH_SURROGATES or not closure:
+        raise ValueError(f"{where}: snntorch surrogate {qualname} has no graphspike_kd equivalent; "
+                         f"supported: snntorch.surrogate.{{{', '.join(sorted(SNNTORCH_SURROGATES))}}}")
+    name, param = SNNTORCH_SURROGATES[factory]
+    cells = dict(zip(obj.__code__.co_freevars, closure, strict=True))
+    return get_surrogate(name, float(cells[param].cell_contents))
+
+
+def as_surrogate(obj: Any, where: str = "surrogate") -> SurrogateFunction:
+    """``obj`` as a :class:`SurrogateFunction`: ours as it is; a spikingjelly 2.0 surrogate (``Sigmoid``,
+    ``ATan``, ``Erf``, ``Rect``, spiking mode) or a snntorch spike gradient (``surrogate.atan(alpha)``,
+    ``fast_sigmoid(slope)``, ``sigmoid(slope)``) mapped to ours with the same sharpness. Neither library is
+    imported: objects are recognised by their module.
+
+    Raises:
+        ValueError: a spikingjelly or snntorch surrogate without an equivalent (named in the message).
+        TypeError: anything else.
+    """
+    if isinstance(obj, SurrogateFunction):
+        return obj
+    module = type(obj).__module__ or ""
+    if module.startswith("spikingjelly."):
+        return _from_spikingjelly(obj, where)
+    if callable(obj) and (getattr(obj, "__module__", None) or module).startswith("snntorch."):
+        return _from_snntorch(obj, where)
+    raise TypeError(f"{where}: surrogate must be a graphspike_kd.spiking.surrogate.SurrogateFunction, "
+                    "a spikingjelly surrogate or a snntorch.surrogate spike gradient, got "
+                    f"{type(obj).__name__} {obj!r}")

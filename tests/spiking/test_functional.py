@@ -146,7 +146,7 @@ def test_one_graph_node_and_bounded_saved_memory():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         s, v = neuron_multistep_torch(x, torch.zeros(N), torch.tensor(0.5), v_reset=0.0)
-    assert type(s.grad_fn).__name__ == "_NeuronMultiStepBackward"
+    assert type(s.grad_fn).__name__ == "TorchNeuronFunctionBackward"
     assert s.grad_fn.next_functions[0][0].__class__.__name__ == "AccumulateGrad"
     big = [t for t in packed if t is not None and t.numel() >= T * N]
     assert len(big) <= 2

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from graphspike_kd.spiking.kernels import SURROGATES, cupy_status, neuron_multistep_cupy
+from graphspike_kd.spiking.functional import neuron_multistep_cupy
+from graphspike_kd.spiking.kernels import SURROGATES, cupy_status
 from graphspike_kd.spiking.kernels.cupy_backend import require_cupy
 from graphspike_kd.spiking.kernels.sources import (
     HEADER_FILE,
@@ -58,7 +59,8 @@ def test_ops_without_launcher_for_cpu_raise():
 
     assert "cpu" not in ops.LAUNCHERS
     with pytest.raises(RuntimeError, match="CUDA tensors only"):
-        ops.neuron_multistep(torch.zeros(2, 3), torch.zeros(3), 0.5, **OPTS)
+        ops.cupy_forward(torch.zeros(2, 3), torch.zeros(3), torch.tensor(0.5), 1.0, None, True, False,
+                         "sigmoid", 4.0, False)
 
 
 def test_cupy_is_imported_lazily():

@@ -20,8 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphspike_kd.spiking.kernels import cupy_status, neuron_multistep_cupy
-from graphspike_kd.spiking.kernels import ops as kernel_ops
+from graphspike_kd.spiking import functional
+from graphspike_kd.spiking.functional import neuron_multistep_cupy
+from graphspike_kd.spiking.kernels import cupy_status
 from tests.spiking.test_kernels_host import SURROGATE_NAMES, _opts, make_case, reference_multistep
 
 pytestmark = pytest.mark.gpu
@@ -265,8 +266,9 @@ def test_torch_compile_fullgraph():
 def test_opcheck_cuda():
     x, v0, *_ = make_case(3, (65,), torch.float32, seed=13, device=DEVICE)
     k = torch.tensor(0.4, device=DEVICE, requires_grad=True)
-    args = (x.requires_grad_(True), v0.requires_grad_(True), k, 1.0, -0.1, False, False, "sigmoid", 4.0, True)
-    torch.library.opcheck(kernel_ops.neuron_multistep_forward, args)
+    args = (x.requires_grad_(True), v0.requires_grad_(True), k, 1.0, -0.1, False, False, "sigmoid", 4.0,
+            "cupy", True)
+    torch.library.opcheck(functional.neuron_forward, args)
 
 
 def test_rejects_bfloat16_on_gpu():

@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 import torch
 
+from graphspike_kd.spiking import functional
 from graphspike_kd.spiking.kernels import ops
 from graphspike_kd.spiking.kernels.sources import HOST_HARNESS_FILE, KERNEL_DIR, SURROGATES, KernelConfig
+from graphspike_kd.spiking.torch_loop import make_config
 
 SURROGATE_NAMES = sorted(SURROGATES)
 
@@ -277,6 +279,12 @@ class HostLauncher:
         return gk[0].clone()
 
 
+def cupy_op(x, v0, k, *, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha):
+    """The custom op with ``impl="cupy"`` (the kernels' launcher for the tensors' device)."""
+    cfg = make_config(v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha)
+    return functional.neuron_multistep_op(x, v0, k, cfg, "cupy")
+
+
 @pytest.fixture
 def cpu_ops(host_lib, monkeypatch) -> HostLauncher:
     launcher = HostLauncher(host_lib)
@@ -306,7 +314,7 @@ def _run_op(fn, x, v0, w, grad_s, grad_v, opts):
 def test_op_autograd_matches_reference(cpu_ops, reset, detach, decay_input, surrogate):
     opts = _opts(reset, detach, decay_input, surrogate)
     x, v0, grad_s, grad_v, w = _op_case()
-    got = _run_op(ops.neuron_multistep, x, v0, w, grad_s, grad_v, opts)
+    got = _run_op(cupy_op, x, v0, w, grad_s, grad_v, opts)
     ref = _run_op(reference_multistep, x, v0, w, grad_s, grad_v, opts)
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
     for a, b in zip(got[2:], ref[2:], strict=True):
@@ -322,7 +330,7 @@ def test_op_non_contiguous_input_and_partial_grads(cpu_ops):
     v0 = torch.zeros(3, 4)
     # only x requires grad: no dL/dk, x not kept for the backward
     xr = x.clone().requires_grad_(True)
-    spikes, _ = ops.neuron_multistep(xr, v0, 0.5, **opts)  # v_last unused: its gradient is None
+    spikes, _ = cupy_op(xr, v0, 0.5, **opts)  # v_last unused: its gradient is None
     spikes.sum().backward()
     xr_ref = x.clone().requires_grad_(True)
     ref_s, _ = reference_multistep(xr_ref, v0, torch.tensor(0.5), **opts)
@@ -331,7 +339,7 @@ def test_op_non_contiguous_input_and_partial_grads(cpu_ops):
     torch.testing.assert_close(xr.grad, xr_ref.grad, rtol=1e-5, atol=1e-6)
     # only v_last used
     xr.grad = None
-    _, v_last = ops.neuron_multistep(xr, v0, 0.5, **opts)
+    _, v_last = cupy_op(xr, v0, 0.5, **opts)
     v_last.sum().backward()
     xr_ref.grad = None
     _, ref_v = reference_multistep(xr_ref, v0, torch.tensor(0.5), **opts)
@@ -343,11 +351,11 @@ def test_op_no_grad_saves_nothing(cpu_ops):
     x, v0, *_ = _op_case()
     opts = _opts("hard", False, True, "sigmoid")
     with torch.no_grad():
-        spikes, v_last = ops.neuron_multistep(x.requires_grad_(True), v0, 0.5, **opts)
+        spikes, v_last = cupy_op(x.requires_grad_(True), v0, 0.5, **opts)
     ref_s, ref_v = reference_multistep(x.detach(), v0, torch.tensor(0.5), **opts)
     assert torch.equal(spikes, ref_s) and torch.equal(v_last, ref_v) and not spikes.requires_grad
-    _, _, h = ops.neuron_multistep_forward(x.detach(), v0, torch.tensor(0.5), 1.0, -0.1, True, False,
-                                           "sigmoid", 4.0, False)
+    _, _, h = functional.neuron_forward(x.detach(), v0, torch.tensor(0.5), 1.0, -0.1, True, False,
+                                        "sigmoid", 4.0, "cupy", False)
     assert h.numel() == 0
 
 
@@ -355,8 +363,8 @@ def test_op_opcheck(cpu_ops):
     """torch.library.opcheck of the forward op: schema, fake kernel, autograd registration, AOT dispatch."""
     x, v0, *_ = _op_case(T=3, shape=(7,))
     args = (x.requires_grad_(True), v0.requires_grad_(True), torch.tensor(0.4, requires_grad=True), 1.0, None,
-            True, False, "atan", 2.0, True)
-    torch.library.opcheck(ops.neuron_multistep_forward, args)
+            True, False, "atan", 2.0, "cupy", True)
+    torch.library.opcheck(functional.neuron_forward, args)
     # the backward op's fake kernel is traced by test_op_torch_compile_fullgraph (AOT autograd)
 
 
@@ -366,7 +374,7 @@ def test_op_torch_compile_fullgraph(cpu_ops):
     x, v0, grad_s, grad_v, w = _op_case(T=6, shape=(9,))
 
     def fn(x, v0, k, **kw):
-        return ops.neuron_multistep(x, v0, k, **kw)
+        return cupy_op(x, v0, k, **kw)
 
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
     got = _run_op(compiled, x, v0, w, grad_s, grad_v, opts)
@@ -380,24 +388,24 @@ def test_op_rejects_unsupported_inputs(cpu_ops):
     opts = _opts("soft", True, False, "sigmoid")
     x, v0, *_ = _op_case()
     with pytest.raises(TypeError, match="float32 and float16"):
-        ops.neuron_multistep(x.double(), v0.double(), 0.5, **opts)
+        cupy_op(x.double(), v0.double(), 0.5, **opts)
     with pytest.raises(TypeError, match="bfloat16"):
-        ops.neuron_multistep(x.bfloat16(), v0.bfloat16(), 0.5, **opts)
+        cupy_op(x.bfloat16(), v0.bfloat16(), 0.5, **opts)
     with pytest.raises(ValueError, match=r"v_init must have shape x_seq.shape\[1:\]"):
-        ops.neuron_multistep(x, v0[:2], 0.5, **opts)
+        cupy_op(x, v0[:2], 0.5, **opts)
     with pytest.raises(ValueError, match="T >= 1"):
-        ops.neuron_multistep(x[:0], v0, 0.5, **opts)
+        cupy_op(x[:0], v0, 0.5, **opts)
     with pytest.raises(ValueError, match="unknown surrogate 'erf'.*supported"):
-        ops.neuron_multistep(x, v0, 0.5, **{**opts, "surrogate_name": "erf"})
+        cupy_op(x, v0, 0.5, **{**opts, "surrogate_name": "erf"})
     with pytest.raises(ValueError, match="decay must be a single value"):
-        ops.neuron_multistep(x, v0, torch.ones(2), **opts)
+        cupy_op(x, v0, torch.ones(2), **opts)
     # the raw op checks what the kernels will dereference
     with pytest.raises(ValueError, match="decay must be a single float32 value"):
-        ops.neuron_multistep_forward(x, v0, torch.tensor(0.5, dtype=torch.float64), 1.0, None, True, False,
-                                     "sigmoid", 4.0, True)
+        functional.neuron_forward(x, v0, torch.tensor(0.5, dtype=torch.float64), 1.0, None, True, False,
+                                  "sigmoid", 4.0, "cupy", True)
     with pytest.raises(ValueError, match="h_seq must be the float32"):
-        ops.neuron_multistep_backward(x, v0, x.double(), x, v0, torch.tensor(0.5), 1.0, None, True, False,
-                                      "sigmoid", 4.0, False)
+        functional.neuron_backward(x, v0, x.double(), x, x, v0, torch.tensor(0.5), 1.0, None, True, False,
+                                   "sigmoid", 4.0, "cupy", False)
 
 
 def test_torch_reference_is_not_vacuous():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from graphspike_kd.spiking import native
-from graphspike_kd.spiking.functional import neuron_multistep_torch
+from graphspike_kd.spiking.functional import neuron_multistep_cpp, neuron_multistep_torch
 from graphspike_kd.spiking.neurons import LIF, PLIF
-from graphspike_kd.spiking.surrogate import available_surrogates, get_surrogate
+from graphspike_kd.spiking.surrogate import KERNEL_IDS, available_surrogates, get_surrogate
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_cpp_equals_torch_path(built, v_reset, detach_reset, decay_input):
         gv = torch.randn(shape[1:], generator=gen, dtype=dtype)
         kw = dict(v_threshold=1.0, v_reset=v_reset, decay_input=decay_input, detach_reset=detach_reset,
                   surrogate_name=surrogate)
-        ours = _grads(native.neuron_multistep_cpp, x, v0, w, gs, gv, **kw)
+        ours = _grads(neuron_multistep_cpp, x, v0, w, gs, gv, **kw)
         ref = _grads(neuron_multistep_torch, x, v0, w, gs, gv, **kw)
         assert torch.equal(ours[0], ref[0]), (surrogate, T, dtype)
         tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
@@ -94,7 +94,7 @@ def _record(backend, kind, x, chunks, **kw):
 @pytest.mark.parametrize("v_reset,detach_reset,decay_input", CONFIGS)
 @pytest.mark.parametrize("surrogate", available_surrogates())
 def test_cpp_ratebp_recording_equals_torch_path(built, kind, v_reset, detach_reset, decay_input, surrogate):
-    if surrogate not in native.SURROGATE_IDS:
+    if surrogate not in KERNEL_IDS:
         pytest.skip(f"no native kernel for {surrogate}")
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(7, 3, 701, generator=gen) * 1.5 + 0.5  # 2103 neurons: three blocks, the last partial
@@ -162,7 +162,7 @@ def test_cpp_backward_recomputes_membranes_for_long_sequences(built, want_decay_
               surrogate_name="sigmoid")
     inputs = (x, v0, w) if want_decay_grad else (x, v0)
     results = []
-    for fn in (native.neuron_multistep_cpp, neuron_multistep_torch):
+    for fn in (neuron_multistep_cpp, neuron_multistep_torch):
         s, v = fn(x, v0, torch.sigmoid(w), **kw)
         results.append((s, *torch.autograd.grad((s * gs).sum() + (v * gv).sum(), inputs)))
     assert torch.equal(results[0][0], results[1][0])
@@ -179,7 +179,7 @@ def test_cpp_saves_the_input_not_a_new_membrane_tensor(built):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        native.neuron_multistep_cpp(x, torch.zeros(3000), torch.tensor(0.5))
+        neuron_multistep_cpp(x, torch.zeros(3000), torch.tensor(0.5))
     big = [t for t in saved if t.numel() == x.numel()]
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()  # x itself: no [T, N] tensor allocated to save
 

@@ -1,12 +1,10 @@
 import logging
-import sys
-import types
 
 import pytest
 import torch
 from torch import nn
 
-from graphspike_kd.spiking import neurons as neurons_mod
+from graphspike_kd.spiking import functional, native
 from graphspike_kd.spiking.functional import neuron_multistep_torch
 from graphspike_kd.spiking.neurons import IF, LIF, PLIF, reset_net
 from graphspike_kd.spiking.surrogate import ATan, Erf
@@ -138,53 +136,40 @@ def test_cupy_backend_on_cpu_raises_with_reason():
         LIF(backend="cupy")(_x())
 
 
-def test_auto_backend_on_cpu_chooses_torch_and_says_so_once(caplog):
-    neurons_mod._already_said.clear()
-    with caplog.at_level(logging.INFO, logger="graphspike_kd.spiking.neurons"):
+def test_auto_backend_on_cpu_picks_cpp_and_says_so_once(caplog):
+    functional._already_said.clear()
+    ok, why = native.cpp_status()
+    if not ok and "needs a C++ compiler" in why:
+        pytest.skip(why)
+    assert ok, why
+    with caplog.at_level(logging.INFO, logger="graphspike_kd.spiking.functional"):
         a = LIF(backend="auto")(_x())
         LIF(backend="auto")(_x())
     messages = [r.getMessage() for r in caplog.records if "backend='auto'" in r.getMessage()]
-    assert len(messages) == 1 and "chose 'torch'" in messages[0]
+    assert len(messages) == 1 and "chose 'cpp'" in messages[0]
+    assert LIF(backend="auto").resolve_backend(_x()) == "cpp"
+    assert LIF(backend="auto").resolve_backend(_x().half()) == "torch"  # no native float16 kernel
     assert torch.equal(a, LIF()(_x()))
 
 
-class _FailingKernelsFinder:
-    """Makes ``import graphspike_kd.spiking.kernels`` fail the way a broken CuPy install does."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "graphspike_kd.spiking.kernels":
-            raise ImportError("libnvrtc.so.12: cannot open shared object file")
-        return None
-
-
-def _forget_kernels(monkeypatch):
-    import graphspike_kd.spiking as package
-
-    monkeypatch.delitem(sys.modules, "graphspike_kd.spiking.kernels", raising=False)
-    monkeypatch.delattr(package, "kernels", raising=False)
-    neurons_mod._kernels_unavailable_reason.cache_clear()
-
-
-def test_kernels_import_failure_is_reported_not_swallowed(monkeypatch):
-    _forget_kernels(monkeypatch)
-    monkeypatch.setattr(sys, "meta_path", [_FailingKernelsFinder(), *sys.meta_path])
-    reason = neurons_mod._kernels_unavailable_reason()
-    neurons_mod._kernels_unavailable_reason.cache_clear()
-    assert "cannot be imported (ImportError: libnvrtc.so.12: cannot open shared object file)" in reason
+def test_auto_backend_falls_back_to_torch_with_the_reason(monkeypatch, caplog):
+    functional._already_said.clear()
+    monkeypatch.setattr(functional, "_cpp_build_reason", lambda: "no compiler here")
+    with caplog.at_level(logging.INFO, logger="graphspike_kd.spiking.functional"):
+        assert LIF(backend="auto").resolve_backend(_x()) == "torch"
+        a = LIF(backend="auto")(_x())
+    assert any("chose 'torch'" in r.getMessage() and "no compiler here" in r.getMessage()
+               for r in caplog.records)
+    assert torch.equal(a, LIF()(_x()))
+    with pytest.raises(RuntimeError, match="backend='cpp'\\) cannot run: no compiler here"):
+        LIF(backend="cpp")(_x())
 
 
 def test_kernels_status_reason_is_passed_through(monkeypatch):
-    _forget_kernels(monkeypatch)
-    fake = types.ModuleType("graphspike_kd.spiking.kernels")
-    fake.cupy_status = lambda: (False, "NVRTC: cannot open libnvrtc.so.12")
-    monkeypatch.setitem(sys.modules, "graphspike_kd.spiking.kernels", fake)
-    reason = neurons_mod._kernels_unavailable_reason()
-    assert reason == "CuPy kernels cannot run: NVRTC: cannot open libnvrtc.so.12"
-    fake.cupy_status = lambda: (True, "")
-    assert neurons_mod._kernels_unavailable_reason() is not None  # probed once per process
-    neurons_mod._kernels_unavailable_reason.cache_clear()
-    assert neurons_mod._kernels_unavailable_reason() is None
-    neurons_mod._kernels_unavailable_reason.cache_clear()
+    monkeypatch.setattr(functional, "cupy_status", lambda: (False, "NVRTC: cannot open libnvrtc.so.12"))
+    assert functional._cupy_reason() == "CuPy kernels cannot run: NVRTC: cannot open libnvrtc.so.12"
+    monkeypatch.setattr(functional, "cupy_status", lambda: (True, "cupy 13"))
+    assert functional._cupy_reason() == ""
 
 
 @pytest.mark.gpu

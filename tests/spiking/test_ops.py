@@ -1,10 +1,12 @@
-"""The torch.library custom ops that torch.compile sees in place of the neuron's autograd Function."""
+"""The torch.library custom ops (graphspike_kd::neuron_forward/backward) that torch.compile sees in place of
+the neuron's autograd Function."""
 
 import pytest
 import torch
 
-from graphspike_kd.spiking import ops
+from graphspike_kd.spiking import functional as ops
 from graphspike_kd.spiking.neurons import LIF, PLIF
+from graphspike_kd.spiking.torch_loop import make_config
 
 
 @pytest.mark.parametrize("v_reset,want_k", [(None, False), (0.0, True)])
@@ -13,7 +15,8 @@ def test_opcheck_forward_op(v_reset, want_k):
     v0 = torch.zeros(3, 7)
     decay = torch.tensor(0.5, requires_grad=want_k)
     torch.library.opcheck(ops.neuron_forward,
-                          (x.requires_grad_(), v0, decay, 1.0, v_reset, True, False, "sigmoid", 4.0, "torch"),
+                          (x.requires_grad_(), v0, decay, 1.0, v_reset, True, False, "sigmoid", 4.0, "torch",
+                           True),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
@@ -23,7 +26,7 @@ def test_op_gradients_equal_autograd_function():
     s_ref = plif(x)
     g_ref = torch.autograd.grad((s_ref * x.detach()).sum(), (x, plif.w))
     s, _ = ops.neuron_multistep_op(x, torch.zeros(4, 9), torch.sigmoid(plif.w),
-                                   ops._cfg(1.0, 0.0, True, False, "sigmoid", 4.0), "torch")
+                                   make_config(1.0, 0.0, True, False, "sigmoid", 4.0), "torch")
     g = torch.autograd.grad((s * x.detach()).sum(), (x, plif.w))
     assert torch.equal(s, s_ref)
     for a, b in zip(g, g_ref, strict=True):

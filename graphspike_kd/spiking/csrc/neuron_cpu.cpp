@@ -1,6 +1,6 @@
 // Native CPU multi-step neuron (forward + backward), the "cpp" backend of graphspike_kd.spiking.neurons.
 //
-// Same arithmetic as the torch path (graphspike_kd/spiking/functional.py), per neuron, with the membrane
+// Same arithmetic as the torch path (graphspike_kd/spiking/torch_loop.py), per neuron, with the membrane
 // tracked relative to the reset value (u = v - v_reset, threshold th = v_threshold - v_reset):
 //   decay_input:   h = u + k (x - u)   (written as torch's lerp rounds it)     otherwise: h = x + (1 - k) u
 //   s = (h >= th);  soft: u = h - th s;  hard: u = h - h s
@@ -10,8 +10,8 @@
 //   dL/dx[t] = gh (k if decay_input else 1);  c <- gh (1 - k);  dL/dk += gh (x - u[t-1]) or -gh u[t-1]
 // Neurons are processed in cache-sized blocks with the time loop inside (so the rows of one block stay in
 // L1/L2 and the prefetcher streams each [T, N] tensor once), blocks in parallel with OpenMP.
-// Built at first use by graphspike_kd/spiking/native.py with the flags recorded there; plain C ABI
-// (loaded with ctypes), no torch headers, so it compiles in about a second.
+// Built at first use by graphspike_kd/spiking/native.py (torch.utils.cpp_extension.load, with the flags
+// recorded there); plain C ABI called through ctypes, no torch headers.
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +24,8 @@ namespace {
 
 constexpr int64_t kBlock = 1024;
 
+// Surrogate ids: the kernel_id of the surrogate classes in graphspike_kd/spiking/surrogate.py (the one table;
+// tests/spiking/test_backend_layout.py parses this enum and compares).
 enum Surrogate { kSigmoid = 0, kATan = 1, kRectangle = 2, kTriangle = 3, kFastSigmoid = 4, kErf = 5 };
 
 template <typename F>

@@ -30,7 +30,8 @@
 
 namespace gskd {
 
-// Surrogate ids; graphspike_kd/spiking/kernels/sources.py keeps the same table (a test checks it).
+// Surrogate ids: the kernel_id of the surrogate classes in graphspike_kd/spiking/surrogate.py (the one table;
+// tests/spiking/test_backend_layout.py parses this enum and compares).
 enum SurrogateKind : int {
   kSigmoid = 0,
   kATan = 1,

@@ -1,17 +1,13 @@
-r"""The multi-step neuron kernels as ``torch.library`` custom ops (visible to ``torch.compile``).
+r"""The CUDA multi-step neuron (``backend="cupy"``): one forward and one backward kernel launch.
 
-Two ops, both functional (no mutated arguments):
+A leaf implementation of :mod:`graphspike_kd.spiking.functional`, whose ``graphspike_kd::neuron_forward``
+/ ``neuron_backward`` custom ops call :func:`cupy_forward` and :func:`cupy_backward` for
+``impl="cupy"`` (equations in :mod:`graphspike_kd.spiking.torch_loop` and ``neuron_math.cuh``). The
+forward keeps one fp32 ``[T, ...]`` tensor (``h_seq``) for the backward; fp16 inputs are computed in fp32
+and rounded once on store.
 
-- ``graphspike_kd::neuron_multistep_forward(x_seq, v_init, decay, ...) -> (spikes, v_last, h_seq)``
-- ``graphspike_kd::neuron_multistep_backward(grad_spikes, grad_v_last, h_seq, x_seq, v_init, decay, ...)
-  -> (grad_x, grad_v_init, grad_decay)``
-
-The forward is differentiable through ``register_autograd`` (its backward calls the backward op), and
-both have fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces them without a graph
-break. Memory: the forward keeps one fp32 ``[T, ...]`` tensor (``h_seq``) for the backward, plus a
-reference to ``x_seq`` only when ``dL/d decay`` is needed with ``decay_input=True``.
-
-The ops dispatch on the device type through :data:`LAUNCHERS`; only ``"cuda"`` (CuPy) is registered.
+Both functions pick the launcher for the tensors' device type from :data:`LAUNCHERS`; only ``"cuda"``
+(CuPy) ships, tests plug in the host-compiled arithmetic for CPU tensors.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from graphspike_kd.spiking.kernels.cupy_backend import CupyLauncher, require_cupy
+from graphspike_kd.spiking.kernels.cupy_backend import CupyLauncher
 from graphspike_kd.spiking.kernels.sources import KernelConfig, surrogate_id
 
 _DTYPES = {torch.float32: "float32", torch.float16: "float16"}
@@ -72,20 +68,11 @@ def _config(dtype: torch.dtype, surrogate_name: str, v_reset: float | None, deta
     return KernelConfig(_DTYPES[dtype], surrogate_name, v_reset is not None, detach_reset, decay_input)
 
 
-@torch.library.custom_op("graphspike_kd::neuron_multistep_forward", mutates_args=())
-def neuron_multistep_forward(
-    x_seq: Tensor,
-    v_init: Tensor,
-    decay: Tensor,
-    v_threshold: float,
-    v_reset: float | None,
-    decay_input: bool,
-    detach_reset: bool,
-    surrogate_name: str,
-    alpha: float,
-    save_h: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Spikes ``[T, ...]``, last membrane ``[...]`` and (if ``save_h``) fp32 ``h_seq`` ``[T, ...]``."""
+def cupy_forward(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: float, v_reset: float | None,
+                 decay_input: bool, detach_reset: bool, surrogate_name: str, alpha: float,
+                 save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Spikes ``[T, ...]``, last membrane ``[...]`` and (if ``save_h``, else an empty tensor) the fp32
+    ``h_seq`` ``[T, ...]``. ``decay`` is a 0-dim float32 tensor on the tensors' device."""
     config = _config(x_seq.dtype, surrogate_name, v_reset, detach_reset, decay_input)
     launcher = _launcher(x_seq.device)
     _check_operands(x_seq.device, decay, v_init=v_init)
@@ -99,31 +86,12 @@ def neuron_multistep_forward(
     return spikes, v_last, h_seq
 
 
-@neuron_multistep_forward.register_fake
-def _(x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, save_h):
-    spikes = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-    v_last = torch.empty(v_init.shape, dtype=v_init.dtype, device=v_init.device)
-    h_seq = torch.empty(x_seq.shape if save_h else (0,), dtype=torch.float32, device=x_seq.device)
-    return spikes, v_last, h_seq
-
-
-@torch.library.custom_op("graphspike_kd::neuron_multistep_backward", mutates_args=())
-def neuron_multistep_backward(
-    grad_spikes: Tensor,
-    grad_v_last: Tensor,
-    h_seq: Tensor,
-    x_seq: Tensor,
-    v_init: Tensor,
-    decay: Tensor,
-    v_threshold: float,
-    v_reset: float | None,
-    decay_input: bool,
-    detach_reset: bool,
-    surrogate_name: str,
-    alpha: float,
-    decay_grad: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``grad_x`` ``[T, ...]``, ``grad_v_init`` ``[...]`` and a 0-dim fp32 ``grad_decay``."""
+def cupy_backward(grad_spikes: Tensor, grad_v_last: Tensor, h_seq: Tensor, x_seq: Tensor, v_init: Tensor,
+                  decay: Tensor, v_threshold: float, v_reset: float | None, decay_input: bool,
+                  detach_reset: bool, surrogate_name: str, alpha: float,
+                  decay_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``grad_x`` ``[T, ...]``, ``grad_v_init`` ``[...]`` and a 0-dim fp32 ``grad_decay`` (zero unless
+    ``decay_grad``; ``x_seq`` is read only then with ``decay_input``, ``v_init`` only then)."""
     config = _config(grad_spikes.dtype, surrogate_name, v_reset, detach_reset, decay_input)
     launcher = _launcher(h_seq.device)
     _check_operands(h_seq.device, decay, grad_spikes=grad_spikes, grad_v_last=grad_v_last, x_seq=x_seq,
@@ -148,67 +116,9 @@ def neuron_multistep_backward(
     return grad_x, grad_v_init, grad_decay
 
 
-@neuron_multistep_backward.register_fake
-def _(grad_spikes, grad_v_last, h_seq, x_seq, v_init, decay, v_threshold, v_reset, decay_input,
-      detach_reset, surrogate_name, alpha, decay_grad):
-    grad_x = torch.empty(grad_spikes.shape, dtype=grad_spikes.dtype, device=grad_spikes.device)
-    grad_v_init = torch.empty(grad_v_last.shape, dtype=grad_v_last.dtype, device=grad_v_last.device)
-    grad_decay = torch.empty((), dtype=torch.float32, device=grad_spikes.device)
-    return grad_x, grad_v_init, grad_decay
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    (x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha,
-     save_h) = inputs
-    _, _, h_seq = output
-    decay_grad = bool(ctx.needs_input_grad[2])
-    ctx.mark_non_differentiable(h_seq)
-    ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for the unused h_seq output
-    ctx.save_for_backward(
-        h_seq,
-        x_seq if decay_grad and decay_input else None,
-        v_init if decay_grad else None,
-        decay,
-    )
-    ctx.options = (v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, save_h)
-    ctx.shapes = (x_seq.shape, x_seq.dtype, v_init.shape)
-
-
-def _backward(ctx, grad_spikes, grad_v_last, grad_h_seq):
-    h_seq, x_seq, v_init, decay = ctx.saved_tensors
-    v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, save_h = ctx.options
-    x_shape, dtype, v_shape = ctx.shapes
-    if not save_h:
-        raise RuntimeError(
-            "graphspike_kd::neuron_multistep_forward ran with save_h=False but a gradient was requested; "
-            "call it with save_h=True when its inputs require grad"
-        )
-    if grad_spikes is None and grad_v_last is None:
-        return None, None, None, None, None, None, None, None, None, None
-    if grad_spikes is None:
-        grad_spikes = torch.zeros(x_shape, dtype=dtype, device=h_seq.device)
-    if grad_v_last is None:
-        grad_v_last = torch.zeros(v_shape, dtype=dtype, device=h_seq.device)
-    decay_grad = bool(ctx.needs_input_grad[2])
-    empty = h_seq.new_empty(0, dtype=dtype)
-    grad_x, grad_v_init, grad_decay = neuron_multistep_backward(
-        grad_spikes, grad_v_last.to(dtype), h_seq,
-        x_seq if x_seq is not None else empty, v_init if v_init is not None else empty, decay,
-        v_threshold, v_reset, decay_input, detach_reset, surrogate_name, alpha, decay_grad,
-    )
-    return (
-        grad_x if ctx.needs_input_grad[0] else None,
-        grad_v_init if ctx.needs_input_grad[1] else None,
-        grad_decay if decay_grad else None,
-        None, None, None, None, None, None, None,
-    )
-
-
-neuron_multistep_forward.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _validate(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: float, v_reset: float | None,
+def validate(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: float, v_reset: float | None,
               surrogate_name: str, alpha: float) -> None:
+    """Shapes, dtypes and options the kernels accept; raises ``ValueError``/``TypeError`` naming them."""
     if x_seq.dim() < 1 or x_seq.shape[0] < 1:
         raise ValueError(f"x_seq must be [T, ...] with T >= 1, got shape {tuple(x_seq.shape)}")
     if tuple(v_init.shape) != tuple(x_seq.shape[1:]):
@@ -228,88 +138,3 @@ def _validate(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: float, 
         raise ValueError(f"surrogate alpha must be > 0, got {alpha}")
     if v_reset is not None and v_reset >= v_threshold:
         raise ValueError(f"v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
-
-
-def neuron_multistep(
-    x_seq: Tensor,
-    v_init: Tensor,
-    decay: Tensor | float,
-    *,
-    v_threshold: float,
-    v_reset: float | None,
-    decay_input: bool,
-    detach_reset: bool,
-    surrogate_name: str,
-    alpha: float,
-) -> tuple[Tensor, Tensor]:
-    """Device-dispatching core of :func:`neuron_multistep_cupy` (no CUDA/CuPy check of its own)."""
-    if not isinstance(decay, Tensor):
-        decay = torch.tensor(float(decay))
-    _validate(x_seq, v_init, decay, v_threshold, v_reset, surrogate_name, alpha)
-    # The kernels read k as fp32 from device memory; the cast is part of the autograd graph, so a
-    # gradient reaches a decay of any dtype or device (e.g. PLIF's sigmoid(w) in fp32 under AMP).
-    decay32 = decay.reshape(()).to(device=x_seq.device, dtype=torch.float32)
-    save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x_seq, v_init, decay32))
-    spikes, v_last, _ = neuron_multistep_forward(
-        x_seq, v_init, decay32, float(v_threshold), None if v_reset is None else float(v_reset),
-        bool(decay_input), bool(detach_reset), surrogate_name, float(alpha), save_h,
-    )
-    return spikes, v_last
-
-
-def neuron_multistep_cupy(
-    x_seq: Tensor,
-    v_init: Tensor,
-    decay: Tensor | float,
-    *,
-    v_threshold: float,
-    v_reset: float | None,
-    decay_input: bool,
-    detach_reset: bool,
-    surrogate_name: str,
-    alpha: float,
-) -> tuple[Tensor, Tensor]:
-    r"""Multi-step IF / LIF / PLIF neuron on the GPU with fused CuPy kernels.
-
-    .. math::
-        h_t &= v_{t-1} + k\,(x_t - (v_{t-1} - v_r)) \quad (\text{decay\_input}) \qquad
-        h_t = v_{t-1} - k\,(v_{t-1} - v_r) + x_t \quad (\text{otherwise}) \\
-        s_t &= \Theta(h_t - \vartheta) \\
-        v_t &= h_t - \vartheta s_t \ (\text{soft}) \qquad
-        v_t = h_t (1 - s_t) + v_{\text{reset}} s_t \ (\text{hard})
-
-    with :math:`v_r = v_{\text{reset}}` (hard reset) or 0 (soft reset) and :math:`v_{-1}` = ``v_init``.
-    LIF uses :math:`k = 1/\tau`, PLIF :math:`k = \mathrm{sigmoid}(w)` (pass the tensor; the gradient
-    :math:`\partial L/\partial k` flows back to it), IF :math:`k = 0` with ``decay_input=False``. The
-    backward uses the surrogate derivative at :math:`h_t - \vartheta`; with ``detach_reset`` the spike in
-    the reset carries no gradient. Arithmetic is fp32 for fp16 inputs too (rounded once when stored).
-
-    Args:
-        x_seq: input current ``[T, ...]``, CUDA, float32 or float16 (any strides).
-        v_init: membrane before step 0, shape ``x_seq.shape[1:]``, same dtype and device.
-        decay: the decay factor :math:`k` (0-dim tensor, may require grad, or a float).
-        v_threshold: firing threshold :math:`\vartheta`.
-        v_reset: reset value (hard reset) or ``None`` (soft reset).
-        decay_input: whether the input is scaled by :math:`k`.
-        detach_reset: whether the reset's spike is detached from the graph.
-        surrogate_name: ``"sigmoid"``, ``"atan"``, ``"rectangle"``, ``"triangle"`` or ``"fast_sigmoid"``.
-        alpha: the surrogate's sharpness parameter.
-
-    Returns:
-        ``(spikes [T, ...] in x_seq's dtype, v_last [...])``, both differentiable w.r.t. ``x_seq``,
-        ``v_init`` and ``decay``.
-
-    Raises:
-        RuntimeError: for non-CUDA tensors, or when :func:`cupy_status` is ``False`` (with its reason).
-        ValueError / TypeError: for bad shapes, dtypes, surrogate names or parameters.
-    """
-    if x_seq.device.type != "cuda":
-        raise RuntimeError(
-            f"neuron_multistep_cupy needs CUDA tensors, got x_seq on {x_seq.device}; "
-            "use backend='torch' for CPU tensors"
-        )
-    require_cupy()
-    return neuron_multistep(
-        x_seq, v_init, decay, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
-        detach_reset=detach_reset, surrogate_name=surrogate_name, alpha=alpha,
-    )

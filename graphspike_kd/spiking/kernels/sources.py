@@ -3,7 +3,8 @@
 The kernels live in ``.cu`` / ``.cuh`` files next to this module (package data) so compilers, editors and
 tests can use them directly. This module knows where they are, how to hand them to NVRTC (quoted local
 includes are inlined, so CuPy's on-disk cache, which keys on the source text, sees header edits too), and
-which template instances one configuration needs. It imports neither torch nor CuPy.
+which template instances one configuration needs. The surrogate ids come from the surrogate classes
+(:mod:`graphspike_kd.spiking.surrogate`); it imports no CuPy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, KERNEL_IDS, get_surrogate
+
 KERNEL_DIR = Path(__file__).resolve().parent
 HEADER_FILE = KERNEL_DIR / "neuron_math.cuh"
 KERNEL_FILE = KERNEL_DIR / "neuron_multistep.cu"
@@ -21,13 +24,11 @@ HOST_HARNESS_FILE = KERNEL_DIR / "host_harness.cpp"
 #: Threads per block; the kernels are compiled with ``-DGSKD_THREADS`` equal to this.
 THREADS_PER_BLOCK = 256
 
-#: Surrogate name -> (id in ``neuron_math.cuh``'s ``SurrogateKind``, default ``alpha``).
+#: Surrogate name -> (id in ``neuron_math.cuh``'s ``SurrogateKind``, default ``alpha``), for the surrogates
+#: the CUDA kernels inline; built from the surrogate classes' ``kernel_id`` and ``default_alpha``.
 SURROGATES: dict[str, tuple[int, float]] = {
-    "sigmoid": (0, 4.0),
-    "atan": (1, 2.0),
-    "rectangle": (2, 1.0),
-    "triangle": (3, 1.0),
-    "fast_sigmoid": (4, 25.0),
+    name: (KERNEL_IDS[name], get_surrogate(name).alpha)
+    for name in sorted(CUDA_SURROGATES, key=KERNEL_IDS.__getitem__)
 }
 
 #: Storage dtype name -> C++ type in ``neuron_multistep.cu``.
