@@ -279,7 +279,9 @@ def parse_category(reply: str, dataset_name: str, class_names: Sequence[str]) ->
     return found.pop() if len(found) == 1 else -1
 
 
-_JSON_SPECIAL = re.compile(r'[{}\[\]"\\]')
+_JSON_SPECIAL = re.compile(r'[{\[]+|[}\]]+|"')  # what matters inside brackets (runs at once)
+_JSON_OPEN = re.compile(r"[{\[]+")  # what matters outside them
+_STRING_SPECIAL = re.compile(r'["\\]')  # what matters inside a string
 
 #: JSON nested deeper than this inside a reply is not decoded (no model answer needs it; it would only
 #: cost recursion)
@@ -297,42 +299,59 @@ def _json_objects(reply: str, max_depth: int = MAX_JSON_DEPTH) -> list[dict]:
     ``max_depth`` times, so the cost is linear in the reply's length, and nothing recurses deeper than
     ``max_depth``.
     """
-    spans: list[tuple[int, int, int]] = []  # (start, end, depth) of balanced objects, in closing order
-    stack: list[tuple[str, int]] = []  # (bracket, start position)
+    spans: list[tuple[int, int]] = []  # (start, end) of balanced objects, in closing order
+    stack: list[tuple[str, int]] = []  # (bracket, start position), at most max_depth deep
+    overflow = 0  # brackets open beyond max_depth (not tracked one by one)
+    n_deep = 0  # entries of `stack` (from the bottom) known to contain nesting deeper than max_depth
     in_string = False
-    escaped_at = -1  # position of the character a backslash escapes
-    n_deep = 0  # entries of `stack` (from the bottom) already known to contain too-deep nesting
-    for match in _JSON_SPECIAL.finditer(reply):
-        i, ch = match.start(), match.group()
+    pos, n = 0, len(reply)
+    while pos < n:
         if in_string:
-            if i == escaped_at:
-                continue
-            if ch == "\\":
-                escaped_at = i + 1
-            elif ch == '"':
+            match = _STRING_SPECIAL.search(reply, pos)
+            if match is None:
+                break
+            pos = match.end()
+            if match.group() == "\\":
+                pos += 1  # skip the escaped character
+            else:
                 in_string = False
             continue
+        match = (_JSON_SPECIAL if stack else _JSON_OPEN).search(reply, pos)
+        if match is None:
+            break
+        i, run = match.start(), match.group()
+        pos = match.end()
+        ch = run[0]
         if ch == '"':
-            in_string = bool(stack)  # outside every bracket a quote is prose
-        elif ch == "{" or ch == "[":
-            stack.append((ch, i))
-            if len(stack) > max_depth:
+            in_string = True  # only searched for inside brackets: outside, a quote is prose
+        elif ch == "{" or ch == "[":  # a run of opening brackets
+            room = max_depth - len(stack)
+            for j, opening in enumerate(run[:room]):
+                stack.append((opening, i + j))
+            if len(run) > room:
+                overflow += len(run) - max(room, 0)
                 n_deep = len(stack)  # every open bracket now contains too-deep nesting
-        elif ch == "}":
-            while stack:  # close the innermost '{' (an unclosed '[' inside it is dropped)
-                top, start = stack.pop()
-                deep = n_deep > len(stack)
-                n_deep = min(n_deep, len(stack))
-                if top == "{":
-                    if not deep:
-                        spans.append((start, i + 1, len(stack)))
+        else:  # a run of closing brackets
+            skip = min(overflow, len(run))
+            overflow -= skip
+            for j in range(skip, len(run)):
+                if not stack:
                     break
-        elif ch == "]" and stack and stack[-1][0] == "[":
-            stack.pop()
-            n_deep = min(n_deep, len(stack))
+                if run[j] == "}":
+                    while stack:  # close the innermost '{' (an unclosed '[' inside it is dropped)
+                        top, start = stack.pop()
+                        deep = n_deep > len(stack)
+                        n_deep = min(n_deep, len(stack))
+                        if top == "{":
+                            if not deep:
+                                spans.append((start, i + j + 1))
+                            break
+                elif stack[-1][0] == "[":
+                    stack.pop()
+                    n_deep = min(n_deep, len(stack))
     out: list[tuple[int, dict]] = []
     covered_until = -1
-    for start, end, _depth in sorted(spans):
+    for start, end in sorted(spans):
         if start < covered_until:
             continue  # inside an object already decoded (its nested objects come from the decoded value)
         try:
