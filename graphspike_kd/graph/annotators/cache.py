@@ -201,19 +201,11 @@ class AnnotationCache:
         size = os.fstat(fd).st_size
         if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return
-        start, block = size, 65536
-        while start > 0:  # find the beginning of the last line
-            lo = max(0, start - block)
-            chunk = os.pread(fd, start - lo, lo)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                start = lo + cut + 1
-                break
-            start = lo
+        start = _line_start(fd, size)
         tail = os.pread(fd, size - start, start)
         if start > 0:
-            prev_start = max(0, start - 1 - block)
-            previous = os.pread(fd, start - 1 - prev_start, prev_start).rsplit(b"\n", 1)[-1]
+            previous_start = _line_start(fd, start - 1)
+            previous = os.pread(fd, start - 1 - previous_start, previous_start)
             if previous.strip():
                 _parse_line(previous, f"{self.path}: the line before the last")  # raises if not ours
         try:
@@ -276,6 +268,18 @@ def _parse_line(line: bytes, where: str) -> CacheRecord:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object (an annotation record), got {type(obj).__name__}")
     return CacheRecord.from_dict(obj, where)
+
+
+def _line_start(fd: int, end: int, block: int = 65536) -> int:
+    """Offset where the line that ends at byte ``end`` (exclusive) begins, scanning backwards."""
+    pos = end
+    while pos > 0:
+        lo = max(0, pos - block)
+        cut = os.pread(fd, pos - lo, lo).rfind(b"\n")
+        if cut >= 0:
+            return lo + cut + 1
+        pos = lo
+    return 0
 
 
 def _looks_like_record(fragment: bytes) -> bool:

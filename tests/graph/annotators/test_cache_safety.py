@@ -146,3 +146,18 @@ def test_user_answer_file_that_is_not_utf8_names_the_file(tmp_path):
     path.write_bytes(b'{"node": 0, "label": 1}\n{"node": 1, "label": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"answers\.jsonl:2: not UTF-8"):
         CachedAnnotator(dataset_name="toy", class_names=["a", "b"], path=path)
+
+
+def test_repair_after_a_record_longer_than_the_scan_block(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    with AnnotationCache(path) as cache:
+        cache.put(CacheRecord("toy", 0, "h", "m", 1, 1.0, "y" * 200_000))  # a 200 KB reply
+    with open(path, "ab") as fh:
+        fh.write(b'{"dataset":"toy","node":1,"pro')  # killed mid-write
+    with AnnotationCache(path) as cache:
+        assert len(cache) == 1
+        cache.put(CacheRecord("toy", 2, "h", "m", 0, 1.0, "after"))
+    reopened = AnnotationCache(path)
+    assert (
+        sorted(r.node for r in reopened) == [0, 2] and len(reopened.get(("toy", 0, "h", "m")).raw) == 200_000
+    )
