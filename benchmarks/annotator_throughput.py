@@ -1,6 +1,6 @@
 """Throughput of the ``openai`` annotator against a local OpenAI-compatible server with fixed latency.
 
-A threaded HTTP/1.1 server on 127.0.0.1 (its own process, so that it does not share the client's GIL)
+A threaded HTTP/1.1 server on 127.0.0.1 (its own Python process, so that it does not share the client's GIL)
 answers every ``POST /v1/chat/completions`` after sleeping ``--latency`` seconds, with a valid JSON
 answer and token logprobs. The client annotates ``--nodes`` distinct nodes of a synthetic
 text-attributed graph (no cache, so every node is one request) and the figure is annotations per
@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,8 +42,8 @@ CONFIGS = {  # name -> (server speaks HTTP/1.1, concurrency)
 }
 
 
-def serve(port_queue: mp.Queue, latency: float, http11: bool) -> None:
-    """Run a latency-``latency`` OpenAI-compatible chat server until killed; report its port."""
+def serve(latency: float, http11: bool) -> None:
+    """Run a latency-``latency`` OpenAI-compatible chat server until killed; print its port first."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     pieces = [('{"', -0.01), ("Category", -0.01), ('":', -0.01), (' "', -0.02), ("ML", -0.3)]
@@ -79,8 +79,22 @@ def serve(port_queue: mp.Queue, latency: float, http11: bool) -> None:
         request_queue_size = 128
 
     httpd = Server(("127.0.0.1", 0), Handler)
-    port_queue.put(httpd.server_address[1])
+    print(httpd.server_address[1], flush=True)
     httpd.serve_forever(poll_interval=0.05)
+
+
+def start_server(latency: float, http11: bool) -> tuple[subprocess.Popen, str]:
+    """The server in its own Python process (so that it does not share the client's GIL) and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve", str(latency), str(int(http11))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.strip().isdigit():
+        proc.kill()
+        raise RuntimeError(f"the benchmark server did not start (said {line!r})")
+    return proc, f"http://127.0.0.1:{int(line)}/v1"
 
 
 def make_data(n: int):
@@ -128,14 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)  # fail on a bad --out before any work
 
-    ctx = mp.get_context("spawn")
     servers, urls = {}, {}
-    for http11 in {CONFIGS[c][0] for c in args.configs}:
-        q = ctx.Queue()
-        proc = ctx.Process(target=serve, args=(q, args.latency, http11), daemon=True)
-        proc.start()
-        servers[http11] = proc
-        urls[http11] = f"http://127.0.0.1:{q.get(timeout=60)}/v1"
+    for http11 in sorted({CONFIGS[c][0] for c in args.configs}):
+        servers[http11], urls[http11] = start_server(args.latency, http11)
     data = make_data(args.nodes * args.rounds * len(args.configs))
     rates: dict[str, list[float]] = {c: [] for c in args.configs}
     invalid = 0
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         for proc in servers.values():
             proc.terminate()
-            proc.join(timeout=10)
+            proc.wait(timeout=10)
     result = {
         "benchmark": "annotator_throughput",
         "command": "python benchmarks/annotator_throughput.py " + " ".join(argv or sys.argv[1:]),
@@ -188,4 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(float(sys.argv[2]), sys.argv[3] == "1")
+    else:
+        main()
