@@ -253,3 +253,10 @@ def test_custom_tag_multiline_quotes_missing_text_option_and_encoding(tmp_path):
     good.write_text("id,text,label\na,one,x\nb,two,y\n")
     with pytest.raises(ValueError, match=r"edges_latin\.txt:2: not UTF-8"):
         load_custom_tag(good, bad_edges)
+
+
+@pytest.mark.parametrize("name", ["cora", "cornell"])
+def test_shipped_graphs_have_the_layout_the_adapters_produce(name):
+    from graphspike_kd.graph.datasets import load_tag_dataset
+
+    check_tag_graph(load_tag_dataset(name))
