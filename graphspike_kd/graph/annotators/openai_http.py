@@ -323,6 +323,10 @@ class OpenAIAnnotator(NodeTextPrompting, Annotator):
             response = None
             try:
                 conn.request("POST", self._path, body=body, headers=headers)
+                left = deadline - time.monotonic()
+                if watchdog.fired or left <= 0 or conn.sock is None:
+                    raise TimeoutError("deadline passed while connecting or sending")
+                conn.sock.settimeout(left)  # no single read may outlast the deadline either
                 response = conn.getresponse()
                 payload = _read_body(response, self.max_reply_bytes)
             except _ReplyTooLarge as exc:
