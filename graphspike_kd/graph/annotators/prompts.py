@@ -279,14 +279,103 @@ def parse_category(reply: str, dataset_name: str, class_names: Sequence[str]) ->
     return found.pop() if len(found) == 1 else -1
 
 
-def _json_objects(reply: str) -> list[dict]:
-    out = []
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", reply):
+_JSON_SPECIAL = re.compile(r'[{\[]+|[}\]]+|"')  # what matters inside brackets (runs at once)
+_JSON_OPEN = re.compile(r"[{\[]+")  # what matters outside them
+_STRING_SPECIAL = re.compile(r'["\\]')  # what matters inside a string
+
+#: JSON nested deeper than this inside a reply is not decoded (no model answer needs it; it would only
+#: cost recursion)
+MAX_JSON_DEPTH = 32
+
+
+def _json_objects(reply: str, max_depth: int = MAX_JSON_DEPTH) -> list[dict]:
+    """The JSON objects embedded in ``reply``, outermost first, in order of their opening brace.
+
+    One pass over the reply's brackets, quotes and backslashes matches brackets: outside any bracket a
+    quote is prose and ignored; inside, strings (with their escapes) are skipped. Every balanced
+    ``{...}`` span nested at most ``max_depth`` deep becomes a candidate; a candidate that decodes is
+    returned together with the objects nested in it (its inner spans are not decoded again), one that
+    does not is dropped while the objects inside it are still tried. Each character is decoded at most
+    ``max_depth`` times, so the cost is linear in the reply's length, and nothing recurses deeper than
+    ``max_depth``.
+    """
+    spans: list[tuple[int, int]] = []  # (start, end) of balanced objects, in closing order
+    stack: list[tuple[str, int]] = []  # (bracket, start position), at most max_depth deep
+    overflow = 0  # brackets open beyond max_depth (not tracked one by one)
+    n_deep = 0  # entries of `stack` (from the bottom) known to contain nesting deeper than max_depth
+    in_string = False
+    pos, n = 0, len(reply)
+    while pos < n:
+        if in_string:
+            match = _STRING_SPECIAL.search(reply, pos)
+            if match is None:
+                break
+            pos = match.end()
+            if match.group() == "\\":
+                pos += 1  # skip the escaped character
+            else:
+                in_string = False
+            continue
+        match = (_JSON_SPECIAL if stack else _JSON_OPEN).search(reply, pos)
+        if match is None:
+            break
+        i, run = match.start(), match.group()
+        pos = match.end()
+        ch = run[0]
+        if ch == '"':
+            in_string = True  # only searched for inside brackets: outside, a quote is prose
+        elif ch == "{" or ch == "[":  # a run of opening brackets
+            room = max_depth - len(stack)
+            for j, opening in enumerate(run[:room]):
+                stack.append((opening, i + j))
+            if len(run) > room:
+                overflow += len(run) - max(room, 0)
+                n_deep = len(stack)  # every open bracket now contains too-deep nesting
+        else:  # a run of closing brackets
+            skip = min(overflow, len(run))
+            overflow -= skip
+            for j in range(skip, len(run)):
+                if not stack:
+                    break
+                if run[j] == "}":
+                    while stack:  # close the innermost '{' (an unclosed '[' inside it is dropped)
+                        top, start = stack.pop()
+                        deep = n_deep > len(stack)
+                        n_deep = min(n_deep, len(stack))
+                        if top == "{":
+                            if not deep:
+                                spans.append((start, i + j + 1))
+                            break
+                elif stack[-1][0] == "[":
+                    stack.pop()
+                    n_deep = min(n_deep, len(stack))
+    out: list[tuple[int, dict]] = []
+    covered_until = -1
+    for start, end in sorted(spans):
+        if start < covered_until:
+            continue  # inside an object already decoded (its nested objects come from the decoded value)
         try:
-            obj, _ = decoder.raw_decode(reply, match.start())
-        except ValueError:
+            obj = json.loads(reply[start:end])
+        except (ValueError, RecursionError):
             continue
         if isinstance(obj, dict):
-            out.append(obj)
-    return out
+            out.extend((start, o) for o in _nested_dicts(obj, max_depth))
+            covered_until = end
+    return [o for _, o in out]
+
+
+def _nested_dicts(obj: dict, max_depth: int) -> list[dict]:
+    """``obj`` and every dict nested in it (breadth first, at most ``max_depth`` levels)."""
+    found, level = [], [obj]
+    for _ in range(max_depth):
+        if not level:
+            break
+        nxt = []
+        for value in level:
+            if isinstance(value, dict):
+                found.append(value)
+                nxt.extend(value.values())
+            elif isinstance(value, list):
+                nxt.extend(value)
+        level = nxt
+    return found

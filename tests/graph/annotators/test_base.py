@@ -163,15 +163,18 @@ def test_cache_key_covers_prompt_and_model(tmp_path):
     assert other_dataset.asked == [1]
 
 
-def test_truncated_last_line_is_dropped_and_appending_continues(tmp_path, caplog):
+def test_truncated_last_line_is_skipped_and_cut_by_the_next_writer(tmp_path, caplog):
     path = tmp_path / "cache.jsonl"
     ScriptedAnnotator(cache=path).annotate([0, 1, 2])
     with open(path, "ab") as fh:
         fh.write(b'{"dataset":"toy","node":3,"prompt_ha')  # a write cut short by a kill
+    before = path.read_bytes()
     with caplog.at_level(logging.WARNING):
         rerun = ScriptedAnnotator(cache=path)
-    assert "truncated last line" in caplog.text
+    assert "unterminated last line" in caplog.text
+    assert path.read_bytes() == before  # opening only reads; the writer repairs, under the lock
     out = rerun.annotate([0, 1, 2, 3, 4])
+    assert "cutting a partial last record" in caplog.text
     assert rerun.asked == [3, 4]
     assert out.labels.tolist() == [0, 1, 2, 0, 1]
     assert [r["node"] for r in _cache_lines(path)] == [0, 1, 2, 3, 4]

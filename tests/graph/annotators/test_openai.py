@@ -56,11 +56,11 @@ class FakeServer:
                     server.auth_headers.append(self.headers.get("Authorization"))
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self.fake, self.counted = server, True
                 try:
                     server.respond(self, body)
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    FakeServer.leave(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -103,7 +103,17 @@ class FakeServer:
         return self.send(handler, 200, json.dumps(reply).encode())
 
     @staticmethod
+    def leave(handler):
+        """The request stops counting as in flight once its answer is about to leave (a client may send
+        its next request as soon as it has read this one, before the handler thread returns)."""
+        if getattr(handler, "counted", False):
+            handler.counted = False
+            with handler.fake.lock:
+                handler.fake.in_flight -= 1
+
+    @staticmethod
     def send(handler, code, payload: bytes):
+        FakeServer.leave(handler)
         try:
             handler.send_response(code)
             handler.send_header("Content-Type", "application/json")
