@@ -38,6 +38,7 @@ from graphspike_kd.common.losses.sdpgo import (
     sdpgo_loss,
     sdpgo_terms,
 )
+from graphspike_kd.common.losses.soft_target import soft_target_loss, wide_log_softmax
 
 __all__ = [
     "DISTLoss",
@@ -51,7 +52,9 @@ __all__ = [
     "kd_loss",
     "pearson_correlation",
     "pld_loss",
+    "soft_target_loss",
     "teacher_optimal_permutation",
+    "wide_log_softmax",
     # common part 2
     "AdaSPECLoss",
     "AngularKDLoss",

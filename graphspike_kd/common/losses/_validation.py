@@ -8,6 +8,8 @@ fp16/bf16.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -88,9 +90,30 @@ def check_logits(
     return s, t, target.long()
 
 
-def check_temperature(temperature: float, loss_name: str) -> None:
-    if not temperature > 0:
-        raise ValueError(f"{loss_name}: temperature must be > 0, got {temperature}")
+def _real(value: float, name: str, loss_name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{loss_name}: {name} must be a real number, got {value!r}") from None
+
+
+def check_temperature(temperature: float, loss_name: str, name: str = "temperature") -> None:
+    """Raise ``ValueError`` unless ``temperature`` is a finite real number > 0."""
+    value = _real(temperature, name, loss_name)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{loss_name}: {name} must be finite and > 0, got {temperature}")
+
+
+def check_weight(value: float, name: str, loss_name: str) -> None:
+    """Raise ``ValueError`` unless the loss weight ``value`` (``alpha``, ``beta``, ...) is a finite real."""
+    if not math.isfinite(_real(value, name, loss_name)):
+        raise ValueError(f"{loss_name}: {name} must be finite, got {value}")
+
+
+def check_reduction(reduction: str, loss_name: str, allowed: tuple[str, ...] = REDUCTIONS) -> None:
+    """Raise ``ValueError`` unless ``reduction`` is one of ``allowed``."""
+    if reduction not in allowed:
+        raise ValueError(f"{loss_name}: reduction must be one of {allowed}, got {reduction!r}")
 
 
 def reduce(per_sample: Tensor, reduction: str, loss_name: str) -> Tensor:
