@@ -23,6 +23,21 @@ def upcast(x: Tensor) -> Tensor:
     return x.float()
 
 
+def check_finite(x: Tensor, role: str, loss_name: str) -> None:
+    """Raise ``ValueError`` naming the first NaN or infinite element of ``x``."""
+    # If the sum is finite, every element is (NaN and inf propagate); this is several times cheaper than
+    # isfinite().all(). A non-finite sum (a bad element, or an overflow of huge finite values) pays for
+    # the exact check.
+    if bool(torch.isfinite(x.detach().sum())):
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        raise ValueError(
+            f"{loss_name}: {role} contains non-finite values (first at index {bad}: {x[tuple(bad)].item()})"
+        )
+
+
 def check_logits(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -58,19 +73,8 @@ def check_logits(
         raise ValueError(f"{loss_name}: empty batch (shape {tuple(student_logits.shape)})")
     if c < min_classes:
         raise ValueError(f"{loss_name}: needs at least {min_classes} classes, got C = {c}")
-    for role, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        # If the sum is finite, every element is (NaN and inf propagate); this is several times cheaper
-        # than isfinite().all(). A non-finite sum (a bad element, or an overflow of huge finite values)
-        # pays for the exact check below.
-        if bool(torch.isfinite(x.detach().sum())):
-            continue
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            bad = (~finite).nonzero()[0].tolist()
-            raise ValueError(
-                f"{loss_name}: {role} contains non-finite values (first at index {bad}: "
-                f"{x[tuple(bad)].item()})"
-            )
+    check_finite(student_logits, "student_logits", loss_name)
+    check_finite(teacher_logits, "teacher_logits", loss_name)
     dtype = torch.promote_types(upcast(student_logits).dtype, upcast(teacher_logits).dtype)
     s = student_logits.to(dtype)
     t = teacher_logits.to(dtype)

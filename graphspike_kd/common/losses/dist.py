@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, upcast
+from graphspike_kd.common.losses._validation import check_logits, check_temperature, check_weight, upcast
 from graphspike_kd.common.registry import register_loss
 
 _EPS = 1e-8
@@ -87,13 +87,17 @@ def dist_loss(
     Teacher", NeurIPS 2022, arXiv:2205.10536.
     """
     check_temperature(temperature, "dist_loss")
+    check_weight(beta, "beta", "dist_loss")
+    check_weight(gamma, "gamma", "dist_loss")
     s, t, _ = check_logits(student_logits, teacher_logits, loss_name="dist_loss", min_classes=2)
     if gamma != 0 and s.shape[0] < 2:
         raise ValueError(
             f"dist_loss: the intra-class (column) term needs a batch of at least 2 samples, got shape "
             f"{tuple(s.shape)}; pass gamma=0 to use the row term alone"
         )
-    terms = dist_terms(torch.softmax(s / temperature, dim=1), torch.softmax(t / temperature, dim=1))
+    if temperature != 1:  # x / 1 is exact: skipping it changes nothing but the cost
+        s, t = s / temperature, t / temperature
+    terms = dist_terms(torch.softmax(s, dim=1), torch.softmax(t, dim=1))
     return temperature**2 * (beta * terms["inter"] + gamma * terms["intra"])
 
 
@@ -104,6 +108,8 @@ class DISTLoss(nn.Module):
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
         super().__init__()
         check_temperature(temperature, "DISTLoss")
+        check_weight(beta, "beta", "DISTLoss")
+        check_weight(gamma, "gamma", "DISTLoss")
         self.beta, self.gamma, self.temperature = beta, gamma, temperature
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:

@@ -3,24 +3,76 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, reduce
+from graphspike_kd.common.losses._validation import (
+    check_logits,
+    check_reduction,
+    check_temperature,
+    check_weight,
+    reduce,
+)
+from graphspike_kd.common.losses.soft_target import wide_log_softmax
 from graphspike_kd.common.registry import register_loss
 
 
-def _binary_log_probs(logits: Tensor, target_mask: Tensor) -> Tensor:
-    """``[N, 2]`` log-probabilities ``[log p_t, log(1 - p_t)]``, computed in log space."""
-    lse_all = torch.logsumexp(logits, dim=1)
-    log_p_target = logits.masked_select(target_mask) - lse_all
-    lse_rest = torch.logsumexp(logits.masked_fill(target_mask, float("-inf")), dim=1)
-    return torch.stack([log_p_target, lse_rest - lse_all], dim=1)
+def _dkd_rows(s: Tensor, t: Tensor, y: Tensor, temperature: float, wide: bool) -> dict[str, Tensor]:
+    r"""Per-row TCKD, NCKD and the teacher's target probability.
+
+    With ``wide``, in float64 on logits shifted by their row maximum (any finite magnitude), and with
+    :math:`0 \log 0 = 0` enforced where a probability underflows to exactly 0.
+    """
+    if wide:
+        zs = wide_log_softmax(s, temperature)
+        zt = wide_log_softmax(t, temperature)
+    else:
+        zs = s / temperature if temperature != 1 else s
+        zt = t / temperature if temperature != 1 else t
+    index = y[:, None]
+    neg_inf = float("-inf")
+    # log of the non-target mass, sum_{c != y} e^{z_c}, and of the total; [N]
+    rest_s = torch.logsumexp(zs.scatter(1, index, neg_inf), dim=1)
+    rest_t_logits = zt.scatter(1, index, neg_inf)
+    rest_t = torch.logsumexp(rest_t_logits, dim=1)
+    zs_y, zt_y = zs.gather(1, index)[:, 0], zt.gather(1, index)[:, 0]
+    lse_s, lse_t = torch.logaddexp(zs_y, rest_s), torch.logaddexp(zt_y, rest_t)
+    log_b_s = torch.stack([zs_y - lse_s, rest_s - lse_s], dim=1)  # [log p_y, log(1 - p_y)]
+    log_b_t = torch.stack([zt_y - lse_t, rest_t - lse_t], dim=1)
+    b_t = log_b_t.exp()
+    # teacher distribution over the non-target classes (exactly 0 at the target)
+    q_t = torch.exp(rest_t_logits - rest_t[:, None])
+    # log q_t - log q_s over the non-target classes, written with the unmasked logits so the target's
+    # entry is finite (and multiplied by q_t = 0)
+    diff = (zt - zs) - (rest_t - rest_s)[:, None]
+    tckd_diff = log_b_t - log_b_s
+    if wide:
+        diff = torch.where(q_t > 0, diff, 0.0)
+        tckd_diff = torch.where(b_t > 0, tckd_diff, 0.0)
+    return {
+        "tckd": (b_t * tckd_diff).sum(dim=1),
+        "nckd": (q_t * diff).sum(dim=1),
+        "teacher_target_prob": b_t[:, 0],
+    }
 
 
-def _non_target_logits(logits: Tensor, target_mask: Tensor) -> Tensor:
-    n, c = logits.shape
-    return logits.masked_select(~target_mask).view(n, c - 1)
+# The direct path's teacher gradient multiplies the upstream gradient by a log-ratio before the
+# (possibly zero) probability; past this size of the softened logits that can overflow to inf * 0.
+_DIRECT_TEACHER_GRAD_LIMIT = 1e30
+
+
+def _dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float,
+               loss_name: str) -> tuple[dict[str, Tensor], torch.dtype]:
+    check_temperature(temperature, loss_name)
+    s, t, y = check_logits(student_logits, teacher_logits, target, loss_name=loss_name, min_classes=2)
+    assert y is not None
+    wide = False
+    if t.requires_grad:
+        span = float(s.detach().abs().amax()) + float(t.detach().abs().amax())
+        wide = not span / temperature * max(1.0, temperature**2) <= _DIRECT_TEACHER_GRAD_LIMIT
+    terms = None if wide else _dkd_rows(s, t, y, temperature, wide=False)
+    if terms is None or not bool(torch.isfinite(terms["tckd"] + terms["nckd"]).all()):
+        terms = _dkd_rows(s, t, y, temperature, wide=True)
+    return terms, s.dtype
 
 
 def dkd_terms(
@@ -37,19 +89,8 @@ def dkd_terms(
     They satisfy :math:`\mathrm{KL}(p^t \| p^s) = \mathrm{TCKD} + (1 - p^t_y)\,\mathrm{NCKD}`
     per sample (all at temperature :math:`T`). See :func:`dkd_loss` for the definitions.
     """
-    check_temperature(temperature, "dkd_loss")
-    s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="dkd_loss", min_classes=2)
-    assert y is not None
-    s = s / temperature
-    t = t / temperature
-    mask = F.one_hot(y, s.shape[1]).bool()
-    log_b_s = _binary_log_probs(s, mask)
-    log_b_t = _binary_log_probs(t, mask)
-    tckd = F.kl_div(log_b_s, log_b_t, reduction="none", log_target=True).sum(dim=1)
-    log_q_s = F.log_softmax(_non_target_logits(s, mask), dim=1)
-    log_q_t = F.log_softmax(_non_target_logits(t, mask), dim=1)
-    nckd = F.kl_div(log_q_s, log_q_t, reduction="none", log_target=True).sum(dim=1)
-    return {"tckd": tckd, "nckd": nckd, "teacher_target_prob": log_b_t[:, 0].exp()}
+    terms, dtype = _dkd_terms(student_logits, teacher_logits, target, temperature, "dkd_loss")
+    return {k: v.to(dtype) for k, v in terms.items()}
 
 
 def dkd_loss(
@@ -76,8 +117,11 @@ def dkd_loss(
     Classic KD decomposes as :math:`\mathrm{KL}(p^t\|p^s) = \mathrm{TCKD} + (1 - p^t_y)\mathrm{NCKD}`.
     No cross-entropy term and no warm-up: the paper's ``min(epoch / 20, 1)`` factor belongs to the
     trainer. Everything is computed in log space (the reference code takes the log of a softmax,
-    which can give ``-inf``). With ``C = 2`` there is a single non-target class, so NCKD is exactly 0
-    and DKD reduces to :math:`T^2 \alpha\, \mathrm{KL}`; ``C = 1`` raises.
+    which can give ``-inf``), from log-sum-exps of the target and non-target logits, so the
+    non-target distribution needs no second softmax; logits of any finite magnitude give a finite
+    gradient (and a finite value whenever the exact one is representable). With ``C = 2`` there is a
+    single non-target class, so NCKD is exactly 0 and DKD reduces to :math:`T^2 \alpha\, \mathrm{KL}`;
+    ``C = 1`` raises.
 
     Args:
         student_logits: student logits.
@@ -97,9 +141,12 @@ def dkd_loss(
     Reference: B. Zhao, Q. Cui, R. Song, Y. Qiu, J. Liang, "Decoupled Knowledge Distillation",
     CVPR 2022, arXiv:2203.08679.
     """
-    terms = dkd_terms(student_logits, teacher_logits, target, temperature=temperature)
-    per_sample = temperature**2 * (alpha * terms["tckd"] + beta * terms["nckd"])
-    return reduce(per_sample, reduction, "dkd_loss")
+    check_weight(alpha, "alpha", "dkd_loss")
+    check_weight(beta, "beta", "dkd_loss")
+    check_reduction(reduction, "dkd_loss")
+    terms, dtype = _dkd_terms(student_logits, teacher_logits, target, temperature, "dkd_loss")
+    per_sample = (alpha * terms["tckd"] + beta * terms["nckd"]) * (temperature * temperature)
+    return reduce(per_sample.to(dtype), reduction, "dkd_loss")
 
 
 @register_loss("dkd")
@@ -112,6 +159,9 @@ class DKDLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_temperature(temperature, "DKDLoss")
+        check_weight(alpha, "alpha", "DKDLoss")
+        check_weight(beta, "beta", "DKDLoss")
+        check_reduction(reduction, "DKDLoss")
         self.alpha, self.beta, self.temperature, self.reduction = alpha, beta, temperature, reduction
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, reduce
+from graphspike_kd.common.losses._validation import check_logits, check_reduction, check_temperature, reduce
+from graphspike_kd.common.losses.soft_target import wide_log_softmax
 from graphspike_kd.common.registry import register_loss
 
 
@@ -22,14 +23,16 @@ def teacher_optimal_permutation(teacher_logits: Tensor, target: Tensor) -> Tenso
 def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor) -> Tensor:
     r""":math:`\pi^*` read backwards (target last), as an int64 ``[N, C]`` tensor on the input's device.
 
-    PyTorch's CPU sort is slow (about 5x numpy's quicksort on ``[256, 1000]`` rows) and dominates PLD's
-    cost, so CPU tensors are sorted with numpy's unstable argsort; the few rows that contain tied teacher
-    logits (common at C = 1000 in fp32, and in fp16/bf16) are re-sorted with a stable sort so the
-    documented tie order holds exactly.
+    PyTorch's CPU sort is slow and dominates PLD's cost, so CPU tensors are sorted with numpy: float32
+    rows by one sort of packed (value, index) integers (:func:`_reverse_order_packed`, exact tie order
+    for free); float64 rows by an unstable argsort, re-sorting stably the few rows with tied teacher
+    logits so the documented tie order holds exactly.
     """
     key = teacher_logits.detach().scatter(1, target[:, None], float("inf"))
     if key.device.type != "cpu":
         return torch.argsort(key, dim=1, descending=True, stable=True).flip(1)
+    if key.dtype == torch.float32:
+        return _reverse_order_packed(key.numpy())  # key is a fresh copy: modified in place
     values = key.numpy()
     order = np.argsort(values, axis=1)
     ranked = np.take_along_axis(values, order, axis=1)
@@ -39,6 +42,30 @@ def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor) -> Tensor:
         c = values.shape[1]
         order[tied_rows] = c - 1 - np.argsort(values[tied_rows, ::-1], axis=1, kind="stable")
     return torch.from_numpy(order.astype(np.int64, copy=False))
+
+
+def _reverse_order_packed(values: np.ndarray) -> Tensor:
+    """:func:`_reverse_teacher_order` for float32 rows by one integer sort, ties included; overwrites
+    ``values``.
+
+    Each value is mapped to an int32 with the same order (the IEEE bits, with the magnitude bits of
+    negative numbers flipped; -0.0 first made +0.0) and packed above ``C - 1 - index`` into an int64, so
+    a plain ascending sort orders by value and, among equal values, by higher class index first.
+    """
+    # In place where possible: fresh large arrays cost page faults comparable to the sort itself.
+    c = values.shape[1]
+    values += np.float32(0.0)  # -0.0 + 0.0 = +0.0
+    bits = values.view(np.int32)
+    sign = bits >> 31
+    sign &= np.int32(0x7FFFFFFF)
+    bits ^= sign
+    packed = bits.astype(np.int64)
+    packed <<= 32
+    packed |= np.arange(c - 1, -1, -1, dtype=np.int64)
+    packed.sort(axis=1)
+    packed &= np.int64(0xFFFFFFFF)
+    np.subtract(c - 1, packed, out=packed)
+    return torch.from_numpy(packed)
 
 
 # After a shift by the row maximum, exp(-_SAFE_RANGE[dtype]) stays a normal number of that dtype, so every
@@ -148,12 +175,19 @@ def pld_loss(
     Distillation", NeurIPS 2025, arXiv:2506.12542.
     """
     check_temperature(temperature, "pld_loss")
+    check_reduction(reduction, "pld_loss")
     s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="pld_loss")
     assert y is not None
     reverse_perm = _reverse_teacher_order(t, y)  # target last
     s_rev = s.gather(1, reverse_perm)
-    weights = torch.softmax(t / temperature, dim=1).gather(1, reverse_perm)
+    weights = torch.softmax(t / temperature if temperature != 1 else t, dim=1).gather(1, reverse_perm)
     per_sample = _per_sample_pld(s_rev, weights)
+    if not bool(torch.isfinite(per_sample).all()):
+        # Huge logits: teacher weights from max-shifted logits and the choice losses in float64, where
+        # neither t / T nor a difference of two float32 logits can overflow; a weight of exactly 0 then
+        # meets a finite choice loss, never 0 * inf.
+        weights = wide_log_softmax(t, temperature).exp().gather(1, reverse_perm)
+        per_sample = _per_sample_pld(s_rev.double(), weights).to(s.dtype)
     return reduce(per_sample, reduction, "pld_loss")
 
 
@@ -165,6 +199,7 @@ class PLDLoss(nn.Module):
     def __init__(self, temperature: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
         check_temperature(temperature, "PLDLoss")
+        check_reduction(reduction, "PLDLoss")
         self.temperature, self.reduction = temperature, reduction
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:
