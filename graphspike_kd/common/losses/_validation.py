@@ -96,6 +96,8 @@ def check_logits(
 
 def _real(value: float, name: str, loss_name: str) -> float:
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         return float(value)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{loss_name}: {name} must be a real number, got {value!r}") from None

@@ -107,12 +107,19 @@ def token_kl(
 
     Shapes: logits :math:`(B, L, V)`, labels :math:`(B, L)` → :math:`(B, L)`, 0 at ignored positions.
     """
-    check_temperature(temperature, "token_kl")
+    return _token_kl(student_logits, teacher_logits, labels, ignore_index, temperature, False, "token_kl")
+
+
+def _token_kl(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, ignore_index: int,
+              temperature: float, t2_scale: bool, loss_name: str) -> Tensor:
+    check_temperature(temperature, loss_name)
     (s, t), mask = check_token_logits(
-        student_logits, teacher_logits, labels=labels, ignore_index=ignore_index, loss_name="token_kl"
+        student_logits, teacher_logits, labels=labels, ignore_index=ignore_index, loss_name=loss_name
     )
     v = s.shape[-1]
-    kl = soft_target_loss(s.reshape(-1, v), t.reshape(-1, v), temperature=temperature, reduction="none")
+    kl = soft_target_loss(
+        s.reshape(-1, v), t.reshape(-1, v), temperature=temperature, t2_scale=t2_scale, reduction="none"
+    )
     return kl.view(mask.shape) * mask
 
 
@@ -142,9 +149,10 @@ def token_kd_loss(
     Shapes: :math:`(B, L, V)`, :math:`(B, L, V)`, :math:`(B, L)` → scalar or :math:`(B, L)`.
     """
     check_reduction(reduction, "token_kd_loss", TOKEN_REDUCTIONS)
-    kl = token_kl(student_logits, teacher_logits, labels, ignore_index=ignore_index, temperature=temperature)
+    # T^2 applied per token inside the KL, so a huge KL that T^2 < 1 brings back into range stays finite
+    kl = _token_kl(student_logits, teacher_logits, labels, ignore_index, temperature, True, "token_kd_loss")
     mask = (labels != ignore_index) if labels is not None else torch.ones_like(kl, dtype=torch.bool)
-    return _reduce_tokens(kl * temperature**2, mask, reduction, "token_kd_loss")
+    return _reduce_tokens(kl, mask, reduction, "token_kd_loss")
 
 
 def adaspec_select(delta: Tensor, valid: Tensor, *, k: float = 0.4) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphspike_kd.common.losses._validation import (
@@ -12,38 +13,33 @@ from graphspike_kd.common.losses._validation import (
     check_weight,
     reduce,
 )
-from graphspike_kd.common.losses.soft_target import wide_log_softmax
 from graphspike_kd.common.registry import register_loss
 
 
 def _dkd_rows(s: Tensor, t: Tensor, y: Tensor, temperature: float, wide: bool) -> dict[str, Tensor]:
     r"""Per-row TCKD, NCKD and the teacher's target probability.
 
-    With ``wide``, in float64 on logits shifted by their row maximum (any finite magnitude), and with
-    :math:`0 \log 0 = 0` enforced where a probability underflows to exactly 0.
+    With ``wide``, in float64 (any finite float32 logits), and with :math:`0 \log 0 = 0` enforced where
+    a probability underflows to exactly 0.
     """
     if wide:
-        zs = wide_log_softmax(s, temperature)
-        zt = wide_log_softmax(t, temperature)
+        # float64 holds any float32 logit over any practical T; no shift by the row maximum, which
+        # would bury the non-target logits' differences under the target's magnitude.
+        zs, zt = s.double() / temperature, t.double() / temperature
     else:
         zs = s / temperature if temperature != 1 else s
         zt = t / temperature if temperature != 1 else t
     index = y[:, None]
-    neg_inf = float("-inf")
-    # log of the non-target mass, sum_{c != y} e^{z_c}, and of the total; [N]
-    rest_s = torch.logsumexp(zs.scatter(1, index, neg_inf), dim=1)
-    rest_t_logits = zt.scatter(1, index, neg_inf)
-    rest_t = torch.logsumexp(rest_t_logits, dim=1)
-    zs_y, zt_y = zs.gather(1, index)[:, 0], zt.gather(1, index)[:, 0]
-    lse_s, lse_t = torch.logaddexp(zs_y, rest_s), torch.logaddexp(zt_y, rest_t)
-    log_b_s = torch.stack([zs_y - lse_s, rest_s - lse_s], dim=1)  # [log p_y, log(1 - p_y)]
-    log_b_t = torch.stack([zt_y - lse_t, rest_t - lse_t], dim=1)
+    a_s, e_s, ell_s, d_s = _shifted_parts(zs, index)
+    a_t, e_t, ell_t, d_t = _shifted_parts(zt, index)
+    # binary [log p_y, log(1 - p_y)] = [-softplus(d), -softplus(-d)] with d = log(1 - p_y) - log p_y
+    log_b_s = -F.softplus(torch.cat([d_s, -d_s], dim=1))
+    log_b_t = -F.softplus(torch.cat([d_t, -d_t], dim=1))
     b_t = log_b_t.exp()
-    # teacher distribution over the non-target classes (exactly 0 at the target)
-    q_t = torch.exp(rest_t_logits - rest_t[:, None])
-    # log q_t - log q_s over the non-target classes, written with the unmasked logits so the target's
-    # entry is finite (and multiplied by q_t = 0)
-    diff = (zt - zs) - (rest_t - rest_s)[:, None]
+    # teacher distribution over the non-target classes (exactly 0 at the target), and log q_t - log q_s
+    # there from the shifted logits (finite at the target, where it meets q_t = 0)
+    q_t = e_t / ell_t.exp()
+    diff = (a_t - a_s) - (ell_t - ell_s)
     tckd_diff = log_b_t - log_b_s
     if wide:
         diff = torch.where(q_t > 0, diff, 0.0)
@@ -53,6 +49,22 @@ def _dkd_rows(s: Tensor, t: Tensor, y: Tensor, temperature: float, wide: bool) -
         "nckd": (q_t * diff).sum(dim=1),
         "teacher_target_prob": b_t[:, 0],
     }
+
+
+def _shifted_parts(z: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""For logits ``z`` and target ``index`` ``[N, 1]``, with :math:`m` the largest non-target logit:
+    ``z - m``; :math:`e^{z_c - m}` (0 at the target); :math:`\ell = \log\sum_{c \ne y} e^{z_c - m}`
+    (in :math:`[0, \log(C-1)]`); and :math:`d = m + \ell - z_y = \log(1 - p_y) - \log p_y`.
+
+    Every log-probability is built from differences of logits and these bounded logs, never from an
+    absolute log-sum-exp, so it keeps its precision however large the logits are.
+    """
+    masked = z.scatter(1, index, float("-inf"))
+    m = masked.detach().amax(dim=1, keepdim=True)  # the loss is invariant to it: no gradient needed
+    e = torch.exp(masked - m)
+    ell = torch.log(e.sum(dim=1, keepdim=True))
+    a = z - m
+    return a, e, ell, ell - a.gather(1, index)
 
 
 # The direct path's teacher gradient multiplies the upstream gradient by a log-ratio before the
@@ -146,6 +158,9 @@ def dkd_loss(
     check_reduction(reduction, "dkd_loss")
     terms, dtype = _dkd_terms(student_logits, teacher_logits, target, temperature, "dkd_loss")
     per_sample = (alpha * terms["tckd"] + beta * terms["nckd"]) * (temperature * temperature)
+    if not bool(torch.isfinite(per_sample).all()):  # finite terms, overflowing weighted sum
+        tckd, nckd = terms["tckd"].double(), terms["nckd"].double()
+        per_sample = (alpha * tckd + beta * nckd) * (temperature * temperature)
     return reduce(per_sample.to(dtype), reduction, "dkd_loss")
 
 
