@@ -6,7 +6,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_reduction, check_temperature, reduce
+from graphspike_kd.common.losses._validation import (
+    check_finite,
+    check_logits,
+    check_reduction,
+    check_temperature,
+    reduce,
+)
 from graphspike_kd.common.losses.soft_target import wide_log_softmax
 from graphspike_kd.common.registry import register_loss
 
@@ -75,39 +81,44 @@ _SAFE_RANGE = {torch.float32: 60.0, torch.float64: 600.0}
 
 
 class _PLDFromSortedLogits(torch.autograd.Function):
-    r"""Per-sample PLD on student logits ``s`` and weights ``w`` already gathered in reverse
-    :math:`\pi^*` order (target last), with an analytic, numerically stable backward.
+    r"""Per-sample PLD on student logits ``s`` taken in reverse :math:`\pi^*` order (target last) and
+    weights ``w`` already in that order, with an analytic, numerically stable backward.
 
     With prefix log-sum-exps :math:`L_i = \log\sum_{j \le i} e^{s_j}` and choice losses
     :math:`c_i = L_i - s_i`, the loss is :math:`\sum_i w_i c_i` and
 
     .. math:: \partial_{s_j} = \sum_{i \ge j} w_i\, e^{s_j - L_i} - w_j, \qquad \partial_{w_i} = c_i.
 
-    Narrow rows (span below ``_SAFE_RANGE``) use :math:`E = e^{s - \max s}` and plain cumulative sums
+    ``perm`` (or ``None`` when ``s`` is already ordered) gathers the logits inside, and the gradient is
+    scattered back through the permutation directly (no zero fill, no accumulation). Narrow rows (span
+    below ``_SAFE_RANGE``) use :math:`E = e^{s - \max s}` and plain cumulative sums
     (:math:`e^{s_j - L_i} = E_j / P_i`); wider rows stay in log space throughout
     (``torch.logcumsumexp`` forward, and a reversed log-cumsum-exp of :math:`\log w_i - L_i` backward),
     where autograd through ``torch.logcumsumexp`` loses accuracy in fp32.
     """
 
     @staticmethod
-    def forward(ctx, s_rev: Tensor, weights: Tensor, wide: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, s: Tensor, perm: Tensor | None, weights: Tensor, row_max: Tensor,  # type: ignore[override]
+                wide: bool) -> Tensor:
         ctx.wide = wide
+        s_rev = s if perm is None else s.gather(1, perm)
         if wide:
             prefix_lse = torch.logcumsumexp(s_rev, dim=1)
             choice = prefix_lse - s_rev
-            ctx.save_for_backward(s_rev, prefix_lse, weights, choice)
+            first, prefix = s_rev, prefix_lse
         else:
-            z = s_rev - s_rev.amax(dim=1, keepdim=True)
+            z = s_rev - row_max[:, None]
             exp_z = torch.exp(z)
             prefix = torch.cumsum(exp_z, dim=1)
             choice = torch.log(prefix).sub_(z)
-            ctx.save_for_backward(exp_z, prefix, weights, choice)
+            first = exp_z
+        ctx.save_for_backward(first, prefix, weights, choice if ctx.needs_input_grad[2] else None, perm)
         return (weights * choice).sum(dim=1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        first, prefix, weights, choice = ctx.saved_tensors
+        first, prefix, weights, choice, perm = ctx.saved_tensors
         g = grad_out[:, None]
         grad_s = grad_w = None
         if ctx.needs_input_grad[0]:
@@ -120,14 +131,19 @@ class _PLDFromSortedLogits(torch.autograd.Function):
                 # the ratios span many orders of magnitude along a row.
                 suffix = torch.cumsum((weights / prefix).flip(1), dim=1).flip(1)
                 grad_s = (first * suffix).sub_(weights).mul_(g)
-        if ctx.needs_input_grad[1]:
+            if perm is not None:
+                grad_s = torch.empty_like(grad_s).scatter_(1, perm, grad_s)
+        if ctx.needs_input_grad[2]:
             grad_w = choice * g
-        return grad_s, grad_w, None
+        return grad_s, None, grad_w, None, None
 
 
-def _per_sample_pld(s_rev: Tensor, weights: Tensor) -> Tensor:
-    span = float((s_rev.detach().amax(dim=1) - s_rev.detach().amin(dim=1)).max())
-    return _PLDFromSortedLogits.apply(s_rev, weights, not span < _SAFE_RANGE.get(s_rev.dtype, 0.0))
+def _per_sample_pld(s: Tensor, weights: Tensor, perm: Tensor | None = None) -> Tensor:
+    r"""Per-sample PLD of logits ``s`` (in reverse :math:`\pi^*` order, or permuted into it by ``perm``)."""
+    row_min, row_max = torch.aminmax(s.detach(), dim=1)
+    span = float((row_max - row_min).max())
+    wide = not span < _SAFE_RANGE.get(s.dtype, 0.0)
+    return _PLDFromSortedLogits.apply(s, perm, weights, row_max, wide)
 
 
 def pld_loss(
@@ -176,18 +192,19 @@ def pld_loss(
     """
     check_temperature(temperature, "pld_loss")
     check_reduction(reduction, "pld_loss")
-    s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="pld_loss")
+    s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="pld_loss", check_values=False)
     assert y is not None
     reverse_perm = _reverse_teacher_order(t, y)  # target last
-    s_rev = s.gather(1, reverse_perm)
     weights = torch.softmax(t / temperature if temperature != 1 else t, dim=1).gather(1, reverse_perm)
-    per_sample = _per_sample_pld(s_rev, weights)
+    per_sample = _per_sample_pld(s, weights, reverse_perm)
     if not bool(torch.isfinite(per_sample).all()):
+        check_finite(s, "student_logits", "pld_loss")  # a NaN or inf input reaches the loss
+        check_finite(t, "teacher_logits", "pld_loss")
         # Huge logits: teacher weights from max-shifted logits and the choice losses in float64, where
         # neither t / T nor a difference of two float32 logits can overflow; a weight of exactly 0 then
         # meets a finite choice loss, never 0 * inf.
         weights = wide_log_softmax(t, temperature).exp().gather(1, reverse_perm)
-        per_sample = _per_sample_pld(s_rev.double(), weights).to(s.dtype)
+        per_sample = _per_sample_pld(s.double(), weights, reverse_perm).to(s.dtype)
     return reduce(per_sample, reduction, "pld_loss")
 
 

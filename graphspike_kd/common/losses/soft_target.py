@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphspike_kd.common.losses._validation import (
+    check_finite,
     check_logits,
     check_reduction,
     check_temperature,
@@ -85,7 +86,7 @@ def soft_target_loss(
     if form not in FORMS:
         raise ValueError(f"soft_target_loss: form must be one of {FORMS}, got {form!r}")
     check_reduction(reduction, "soft_target_loss")
-    s, t, _ = check_logits(student_logits, teacher, loss_name="soft_target_loss")
+    s, t, _ = check_logits(student_logits, teacher, loss_name="soft_target_loss", check_values=False)
     n = s.shape[0]
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (n,):
@@ -103,6 +104,9 @@ def soft_target_loss(
     wide = t.requires_grad and not _teacher_backward_is_safe(s, t, temperature)
     per_row = None if wide else _soft_target_rows(s, t, target_type, temperature, t2_scale, form)
     if per_row is None or not bool(torch.isfinite(per_row).all()):
+        # a NaN or inf input reaches the rows: only now are the inputs checked (and named)
+        check_finite(s, "student_logits", "soft_target_loss")
+        check_finite(t, "teacher", "soft_target_loss")
         per_row = _soft_target_rows_wide(s, t, target_type, temperature, t2_scale, form).to(s.dtype)
     if weight is not None:
         per_row = per_row * weight
