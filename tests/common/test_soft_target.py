@@ -133,11 +133,11 @@ def test_timestep_kd_loss_bit_identical_every_method():
     x = torch.randn(4, 12, 6, generator=g) * 2
     y = torch.randint(0, 6, (12,), generator=g)
     for method in module.METHODS:
-        new = _grads(lambda a: timestep_kd_loss(a, y, method)["loss"], x)
+        new = _grads(lambda a, m=method: timestep_kd_loss(a, y, m)["loss"], x)
         original = module._kl
         module._kl = old_timestep_kl
         try:
-            old = _grads(lambda a: timestep_kd_loss(a, y, method)["loss"], x)
+            old = _grads(lambda a, m=method: timestep_kd_loss(a, y, m)["loss"], x)
         finally:
             module._kl = original
         _same(new, old)
