@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from graphspike_kd.common.losses._validation import check_reduction, check_temperature
-from graphspike_kd.common.losses.soft_target import soft_target_loss
+from graphspike_kd.common.losses.soft_target import _soft_target
 from graphspike_kd.common.registry import register_loss
 
 
@@ -46,9 +46,9 @@ def kd_loss(
     arXiv:1503.02531.
     """
     check_temperature(temperature, "kd_loss")
-    return soft_target_loss(
-        student_logits, teacher_logits, temperature=temperature, t2_scale=True, reduction=reduction
-    )
+    check_reduction(reduction, "kd_loss")
+    return _soft_target(student_logits, teacher_logits, "logits", temperature, True, "kl", None, None,
+                        reduction, "kd_loss")
 
 
 @register_loss("kd")

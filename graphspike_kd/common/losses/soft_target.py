@@ -4,6 +4,8 @@ student's softened softmax, the building block of Hinton KD and of every soft-la
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -86,31 +88,46 @@ def soft_target_loss(
     if form not in FORMS:
         raise ValueError(f"soft_target_loss: form must be one of {FORMS}, got {form!r}")
     check_reduction(reduction, "soft_target_loss")
-    s, t, _ = check_logits(student_logits, teacher, loss_name="soft_target_loss", check_values=False)
+    return _soft_target(student_logits, teacher, target_type, temperature, t2_scale, form, mask, weight,
+                        reduction, "soft_target_loss")
+
+
+def _soft_target(student_logits: Tensor, teacher: Tensor, target_type: str, temperature: float,
+                 t2_scale: bool, form: str, mask: Tensor | None, weight: Tensor | None, reduction: str,
+                 loss_name: str) -> Tensor:
+    """:func:`soft_target_loss` after its hyper-parameter checks (for losses built on it)."""
+    s, t, _ = check_logits(student_logits, teacher, loss_name=loss_name, check_values=False)
     n = s.shape[0]
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (n,):
             got = f"{tuple(mask.shape)} {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"soft_target_loss: mask must be a bool tensor of shape ({n},), got {got}")
+            raise ValueError(f"{loss_name}: mask must be a bool tensor of shape ({n},), got {got}")
         if not bool(mask.any()):
-            raise ValueError("soft_target_loss: mask selects no row")
+            raise ValueError(f"{loss_name}: mask selects no row")
         s, t = s[mask], t[mask]
     if weight is not None:
         if not isinstance(weight, Tensor) or tuple(weight.shape) != (n,):
             got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"soft_target_loss: weight must be a tensor of shape ({n},), got {got}")
+            raise ValueError(f"{loss_name}: weight must be a tensor of shape ({n},), got {got}")
         if mask is not None:
             weight = weight[mask]
-    wide = t.requires_grad and not _teacher_backward_is_safe(s, t, temperature)
-    per_row = None if wide else _soft_target_rows(s, t, target_type, temperature, t2_scale, form)
-    if per_row is None or not bool(torch.isfinite(per_row).all()):
-        # a NaN or inf input reaches the rows: only now are the inputs checked (and named)
-        check_finite(s, "student_logits", "soft_target_loss")
-        check_finite(t, "teacher", "soft_target_loss")
-        per_row = _soft_target_rows_wide(s, t, target_type, temperature, t2_scale, form).to(s.dtype)
+    if not (t.requires_grad and not _teacher_backward_is_safe(s, t, temperature)):
+        per_row = _soft_target_rows(s, t, target_type, temperature, t2_scale, form)
+        if weight is not None:
+            per_row = per_row * weight
+        out = reduce(per_row, reduction, loss_name)
+        # The reduced value is finite only if every row is (short of the sum itself overflowing, which
+        # just takes the careful path below); one scalar check instead of one per row.
+        if bool(torch.isfinite(per_row).all()) if reduction == "none" else math.isfinite(float(out.detach())):
+            return out
+    # A NaN or inf input reaches the rows: only now are the inputs checked (and named). Otherwise the
+    # direct computation overflowed: the careful one in float64.
+    check_finite(s, "student_logits", loss_name)
+    check_finite(t, "teacher", loss_name)
+    per_row = _soft_target_rows_wide(s, t, target_type, temperature, t2_scale, form).to(s.dtype)
     if weight is not None:
         per_row = per_row * weight
-    return reduce(per_row, reduction, "soft_target_loss")
+    return reduce(per_row, reduction, loss_name)
 
 
 def _soften(x: Tensor, temperature: float) -> Tensor:
@@ -130,7 +147,7 @@ def _teacher_backward_is_safe(s: Tensor, t: Tensor, temperature: float) -> bool:
 def _soft_target_rows(s: Tensor, t: Tensor, target_type: str, temperature: float, t2_scale: bool,
                       form: str) -> Tensor:
     """Per-row loss, computed directly (may overflow for huge ``|z| / T``; the caller checks)."""
-    log_p = F.log_softmax(_soften(s, temperature), dim=1)
+    log_p = torch.log_softmax(_soften(s, temperature), dim=1)
     if target_type == "probs":
         q = t
         if form == "kl":
@@ -138,7 +155,7 @@ def _soft_target_rows(s: Tensor, t: Tensor, target_type: str, temperature: float
         else:
             per_row = -(q * log_p).sum(dim=1)
     else:
-        log_q = F.log_softmax(_soften(t, temperature), dim=1) if target_type == "logits" else t
+        log_q = torch.log_softmax(_soften(t, temperature), dim=1) if target_type == "logits" else t
         if form == "kl":
             per_row = F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(dim=1)
         else:
