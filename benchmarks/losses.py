@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()[0]
     rows = [measure(c, args.batch, args.rounds, args.inner) for c in args.classes]
     print(f"{'C':>6} {'CE (us)':>9} " + " ".join(f"{n + ' /base':>10} {n + ' xCE':>9}" for n in LOSSES))
     for r in rows:
@@ -176,6 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        # 1-minute load averages before and after: other processes on the machine slow every timed
+        # function alike within a round, but a heavy load makes the small-C ratios noisy
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "results": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

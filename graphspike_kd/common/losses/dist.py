@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -109,7 +111,7 @@ def dist_loss(
     y_t = torch.softmax(t / temperature if temperature != 1 else t, dim=1)
     terms = dist_terms(y_s, y_t)
     loss = temperature**2 * (beta * terms["inter"] + gamma * terms["intra"])
-    if not bool(torch.isfinite(loss)):
+    if not math.isfinite(float(loss.detach())):
         # a NaN or inf input reaches the loss: only now are the inputs checked (and named)
         check_finite(s, "student_logits", "dist_loss")
         check_finite(t, "teacher_logits", "dist_loss")
