@@ -38,7 +38,7 @@ from graphspike_kd.common.losses.sdpgo import (
     sdpgo_loss,
     sdpgo_terms,
 )
-from graphspike_kd.common.losses.soft_target import soft_target_loss, wide_log_softmax
+from graphspike_kd.common.losses.soft_target import soft_target_loss
 
 __all__ = [
     "DISTLoss",
@@ -54,7 +54,6 @@ __all__ = [
     "pld_loss",
     "soft_target_loss",
     "teacher_optimal_permutation",
-    "wide_log_softmax",
     # common part 2
     "AdaSPECLoss",
     "AngularKDLoss",

@@ -68,8 +68,8 @@ def soft_target_loss(
         form (str, optional): ``"kl"`` or ``"ce"``. (default: ``"kl"``)
         mask (Tensor, optional): bool ``[N]`` rows to use; must select at least one row.
             (default: ``None``, every row)
-        weight (Tensor, optional): per-sample weights ``[N]`` (of the selected rows' batch before
-            masking), multiplied in before the reduction (``"mean"`` divides by the number of rows, not
+        weight (Tensor, optional): per-sample weights ``[N]`` (selected by ``mask`` like the logits),
+            multiplied in before the reduction (``"mean"`` divides by the number of selected rows, not
             by the weights' sum). (default: ``None``)
         reduction (str, optional): ``"mean"`` over the selected rows, ``"sum"``, or ``"none"`` for the
             per-row values (``[|M|]`` when masked). (default: ``"mean"``)
