@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from graphspike_kd.common.losses import soft_target_loss
 from graphspike_kd.graph.models import build_model, prepare_features
 from graphspike_kd.graph.selectors import (
     PPOTeacherSelector,
@@ -127,8 +128,9 @@ def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, mask: Tenso
         )
     if not bool(mask.any()):
         raise ValueError("distillation mask selects no node")
-    logp = F.log_softmax(student_logits.float(), dim=1)
-    return -(teacher_probs[mask].float() * logp[mask]).sum(1).mean()
+    return soft_target_loss(
+        student_logits.float(), teacher_probs.float(), target_type="probs", form="ce", mask=mask
+    )
 
 
 def entropy_loss(student_logits: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -184,7 +186,9 @@ def ngs_rewards(student_logits: Tensor, teacher_probs: Tensor, labels: Tensor, *
     safe = labels.clamp(min=0)
     acc = (student_logits.argmax(1) == safe).float() * has
     ce = -logp.gather(1, safe.view(-1, 1)).view(-1) * has
-    dl = -(teacher_probs.float() * logp).sum(1)
+    dl = soft_target_loss(
+        student_logits.float(), teacher_probs.float(), target_type="probs", form="ce", reduction="none"
+    )
     return (1 - eta) * acc - eta * (ce + dl)
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphspike_kd.common.losses import soft_target_loss
 from graphspike_kd.spiking.models.base import SpikingNet
 from graphspike_kd.spiking.neurons import reset_net
 from graphspike_kd.spiking.ratebp import mode, scale_grad, set_mode, spike_pass, time_average
@@ -243,10 +244,9 @@ def esd_loss(exit_logits: list[Tensor] | Tensor, target: Tensor, *, T: int, alph
     zf = z.float()
     ce = sum(F.cross_entropy(zi, target) for zi in zf)
     if bool(valid.any()):
-        log_p_t = F.log_softmax(teacher[valid].float() / temperature, -1)
-        p_t = log_p_t.exp()
-        sd = sum((p_t * (log_p_t - F.log_softmax(zi[valid] / temperature, -1))).sum(-1).mean()
-                 for zi in zf) * temperature**2
+        teacher_valid = teacher[valid].float()
+        sd = sum(soft_target_loss(zi[valid], teacher_valid, temperature=temperature) for zi in zf)
+        sd = sd * temperature**2
     else:
         sd = zf.sum() * 0.0  # no reliable teacher anywhere: no distillation, graph kept
     loss = (alpha * ce + beta * sd) / T

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses.kd import kd_loss
+from graphspike_kd.common.losses import soft_target_loss
 
 #: Distillation variants accepted by :func:`timestep_kd_loss`.
 METHODS = (
@@ -110,11 +110,10 @@ def strong_weak_steps(outputs: Tensor, metric: str = "max_softmax") -> tuple[int
 
 
 def _kl(student: Tensor, teacher: Tensor, temperature: float, detach_teacher: bool, t2: bool) -> Tensor:
-    """KL(softmax(teacher/α) ‖ softmax(student/α)), batch mean; kd_loss carries α², removed unless ``t2``."""
+    """KL(softmax(teacher/α) ‖ softmax(student/α)), batch mean, times α² if ``t2``."""
     if detach_teacher:
         teacher = teacher.detach()
-    value = kd_loss(student, teacher, temperature=temperature)
-    return value if t2 else value / temperature**2
+    return soft_target_loss(student, teacher, temperature=temperature, t2_scale=t2)
 
 
 def _pairs(outputs: Tensor, method: str, metric: str) -> tuple[list[tuple[Tensor, Tensor]], Tensor, int, int]:

@@ -38,6 +38,7 @@ from graphspike_kd.common.losses.sdpgo import (
     sdpgo_loss,
     sdpgo_terms,
 )
+from graphspike_kd.common.losses.soft_target import soft_target_loss
 
 __all__ = [
     "DISTLoss",
@@ -51,6 +52,7 @@ __all__ = [
     "kd_loss",
     "pearson_correlation",
     "pld_loss",
+    "soft_target_loss",
     "teacher_optimal_permutation",
     # common part 2
     "AdaSPECLoss",

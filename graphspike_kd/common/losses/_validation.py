@@ -8,6 +8,8 @@ fp16/bf16.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -21,6 +23,21 @@ def upcast(x: Tensor) -> Tensor:
     return x.float()
 
 
+def check_finite(x: Tensor, role: str, loss_name: str) -> None:
+    """Raise ``ValueError`` naming the first NaN or infinite element of ``x``."""
+    # If the sum is finite, every element is (NaN and inf propagate); this is several times cheaper than
+    # isfinite().all(). A non-finite sum (a bad element, or an overflow of huge finite values) pays for
+    # the exact check.
+    if bool(torch.isfinite(x.detach().sum())):
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        raise ValueError(
+            f"{loss_name}: {role} contains non-finite values (first at index {bad}: {x[tuple(bad)].item()})"
+        )
+
+
 def check_logits(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -28,10 +45,14 @@ def check_logits(
     *,
     loss_name: str,
     min_classes: int = 1,
+    check_values: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Validate ``[N, C]`` student/teacher logits (and an optional ``[N]`` class target).
 
-    Returns the logits upcast by :func:`upcast` (to a common dtype) and the target as int64.
+    Returns the logits upcast by :func:`upcast` (to a common dtype) and the target as int64. With
+    ``check_values=False`` the logits' values are not checked for NaN/inf: for a loss that checks its
+    own result and calls :func:`check_finite` only when that is not finite (NaN and inf propagate into
+    it), which saves a pass over each input.
 
     Raises:
         ValueError: wrong type or ndim, shape mismatch, non-floating or non-finite logits, too few
@@ -56,19 +77,9 @@ def check_logits(
         raise ValueError(f"{loss_name}: empty batch (shape {tuple(student_logits.shape)})")
     if c < min_classes:
         raise ValueError(f"{loss_name}: needs at least {min_classes} classes, got C = {c}")
-    for role, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        # If the sum is finite, every element is (NaN and inf propagate); this is several times cheaper
-        # than isfinite().all(). A non-finite sum (a bad element, or an overflow of huge finite values)
-        # pays for the exact check below.
-        if bool(torch.isfinite(x.detach().sum())):
-            continue
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            bad = (~finite).nonzero()[0].tolist()
-            raise ValueError(
-                f"{loss_name}: {role} contains non-finite values (first at index {bad}: "
-                f"{x[tuple(bad)].item()})"
-            )
+    if check_values:
+        check_finite(student_logits, "student_logits", loss_name)
+        check_finite(teacher_logits, "teacher_logits", loss_name)
     dtype = torch.promote_types(upcast(student_logits).dtype, upcast(teacher_logits).dtype)
     s = student_logits.to(dtype)
     t = teacher_logits.to(dtype)
@@ -88,9 +99,32 @@ def check_logits(
     return s, t, target.long()
 
 
-def check_temperature(temperature: float, loss_name: str) -> None:
-    if not temperature > 0:
-        raise ValueError(f"{loss_name}: temperature must be > 0, got {temperature}")
+def _real(value: float, name: str, loss_name: str) -> float:
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{loss_name}: {name} must be a real number, got {value!r}") from None
+
+
+def check_temperature(temperature: float, loss_name: str, name: str = "temperature") -> None:
+    """Raise ``ValueError`` unless ``temperature`` is a finite real number > 0."""
+    value = _real(temperature, name, loss_name)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{loss_name}: {name} must be finite and > 0, got {temperature}")
+
+
+def check_weight(value: float, name: str, loss_name: str) -> None:
+    """Raise ``ValueError`` unless the loss weight ``value`` (``alpha``, ``beta``, ...) is a finite real."""
+    if not math.isfinite(_real(value, name, loss_name)):
+        raise ValueError(f"{loss_name}: {name} must be finite, got {value}")
+
+
+def check_reduction(reduction: str, loss_name: str, allowed: tuple[str, ...] = REDUCTIONS) -> None:
+    """Raise ``ValueError`` unless ``reduction`` is one of ``allowed``."""
+    if reduction not in allowed:
+        raise ValueError(f"{loss_name}: reduction must be one of {allowed}, got {reduction!r}")
 
 
 def reduce(per_sample: Tensor, reduction: str, loss_name: str) -> Tensor:

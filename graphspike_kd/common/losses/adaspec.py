@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_temperature, upcast
+from graphspike_kd.common.losses._validation import check_finite, check_reduction, check_temperature, upcast
+from graphspike_kd.common.losses.soft_target import soft_target_loss
 from graphspike_kd.common.registry import register_loss
 
 IGNORE_INDEX = -100
@@ -56,8 +57,7 @@ def check_token_logits(
             shape = x.shape
         elif x.shape != shape:
             raise ValueError(f"{loss_name}: logits shapes differ: {tuple(shape)} vs {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{loss_name}: logits #{i} contain non-finite values")
+        check_finite(x, f"logits #{i}", loss_name)
     assert shape is not None
     if shape[2] < 1:
         raise ValueError(f"{loss_name}: vocabulary size must be >= 1, got shape {tuple(shape)}")
@@ -107,14 +107,20 @@ def token_kl(
 
     Shapes: logits :math:`(B, L, V)`, labels :math:`(B, L)` → :math:`(B, L)`, 0 at ignored positions.
     """
-    check_temperature(temperature, "token_kl")
+    return _token_kl(student_logits, teacher_logits, labels, ignore_index, temperature, False, "token_kl")
+
+
+def _token_kl(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None, ignore_index: int,
+              temperature: float, t2_scale: bool, loss_name: str) -> Tensor:
+    check_temperature(temperature, loss_name)
     (s, t), mask = check_token_logits(
-        student_logits, teacher_logits, labels=labels, ignore_index=ignore_index, loss_name="token_kl"
+        student_logits, teacher_logits, labels=labels, ignore_index=ignore_index, loss_name=loss_name
     )
-    log_q = F.log_softmax(s / temperature, dim=-1)
-    log_p = F.log_softmax(t / temperature, dim=-1)
-    kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
-    return kl * mask
+    v = s.shape[-1]
+    kl = soft_target_loss(
+        s.reshape(-1, v), t.reshape(-1, v), temperature=temperature, t2_scale=t2_scale, reduction="none"
+    )
+    return kl.view(mask.shape) * mask
 
 
 def token_kd_loss(
@@ -142,9 +148,11 @@ def token_kd_loss(
 
     Shapes: :math:`(B, L, V)`, :math:`(B, L, V)`, :math:`(B, L)` → scalar or :math:`(B, L)`.
     """
-    kl = token_kl(student_logits, teacher_logits, labels, ignore_index=ignore_index, temperature=temperature)
+    check_reduction(reduction, "token_kd_loss", TOKEN_REDUCTIONS)
+    # T^2 applied per token inside the KL, so a huge KL that T^2 < 1 brings back into range stays finite
+    kl = _token_kl(student_logits, teacher_logits, labels, ignore_index, temperature, True, "token_kd_loss")
     mask = (labels != ignore_index) if labels is not None else torch.ones_like(kl, dtype=torch.bool)
-    return _reduce_tokens(kl * temperature**2, mask, reduction, "token_kd_loss")
+    return _reduce_tokens(kl, mask, reduction, "token_kd_loss")
 
 
 def adaspec_select(delta: Tensor, valid: Tensor, *, k: float = 0.4) -> Tensor:
@@ -254,6 +262,7 @@ def adaspec_loss(
     Reference: Y. Hu, Z. Guo, et al., "AdaSPEC: Selective Knowledge Distillation for Efficient
     Speculative Decoders", NeurIPS 2025, arXiv:2510.19779.
     """
+    check_reduction(reduction, "adaspec_loss", TOKEN_REDUCTIONS)
     terms = adaspec_terms(
         draft_logits, target_logits, reference_logits, labels, ignore_index=ignore_index, k=k,
         temperature=temperature,
@@ -272,6 +281,7 @@ class TokenKDLoss(nn.Module):
     def __init__(self, temperature: float = 1.0, ignore_index: int = IGNORE_INDEX, reduction: str = "mean"):
         super().__init__()
         check_temperature(temperature, "TokenKDLoss")
+        check_reduction(reduction, "TokenKDLoss", TOKEN_REDUCTIONS)
         self.temperature, self.ignore_index, self.reduction = temperature, ignore_index, reduction
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:
@@ -299,6 +309,7 @@ class AdaSPECLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_temperature(temperature, "AdaSPECLoss")
+        check_reduction(reduction, "AdaSPECLoss", TOKEN_REDUCTIONS)
         if not 0.0 < k <= 1.0:
             raise ValueError(f"AdaSPECLoss: k must lie in (0, 1], got {k}")
         self.k, self.temperature, self.ignore_index, self.reduction = k, temperature, ignore_index, reduction

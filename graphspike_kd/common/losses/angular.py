@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, upcast
+from graphspike_kd.common.losses._validation import check_logits, check_temperature, check_weight, upcast
+from graphspike_kd.common.losses.soft_target import soft_target_loss
 from graphspike_kd.common.registry import register_loss
 
 DEFAULT_DROPOUTS = (0.15, 0.2, 0.25, 0.3, 0.35)
@@ -214,7 +215,7 @@ def inter_angle_terms(
         - **output:** dict with scalars ``"constraint"``, ``"diversity"`` and ``"inside_margin"`` (the
           fraction of samples in :math:`\mathcal{M}`, for logging)
     """
-    check_temperature(contrastive_temperature, "inter_angle_terms")
+    check_temperature(contrastive_temperature, "inter_angle_terms", "contrastive_temperature")
     if not 0.0 <= margin <= 2.0:
         raise ValueError(f"inter_angle_terms: margin must lie in [0, 2], got {margin}")
     t, v = _check_views(teacher, views, "inter_angle_terms")
@@ -278,6 +279,8 @@ def angular_ensemble_target(
     if ensemble_norm not in ENSEMBLE_NORMS:
         raise ValueError(f"angular_ensemble_target: ensemble_norm must be one of {ENSEMBLE_NORMS}, "
                          f"got {ensemble_norm!r}")
+    check_weight(view_weight, "view_weight", "angular_ensemble_target")
+    check_weight(teacher_weight, "teacher_weight", "angular_ensemble_target")
     if view_weight < 0 or teacher_weight < 0 or view_weight + teacher_weight <= 0:
         raise ValueError(
             "angular_ensemble_target: weights must be >= 0 and not both 0, got "
@@ -326,7 +329,7 @@ def angular_terms(
     """
     s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="angular_terms", min_classes=2)
     assert y is not None
-    check_temperature(inter_logit_temperature, "angular_terms")
+    check_temperature(inter_logit_temperature, "angular_terms", "inter_logit_temperature")
     if view_logits.ndim != 3 or view_logits.shape[0] != s.shape[0] or view_logits.shape[2] != s.shape[1]:
         raise ValueError(
             f"angular_terms: view_logits must have shape [B, N, C] = [{s.shape[0]}, N, {s.shape[1]}], "
@@ -359,9 +362,7 @@ def angular_terms(
     weights = weights / (weights.sum() if ensemble_norm == "l1" else weights.norm())
     ensemble_feature = (weights[:n, None] * fv).sum(dim=1) + weights[n] * ft
     target_probs = ensemble.detach() if detach_ensemble else ensemble
-    log_p_s = F.log_softmax(s / temperature, dim=1)
-    # q log q with the convention 0 log 0 = 0; xlogy keeps it finite for zero entries.
-    kd = (torch.xlogy(target_probs, target_probs) - target_probs * log_p_s).sum(dim=1).mean()
+    kd = soft_target_loss(s, target_probs, target_type="probs", temperature=temperature)
     return {
         "kd": kd * temperature**2,
         "inter_feat": inter_f["constraint"] + inter_f["diversity"],
@@ -459,7 +460,17 @@ class AngularKDLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_temperature(temperature, "AngularKDLoss")
-        check_temperature(contrastive_temperature, "AngularKDLoss")
+        check_temperature(contrastive_temperature, "AngularKDLoss", "contrastive_temperature")
+        check_temperature(inter_logit_temperature, "AngularKDLoss", "inter_logit_temperature")
+        if not 0.0 <= margin <= 2.0:
+            raise ValueError(f"AngularKDLoss: margin must lie in [0, 2], got {margin}")
+        for name, value in (
+            ("feat_inter_weight", feat_inter_weight), ("feat_intra_weight", feat_intra_weight),
+            ("logit_inter_weight", logit_inter_weight), ("logit_intra_weight", logit_intra_weight),
+            ("view_ce_weight", view_ce_weight), ("kd_weight", kd_weight), ("view_weight", view_weight),
+            ("teacher_weight", teacher_weight),
+        ):
+            check_weight(value, name, "AngularKDLoss")
         if ensemble_norm not in ENSEMBLE_NORMS:
             raise ValueError(f"AngularKDLoss: ensemble_norm must be one of {ENSEMBLE_NORMS}, got "
                              f"{ensemble_norm!r}")

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, upcast
+from graphspike_kd.common.losses._validation import (
+    check_finite,
+    check_logits,
+    check_temperature,
+    check_weight,
+    upcast,
+)
+from graphspike_kd.common.losses.soft_target import wide_log_softmax
 from graphspike_kd.common.registry import register_loss
 
 _EPS = 1e-8
@@ -87,14 +96,29 @@ def dist_loss(
     Teacher", NeurIPS 2022, arXiv:2205.10536.
     """
     check_temperature(temperature, "dist_loss")
-    s, t, _ = check_logits(student_logits, teacher_logits, loss_name="dist_loss", min_classes=2)
+    check_weight(beta, "beta", "dist_loss")
+    check_weight(gamma, "gamma", "dist_loss")
+    s, t, _ = check_logits(
+        student_logits, teacher_logits, loss_name="dist_loss", min_classes=2, check_values=False
+    )
     if gamma != 0 and s.shape[0] < 2:
         raise ValueError(
             f"dist_loss: the intra-class (column) term needs a batch of at least 2 samples, got shape "
             f"{tuple(s.shape)}; pass gamma=0 to use the row term alone"
         )
-    terms = dist_terms(torch.softmax(s / temperature, dim=1), torch.softmax(t / temperature, dim=1))
-    return temperature**2 * (beta * terms["inter"] + gamma * terms["intra"])
+    # x / 1 is exact: skipping it changes nothing but the cost
+    y_s = torch.softmax(s / temperature if temperature != 1 else s, dim=1)
+    y_t = torch.softmax(t / temperature if temperature != 1 else t, dim=1)
+    terms = dist_terms(y_s, y_t)
+    loss = temperature**2 * (beta * terms["inter"] + gamma * terms["intra"])
+    if not math.isfinite(float(loss.detach())):
+        # a NaN or inf input reaches the loss: only now are the inputs checked (and named)
+        check_finite(s, "student_logits", "dist_loss")
+        check_finite(t, "teacher_logits", "dist_loss")
+        # huge logits: s / T overflowed; the probabilities from max-shifted logits in float64
+        terms = dist_terms(wide_log_softmax(s, temperature).exp(), wide_log_softmax(t, temperature).exp())
+        loss = (temperature**2 * (beta * terms["inter"] + gamma * terms["intra"])).to(s.dtype)
+    return loss
 
 
 @register_loss("dist")
@@ -104,6 +128,8 @@ class DISTLoss(nn.Module):
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
         super().__init__()
         check_temperature(temperature, "DISTLoss")
+        check_weight(beta, "beta", "DISTLoss")
+        check_weight(gamma, "gamma", "DISTLoss")
         self.beta, self.gamma, self.temperature = beta, gamma, temperature
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:

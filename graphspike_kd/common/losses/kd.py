@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, reduce
+from graphspike_kd.common.losses._validation import check_reduction, check_temperature
+from graphspike_kd.common.losses.soft_target import _soft_target
 from graphspike_kd.common.registry import register_loss
 
 
@@ -25,7 +25,9 @@ def kd_loss(
 
     The KL divergence is summed over classes and averaged over the batch ("batchmean"; PyTorch's
     ``reduction='mean'`` would also divide by ``C``). The :math:`T^2` factor keeps gradient magnitudes
-    comparable across temperatures. The cross-entropy term of the paper is left to the caller.
+    comparable across temperatures. The cross-entropy term of the paper is left to the caller. This is
+    :func:`~graphspike_kd.common.losses.soft_target_loss` with ``t2_scale=True`` (which also offers
+    probability targets, masks and per-sample weights).
 
     Args:
         student_logits: student logits.
@@ -44,11 +46,9 @@ def kd_loss(
     arXiv:1503.02531.
     """
     check_temperature(temperature, "kd_loss")
-    s, t, _ = check_logits(student_logits, teacher_logits, loss_name="kd_loss")
-    log_p_s = F.log_softmax(s / temperature, dim=1)
-    log_p_t = F.log_softmax(t / temperature, dim=1)
-    per_sample = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=1)
-    return reduce(per_sample * temperature**2, reduction, "kd_loss")
+    check_reduction(reduction, "kd_loss")
+    return _soft_target(student_logits, teacher_logits, "logits", temperature, True, "kl", None, None,
+                        reduction, "kd_loss")
 
 
 @register_loss("kd")
@@ -59,6 +59,7 @@ class KDLoss(nn.Module):
     def __init__(self, temperature: float = 4.0, reduction: str = "mean") -> None:
         super().__init__()
         check_temperature(temperature, "KDLoss")
+        check_reduction(reduction, "KDLoss")
         self.temperature = temperature
         self.reduction = reduction
 

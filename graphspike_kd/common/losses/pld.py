@@ -6,7 +6,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, reduce
+from graphspike_kd.common.losses._validation import (
+    check_finite,
+    check_logits,
+    check_reduction,
+    check_temperature,
+    reduce,
+)
+from graphspike_kd.common.losses.soft_target import wide_log_softmax
 from graphspike_kd.common.registry import register_loss
 
 
@@ -19,15 +26,27 @@ def teacher_optimal_permutation(teacher_logits: Tensor, target: Tensor) -> Tenso
     return _reverse_teacher_order(teacher_logits, target).flip(1)
 
 
-def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor) -> Tensor:
-    r""":math:`\pi^*` read backwards (target last), as an int64 ``[N, C]`` tensor on the input's device.
+def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor, flat: bool = False) -> Tensor:
+    r""":math:`\pi^*` read backwards (target last), as an int64 ``[N, C]`` tensor on the input's device
+    (with ``flat``: as ``[N * C]`` indices into the flattened ``[N, C]`` logits, row ``i`` offset by
+    ``i * C``).
 
-    PyTorch's CPU sort is slow (about 5x numpy's quicksort on ``[256, 1000]`` rows) and dominates PLD's
-    cost, so CPU tensors are sorted with numpy's unstable argsort; the few rows that contain tied teacher
-    logits (common at C = 1000 in fp32, and in fp16/bf16) are re-sorted with a stable sort so the
-    documented tie order holds exactly.
+    PyTorch's CPU sort is slow and dominates PLD's cost, so CPU tensors are sorted with numpy: float32
+    rows by one sort of packed (value, index) integers (:func:`_reverse_order_packed`, exact tie order
+    for free); float64 rows by an unstable argsort, re-sorting stably the few rows with tied teacher
+    logits so the documented tie order holds exactly.
     """
     key = teacher_logits.detach().scatter(1, target[:, None], float("inf"))
+    if key.device.type == "cpu" and key.dtype == torch.float32:
+        return _reverse_order_packed(key.numpy(), flat)  # key is a fresh copy: modified in place
+    order = _reverse_order_argsort(key)
+    if not flat:
+        return order
+    n, c = order.shape
+    return (order + torch.arange(0, n * c, c, device=order.device)[:, None]).view(-1)
+
+
+def _reverse_order_argsort(key: Tensor) -> Tensor:
     if key.device.type != "cpu":
         return torch.argsort(key, dim=1, descending=True, stable=True).flip(1)
     values = key.numpy()
@@ -41,6 +60,34 @@ def _reverse_teacher_order(teacher_logits: Tensor, target: Tensor) -> Tensor:
     return torch.from_numpy(order.astype(np.int64, copy=False))
 
 
+def _reverse_order_packed(values: np.ndarray, flat: bool = False) -> Tensor:
+    """:func:`_reverse_teacher_order` for float32 rows by one integer sort, ties included; overwrites
+    ``values``.
+
+    Each value is mapped to an int32 with the same order (the IEEE bits, with the magnitude bits of
+    negative numbers flipped; -0.0 first made +0.0) and packed above ``C - 1 - index`` into an int64, so
+    a plain ascending sort orders by value and, among equal values, by higher class index first.
+    """
+    # In place where possible: fresh large arrays cost page faults comparable to the sort itself.
+    c = values.shape[1]
+    values += np.float32(0.0)  # -0.0 + 0.0 = +0.0
+    bits = values.view(np.int32)
+    sign = bits >> 31
+    sign &= np.int32(0x7FFFFFFF)
+    bits ^= sign
+    packed = bits.astype(np.int64)
+    packed <<= 32
+    packed |= np.arange(c - 1, -1, -1, dtype=np.int64)
+    packed.sort(axis=1)
+    packed &= np.int64(0xFFFFFFFF)
+    if flat:
+        n = values.shape[0]
+        np.subtract(np.arange(c - 1, n * c, c, dtype=np.int64)[:, None], packed, out=packed)
+        return torch.from_numpy(packed.reshape(-1))
+    np.subtract(c - 1, packed, out=packed)
+    return torch.from_numpy(packed)
+
+
 # After a shift by the row maximum, exp(-_SAFE_RANGE[dtype]) stays a normal number of that dtype, so every
 # prefix sum of exp is positive and exact to the dtype's relative precision, and the backward's weight /
 # prefix ratios (at most exp(_SAFE_RANGE)) summed over up to 10^12 classes (fp32) cannot overflow.
@@ -48,39 +95,47 @@ _SAFE_RANGE = {torch.float32: 60.0, torch.float64: 600.0}
 
 
 class _PLDFromSortedLogits(torch.autograd.Function):
-    r"""Per-sample PLD on student logits ``s`` and weights ``w`` already gathered in reverse
-    :math:`\pi^*` order (target last), with an analytic, numerically stable backward.
+    r"""Per-sample PLD on student logits ``s`` taken in reverse :math:`\pi^*` order (target last) and
+    weights ``w`` already in that order, with an analytic, numerically stable backward.
 
     With prefix log-sum-exps :math:`L_i = \log\sum_{j \le i} e^{s_j}` and choice losses
     :math:`c_i = L_i - s_i`, the loss is :math:`\sum_i w_i c_i` and
 
     .. math:: \partial_{s_j} = \sum_{i \ge j} w_i\, e^{s_j - L_i} - w_j, \qquad \partial_{w_i} = c_i.
 
-    Narrow rows (span below ``_SAFE_RANGE``) use :math:`E = e^{s - \max s}` and plain cumulative sums
+    ``index`` (flat indices into ``s``, or ``None`` when ``s`` is already ordered) gathers the logits
+    inside, and the gradient is copied back through it directly (no zero fill, no accumulation). Narrow
+    rows (span below ``_SAFE_RANGE``) use :math:`E = e^{s - \max s}` and plain cumulative sums
     (:math:`e^{s_j - L_i} = E_j / P_i`); wider rows stay in log space throughout
     (``torch.logcumsumexp`` forward, and a reversed log-cumsum-exp of :math:`\log w_i - L_i` backward),
     where autograd through ``torch.logcumsumexp`` loses accuracy in fp32.
     """
 
     @staticmethod
-    def forward(ctx, s_rev: Tensor, weights: Tensor, wide: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, s: Tensor, index: Tensor | None, weights: Tensor, row_max: Tensor,  # type: ignore[override]
+                wide: bool) -> Tensor:
         ctx.wide = wide
+        # index_select / index_copy_ on the flattened logits: faster than gather / scatter_ along dim 1
+        s_rev = s if index is None else s.reshape(-1).index_select(0, index).view(s.shape)
         if wide:
             prefix_lse = torch.logcumsumexp(s_rev, dim=1)
             choice = prefix_lse - s_rev
-            ctx.save_for_backward(s_rev, prefix_lse, weights, choice)
+            first, prefix = s_rev, prefix_lse
         else:
-            z = s_rev - s_rev.amax(dim=1, keepdim=True)
+            # in place on our own copies where possible: fewer fresh [N, C] buffers
+            z = s_rev.sub_(row_max[:, None]) if index is not None else s_rev - row_max[:, None]
             exp_z = torch.exp(z)
             prefix = torch.cumsum(exp_z, dim=1)
             choice = torch.log(prefix).sub_(z)
-            ctx.save_for_backward(exp_z, prefix, weights, choice)
-        return (weights * choice).sum(dim=1)
+            first = exp_z
+        keep_choice = ctx.needs_input_grad[2]
+        ctx.save_for_backward(first, prefix, weights, choice if keep_choice else None, index)
+        return (weights * choice if keep_choice else choice.mul_(weights)).sum(dim=1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        first, prefix, weights, choice = ctx.saved_tensors
+        first, prefix, weights, choice, index = ctx.saved_tensors
         g = grad_out[:, None]
         grad_s = grad_w = None
         if ctx.needs_input_grad[0]:
@@ -91,16 +146,24 @@ class _PLDFromSortedLogits(torch.autograd.Function):
             else:  # first = exp(s - max), prefix = its cumulative sum
                 # A reversed cumulative sum: "total - prefix" would cancel catastrophically, since
                 # the ratios span many orders of magnitude along a row.
-                suffix = torch.cumsum((weights / prefix).flip(1), dim=1).flip(1)
-                grad_s = (first * suffix).sub_(weights).mul_(g)
-        if ctx.needs_input_grad[1]:
+                suffix = (weights / prefix).flip(1).cumsum_(dim=1).flip(1)
+                grad_s = suffix.mul_(first).sub_(weights).mul_(g)
+            if index is not None:
+                flat = grad_s.new_empty(grad_s.numel()).index_copy_(0, index, grad_s.reshape(-1))
+                grad_s = flat.view(grad_s.shape)
+        if ctx.needs_input_grad[2]:
             grad_w = choice * g
-        return grad_s, grad_w, None
+        return grad_s, None, grad_w, None, None
 
 
-def _per_sample_pld(s_rev: Tensor, weights: Tensor) -> Tensor:
-    span = float((s_rev.detach().amax(dim=1) - s_rev.detach().amin(dim=1)).max())
-    return _PLDFromSortedLogits.apply(s_rev, weights, not span < _SAFE_RANGE.get(s_rev.dtype, 0.0))
+def _per_sample_pld(s: Tensor, weights: Tensor, index: Tensor | None = None) -> Tensor:
+    r"""Per-sample PLD of logits ``s`` (in reverse :math:`\pi^*` order, or taken in it by the flat
+    ``index``)."""
+    detached = s.detach()
+    row_max = detached.amax(dim=1)  # amax and amin: far faster than aminmax along dim 1 on CPU
+    span = float((row_max - detached.amin(dim=1)).max())
+    wide = not span < _SAFE_RANGE.get(s.dtype, 0.0)
+    return _PLDFromSortedLogits.apply(s, index, weights, row_max, wide)
 
 
 def pld_loss(
@@ -148,12 +211,22 @@ def pld_loss(
     Distillation", NeurIPS 2025, arXiv:2506.12542.
     """
     check_temperature(temperature, "pld_loss")
-    s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="pld_loss")
+    check_reduction(reduction, "pld_loss")
+    s, t, y = check_logits(student_logits, teacher_logits, target, loss_name="pld_loss", check_values=False)
     assert y is not None
-    reverse_perm = _reverse_teacher_order(t, y)  # target last
-    s_rev = s.gather(1, reverse_perm)
-    weights = torch.softmax(t / temperature, dim=1).gather(1, reverse_perm)
-    per_sample = _per_sample_pld(s_rev, weights)
+    index = _reverse_teacher_order(t, y, flat=True)  # target last; flat indices into [N, C]
+    weights = torch.softmax(t / temperature if temperature != 1 else t, dim=1)
+    weights = weights.reshape(-1).index_select(0, index).view(weights.shape)
+    per_sample = _per_sample_pld(s, weights, index)
+    if not bool(torch.isfinite(per_sample).all()):
+        check_finite(s, "student_logits", "pld_loss")  # a NaN or inf input reaches the loss
+        check_finite(t, "teacher_logits", "pld_loss")
+        # Huge logits: teacher weights from max-shifted logits and the choice losses in float64, where
+        # neither t / T nor a difference of two float32 logits can overflow; a weight of exactly 0 then
+        # meets a finite choice loss, never 0 * inf.
+        weights = wide_log_softmax(t, temperature).exp()
+        weights = weights.reshape(-1).index_select(0, index).view(weights.shape)
+        per_sample = _per_sample_pld(s.double(), weights, index).to(s.dtype)
     return reduce(per_sample, reduction, "pld_loss")
 
 
@@ -165,6 +238,7 @@ class PLDLoss(nn.Module):
     def __init__(self, temperature: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
         check_temperature(temperature, "PLDLoss")
+        check_reduction(reduction, "PLDLoss")
         self.temperature, self.reduction = temperature, reduction
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:

@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphspike_kd.common.losses._validation import check_logits, check_temperature, reduce
+from graphspike_kd.common.losses._validation import (
+    check_logits,
+    check_reduction,
+    check_temperature,
+    check_weight,
+    reduce,
+)
 from graphspike_kd.common.registry import register_loss
 
 _EXPERIMENTAL_MSG = (
@@ -26,6 +32,12 @@ _EXPERIMENTAL_MSG = (
 def _require_experimental(experimental: bool, name: str) -> None:
     if experimental is not True:
         raise ValueError(_EXPERIMENTAL_MSG.format(name=name))
+
+
+def _check_lam(lam: float, loss_name: str) -> None:
+    check_weight(lam, "lam", loss_name)
+    if lam < 0:
+        raise ValueError(f"{loss_name}: lam must be >= 0, got {lam}")
 
 
 def proximal_gradient_weights(logits: Tensor, target: Tensor, *, lam: float = 0.01) -> Tensor:
@@ -40,8 +52,7 @@ def proximal_gradient_weights(logits: Tensor, target: Tensor, *, lam: float = 0.
 
     Shapes: logits :math:`(N, C)`, target :math:`(N)` → :math:`(N, C)`, each non-zero row with mean 1.
     """
-    if lam < 0:
-        raise ValueError(f"proximal_gradient_weights: lam must be >= 0, got {lam}")
+    _check_lam(lam, "proximal_gradient_weights")
     z = logits.detach()
     g = torch.softmax(z, dim=1) - F.one_hot(target, z.shape[1]).to(z.dtype)
     w = (g.abs() - lam).clamp_min(0.0)
@@ -117,6 +128,8 @@ def sdpgo_loss(
     Reference: "SDPGO: Efficient Self-Distillation Training Meets Proximal Gradient Optimization",
     NeurIPS 2025, OpenReview pbokMgz8e1 (abstract and review only).
     """
+    check_weight(beta, "beta", "sdpgo_loss")
+    check_reduction(reduction, "sdpgo_loss")
     terms = sdpgo_terms(
         student_logits, historical_logits, target, lam=lam, temperature=temperature, experimental=experimental
     )
@@ -195,8 +208,9 @@ class SDPGOLoss(nn.Module):
         super().__init__()
         _require_experimental(experimental, "SDPGOLoss")
         check_temperature(temperature, "SDPGOLoss")
-        if lam < 0:
-            raise ValueError(f"SDPGOLoss: lam must be >= 0, got {lam}")
+        _check_lam(lam, "SDPGOLoss")
+        check_weight(beta, "beta", "SDPGOLoss")
+        check_reduction(reduction, "SDPGOLoss")
         self.lam, self.beta, self.temperature, self.reduction = lam, beta, temperature, reduction
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None) -> Tensor:
