@@ -47,7 +47,9 @@ A training step has two passes over the same model:
 
 3. **Loss**: the gradient of the loss is scaled by :math:`1/T`, its value unchanged
    (:func:`scale_grad`), as in the official code: a convention that changes the effective learning
-   rate (``grad_scale=1`` removes it).
+   rate (``grad_scale=1`` removes it). :func:`ratebp_loss` keeps the papers' :math:`1/T` by default;
+   :class:`graphspike_kd.spiking.train.Trainer` defaults to ``grad_scale=1`` for rate-BP (see
+   :data:`graphspike_kd.spiking.train.DEFAULT_GRAD_SCALE`).
 
 Evaluation is the plain ``T``-step SNN (modules in ``"plain"`` mode, BN with running statistics). The
 same model object also trains with BPTT (:func:`bptt_loss`, ``"plain"`` mode), so the two can be compared.
@@ -59,7 +61,8 @@ times with ``c`` steps each (memory bounded by ``c`` steps, while the convolutio
 samples per call). When the model is called on part of the time steps, every BatchNorm normalises that
 call's steps with their own batch statistics (``lean``: a single-step SNN, as the official rate_S), while
 the statistics recorded for the rate pass and the running statistics are pooled exactly over all ``T*N``
-samples.
+samples (inferred: the official rate_S normalises per step; the pooling for the rate pass is this
+module's choice).
 
 Rate-pass exactness needs only linear operations between neurons (conv, BN, avg-pool, add, flatten,
 linear); :func:`check_rate_compatible` rejects max-pool and dropout.
