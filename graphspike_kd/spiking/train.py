@@ -95,10 +95,10 @@ METHODS = ("vanilla", "ratebp", "esd", *TIMESTEP_METHODS)
 #: The rate-BP / ESD papers' gradient scale (their official code): the loss gradient times :math:`1/T`.
 GRAD_SCALE_PAPER = "1/T"
 
-#: ``TrainConfig.grad_scale=None`` per method (others: 1). Chosen by measurement on digits (3-stage VGG,
-#: T = 4, ten seeds, 5 and 20 epochs; docs/spiking2.md): rate-BP with 1 is +1.72 +- 0.32 points over
-#: :math:`1/T` after 5 epochs and level after 20 (+0.03 +- 0.18); ESD with 1 gains after 5 epochs
-#: (+0.89) but loses after 20 (-0.23) and on ResNet-18 (-2.19 +- 0.49), so it keeps the paper's :math:`1/T`.
+#: ``TrainConfig.grad_scale=None`` per method (others: 1). Chosen by measurement on digits (3-stage VGG and
+#: ResNet-18, T = 4, ten seeds, 5 and 20 epochs; the table is in docs/results-spiking.md): rate-BP trains
+#: better with 1 after a short budget and equally after a long one; ESD does not, so it keeps the paper's
+#: :math:`1/T`.
 DEFAULT_GRAD_SCALE: dict[str, float | str] = {"ratebp": 1.0, "esd": GRAD_SCALE_PAPER}
 
 #: :class:`TrainConfig` fields left out of the checkpoint fingerprint: they do not change what is trained.
