@@ -135,6 +135,24 @@ def _annotators_hf(results: Path) -> str:
     return rows(["calibration", "nodes", "accuracy", "majority", "mean conf.", "ECE", "time (s)"], body)
 
 
+THROUGHPUT_LABELS = {
+    "keepalive_c32": "keep-alive pool, concurrency 32 (defaults)",
+    "keepalive_c4": "keep-alive pool, concurrency 4",
+    "close_c32": "new connection per request (HTTP/1.0 server), concurrency 32",
+}
+
+
+@table("annotator-throughput", "annotator_throughput.json")
+def _annotator_throughput(results: Path) -> str:
+    r = load(results, "annotator_throughput.json")
+    body = []
+    for name, label in THROUGHPUT_LABELS.items():
+        c = r["configs"][name]
+        per_round = ", ".join(f"{x:.1f}" for x in c["per_s_rounds"])
+        body.append([label, f"{c['per_s_median']:.1f}", f"{c['ideal_per_s']:.0f}", per_round])
+    return rows(["client", "annotations/s (median)", "ideal (c / latency)", "per round"], body)
+
+
 # ---------------------------------------------------------------------------------------------- common
 
 

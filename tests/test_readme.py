@@ -26,7 +26,7 @@ def test_readme_has_the_three_quick_starts():
     assert len(BLOCKS) >= 3
     assert any("PKD(" in b for b in BLOCKS)
     assert any("CIFAR10DVS(" in b and '"cupy"' in b for b in BLOCKS)
-    assert any("from_spikingjelly" in b and "get_loss" in b for b in BLOCKS)
+    assert any("convert_neurons" in b and "get_loss" in b for b in BLOCKS)
 
 
 @pytest.mark.parametrize("code", list(_params()))
