@@ -6,6 +6,8 @@ for PLD, which has no public code, the direct sort / gather / reversed ``logcums
 ``F.cross_entropy``. All run on the same logits in interleaved rounds, so machine noise hits them alike;
 the figures are medians over the rounds, and the ratios are ratios of medians. Before timing, each
 baseline's value is checked against the library's. Teacher logits carry no gradient (a frozen teacher).
+The library's previous PLD implementation (``pld_previous`` below) is timed in the same rounds, so each
+run records the current / previous PLD cost and both costs relative to cross-entropy on one machine.
 
     python benchmarks/losses.py                       # C in {10, 100, 1000}, batch 256, one thread
     python benchmarks/losses.py --classes 1000 --rounds 50 --output /tmp/losses.json
@@ -26,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -100,6 +103,70 @@ BASELINES = {"kd": baseline_kd, "dkd": baseline_dkd, "dist": baseline_dist, "pld
 
 
 # ------------------------------------------------------------------------------------------------------
+# the library's earlier PLD implementation (before the packed-key sort, the in-function gather / scatter
+# and the fused buffers), kept verbatim here so each run records new / previous on the same machine
+
+
+def _previous_reverse_teacher_order(teacher_logits, target):
+    key = teacher_logits.detach().scatter(1, target[:, None], float("inf"))
+    if key.device.type != "cpu":
+        return torch.argsort(key, dim=1, descending=True, stable=True).flip(1)
+    values = key.numpy()
+    order = np.argsort(values, axis=1)
+    ranked = np.take_along_axis(values, order, axis=1)
+    tied_rows = np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1))
+    if tied_rows.size:
+        c = values.shape[1]
+        order[tied_rows] = c - 1 - np.argsort(values[tied_rows, ::-1], axis=1, kind="stable")
+    return torch.from_numpy(order.astype(np.int64, copy=False))
+
+
+class _PreviousPLDFromSortedLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s_rev, weights, wide):
+        ctx.wide = wide
+        if wide:
+            prefix_lse = torch.logcumsumexp(s_rev, dim=1)
+            choice = prefix_lse - s_rev
+            ctx.save_for_backward(s_rev, prefix_lse, weights, choice)
+        else:
+            z = s_rev - s_rev.amax(dim=1, keepdim=True)
+            exp_z = torch.exp(z)
+            prefix = torch.cumsum(exp_z, dim=1)
+            choice = torch.log(prefix).sub_(z)
+            ctx.save_for_backward(exp_z, prefix, weights, choice)
+        return (weights * choice).sum(dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        first, prefix, weights, choice = ctx.saved_tensors
+        g = grad_out[:, None]
+        grad_s = grad_w = None
+        if ctx.needs_input_grad[0]:
+            if ctx.wide:
+                log_ratio = torch.log(weights) - prefix
+                suffix_lse = torch.logcumsumexp(log_ratio.flip(1), dim=1).flip(1)
+                grad_s = torch.exp(first + suffix_lse).sub_(weights).mul_(g)
+            else:
+                suffix = torch.cumsum((weights / prefix).flip(1), dim=1).flip(1)
+                grad_s = (first * suffix).sub_(weights).mul_(g)
+        if ctx.needs_input_grad[1]:
+            grad_w = choice * g
+        return grad_s, grad_w, None
+
+
+def pld_previous(s, t, y, temperature=TEMPERATURE["pld"]):
+    """The library's previous ``pld_loss`` (its validation call aside), for the new / previous ratio."""
+    reverse_perm = _previous_reverse_teacher_order(t, y)
+    s_rev = s.gather(1, reverse_perm)
+    weights = torch.softmax(t / temperature, dim=1).gather(1, reverse_perm)
+    span = float((s_rev.detach().amax(dim=1) - s_rev.detach().amin(dim=1)).max())
+    per_sample = _PreviousPLDFromSortedLogits.apply(s_rev, weights, not span < 60.0)
+    return per_sample.mean()
+
+
+# ------------------------------------------------------------------------------------------------------
 
 
 def _time_once(fn, s, t, y, inner: int) -> float:
@@ -122,6 +189,10 @@ def measure(classes: int, batch: int, rounds: int, inner: int, seed: int = 0) ->
         agreement[name] = abs(ours - ref) / max(abs(ref), 1e-12)
         if agreement[name] > 1e-4:
             raise RuntimeError(f"{name}: library value {ours} differs from the baseline's {ref}")
+    previous = pld_previous(s, t, y).item()
+    agreement["pld_previous"] = abs(LOSSES["pld"](s, t, y).item() - previous) / max(abs(previous), 1e-12)
+    if agreement["pld_previous"] > 1e-4:
+        raise RuntimeError(f"pld: library value differs from the previous implementation's {previous}")
 
     def ce(s, t, y):
         return F.cross_entropy(s, y)
@@ -130,6 +201,7 @@ def measure(classes: int, batch: int, rounds: int, inner: int, seed: int = 0) ->
     for name in LOSSES:
         fns[name] = LOSSES[name]
         fns[f"{name}_baseline"] = BASELINES[name]
+    fns["pld_previous"] = pld_previous
     for fn in fns.values():  # warm-up
         _time_once(fn, s, t, y, inner)
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -145,6 +217,9 @@ def measure(classes: int, batch: int, rounds: int, inner: int, seed: int = 0) ->
         "ratio_to_ce": {n: round(med[n] / med["cross_entropy"], 3) for n in LOSSES},
         "baseline_ratio_to_ce": {n: round(med[f"{n}_baseline"] / med["cross_entropy"], 3) for n in LOSSES},
         "relative_difference_to_baseline": {n: float(f"{v:.2e}") for n, v in agreement.items()},
+        # the previous library PLD, timed in the same rounds
+        "pld_previous_ratio_to_ce": round(med["pld_previous"] / med["cross_entropy"], 3),
+        "pld_ratio_to_previous": round(med["pld"] / med["pld_previous"], 3),
     }
 
 
@@ -163,10 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     load_before = os.getloadavg()[0]
     rows = [measure(c, args.batch, args.rounds, args.inner) for c in args.classes]
-    print(f"{'C':>6} {'CE (us)':>9} " + " ".join(f"{n + ' /base':>10} {n + ' xCE':>9}" for n in LOSSES))
+    print(f"{'C':>6} {'CE (us)':>9} " + " ".join(f"{n + ' /base':>10} {n + ' xCE':>9}" for n in LOSSES)
+          + f" {'pld /prev':>10} {'prev xCE':>9}")
     for r in rows:
         cells = " ".join(f"{r['ratio_to_baseline'][n]:>10.2f} {r['ratio_to_ce'][n]:>9.2f}" for n in LOSSES)
-        print(f"{r['classes']:>6} {r['median_us']['cross_entropy']:>9.1f} {cells}")
+        print(f"{r['classes']:>6} {r['median_us']['cross_entropy']:>9.1f} {cells}"
+              f" {r['pld_ratio_to_previous']:>10.2f} {r['pld_previous_ratio_to_ce']:>9.2f}")
     argv_used = sys.argv[1:] if argv is None else argv
     result = {
         "command": " ".join(["python", "benchmarks/losses.py", *map(shlex.quote, argv_used)]),

@@ -175,3 +175,50 @@ def test_shift_for_causal_lm():
     labels = torch.randint(0, 3, (2, 5))
     lo, la = shift_for_causal_lm(logits, labels)
     assert lo.shape == (2, 4, 3) and torch.equal(la, labels[:, 1:])
+
+
+def _frozen_adaspec_kls(q, p, r, valid, temperature):
+    """The per-token KLs as AdaSPEC's terms were written before sharing the soft-target core."""
+    log_p = F.log_softmax(p.detach() / temperature, dim=-1)
+    draft = F.kl_div(F.log_softmax(q / temperature, dim=-1), log_p, reduction="none", log_target=True)
+    ref = F.kl_div(F.log_softmax(r / temperature, dim=-1), log_p, reduction="none", log_target=True)
+    return draft.sum(dim=-1) * valid, ref.sum(dim=-1) * valid
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_terms_bit_identical_to_the_direct_kl(temperature, dtype):
+    q, p, r, labels = _logits(seed=3, b=3, L=9, v=50)
+    q, p, r = (x.to(dtype) * 4 for x in (q, p, r))
+    labels[0, :3] = -100
+    q.requires_grad_(True)
+    terms = adaspec_terms(q, p, r, labels, temperature=temperature)
+    valid = labels != -100
+    draft, ref = _frozen_adaspec_kls(q, p, r, valid, temperature)
+    assert torch.equal(terms["draft_kl"], draft)
+    assert torch.equal(terms["reference_kl"], ref)
+    (g_new,) = torch.autograd.grad(terms["draft_kl"].sum(), q)
+    (g_old,) = torch.autograd.grad(draft.sum(), q)
+    assert torch.equal(g_new, g_old)
+
+
+def test_terms_finite_for_huge_logits():
+    # Huge logits whose rows agree on a far-ahead top class: every KL is near 0, yet z / T overflows.
+    g = torch.Generator().manual_seed(4)
+    big = torch.finfo(torch.float32).max
+    top = torch.randint(0, 11, (2, 5, 1), generator=g)
+
+    def huge():
+        return (torch.randn(2, 5, 11, generator=g) * 1e37).scatter(-1, top, big)
+
+    q, p, r = huge().requires_grad_(True), huge(), huge()
+    labels = torch.randint(0, 11, (2, 5), generator=g)
+    with torch.no_grad():  # the direct formula is not finite here
+        direct, _ = _frozen_adaspec_kls(q, p, r, labels != -100, 0.5)
+    assert not bool(torch.isfinite(direct).all())
+    terms = adaspec_terms(q, p, r, labels, temperature=0.5)
+    for name in ("draft_kl", "reference_kl", "delta", "loss"):
+        assert bool(torch.isfinite(terms[name]).all()), name
+    assert bool((terms["draft_kl"] >= 0).all())
+    terms["loss"].backward()
+    assert bool(torch.isfinite(q.grad).all())

@@ -91,3 +91,46 @@ def test_bad_input():
         crit(torch.randn(2, 3), torch.randn(2, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="lam"):
         get_loss("sdpgo", experimental=True, lam=-1.0)
+
+
+def _frozen_sdpgo_kd(s, h, w, temperature):
+    """SDPGO's class-weighted KL as written before sharing the soft-target core."""
+    log_q = F.log_softmax(s / temperature, dim=1)
+    log_p_hist = F.log_softmax(h.detach() / temperature, dim=1)
+    return (w * log_p_hist.exp() * (log_p_hist - log_q)).sum(dim=1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kd_term_bit_identical_to_the_direct_formula(temperature, dtype):
+    from graphspike_kd.common.losses import sdpgo_terms
+
+    g = torch.Generator().manual_seed(5)
+    s = (torch.randn(16, 30, generator=g, dtype=dtype) * 3).requires_grad_(True)
+    h = torch.randn(16, 30, generator=g, dtype=dtype) * 3
+    y = torch.randint(0, 30, (16,), generator=g)
+    terms = sdpgo_terms(s, h, y, lam=0.01, temperature=temperature, experimental=True)
+    old = _frozen_sdpgo_kd(s, h, terms["weights"], temperature)
+    assert torch.equal(terms["kd"], old)
+    (g_new,) = torch.autograd.grad(terms["kd"].sum(), s)
+    (g_old,) = torch.autograd.grad(old.sum(), s)
+    assert torch.equal(g_new, g_old)
+
+
+def test_kd_term_finite_for_huge_logits():
+    from graphspike_kd.common.losses import sdpgo_terms
+
+    big = torch.finfo(torch.float32).max
+    g = torch.Generator().manual_seed(6)
+    # rows agree on a far-ahead top class: the KL is near 0, yet z / T overflows
+    top = torch.randint(0, 10, (8, 1), generator=g)
+    s = (torch.randn(8, 10, generator=g) * 1e37).scatter(1, top, big).requires_grad_(True)
+    h = (torch.randn(8, 10, generator=g) * 1e37).scatter(1, top, big)
+    y = torch.randint(0, 10, (8,), generator=g)
+    terms = sdpgo_terms(s, h, y, lam=0.01, temperature=0.5, experimental=True)
+    with torch.no_grad():
+        assert not bool(torch.isfinite(_frozen_sdpgo_kd(s, h, terms["weights"], 0.5)).all())
+    assert bool(torch.isfinite(terms["kd"]).all())
+    assert bool((terms["kd"] >= 0).all())
+    terms["kd"].sum().backward()
+    assert bool(torch.isfinite(s.grad).all())

@@ -159,7 +159,7 @@ def test_esd_loss_bit_identical(seed, dtype):
 # the equations, against an independent float64 reference
 
 
-def _reference(s, t, target_type, temperature, t2_scale, form, mask, weight, reduction):
+def _reference(s, t, target_type, temperature, t2_scale, form, mask, weight, reduction, class_weight=None):
     s, t = s.double().numpy(), t.double().numpy()
     z = s / temperature
     log_p = z - z.max(1, keepdims=True)
@@ -175,8 +175,9 @@ def _reference(s, t, target_type, temperature, t2_scale, form, mask, weight, red
         q = t
         with np.errstate(divide="ignore"):
             log_q = np.log(q)
-    ent = np.where(q > 0, q * np.where(q > 0, log_q, 0), 0).sum(1)
-    per = -(q * log_p).sum(1) + (ent if form == "kl" else 0.0)
+    v = np.ones_like(q) if class_weight is None else class_weight.double().numpy()
+    ent = (v * np.where(q > 0, q * np.where(q > 0, log_q, 0), 0)).sum(1)
+    per = -(v * q * log_p).sum(1) + (ent if form == "kl" else 0.0)
     per = per * (temperature**2 if t2_scale else 1.0)
     if weight is not None:
         per = per * weight.double().numpy()
@@ -196,10 +197,11 @@ def _reference(s, t, target_type, temperature, t2_scale, form, mask, weight, red
     form=st.sampled_from(["kl", "ce"]),
     masked=st.booleans(),
     weighted=st.booleans(),
+    class_weighted=st.booleans(),
     reduction=st.sampled_from(["mean", "sum", "none"]),
 )
 def test_matches_float64_reference(seed, n, c, target_type, temperature, t2_scale, form, masked, weighted,
-                                   reduction):
+                                   class_weighted, reduction):
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
     t = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
@@ -212,10 +214,53 @@ def test_matches_float64_reference(seed, n, c, target_type, temperature, t2_scal
         mask = torch.rand(n, generator=g) < 0.5
         mask[0] = True
     weight = torch.rand(n, generator=g, dtype=torch.float64) if weighted else None
+    class_weight = torch.rand(n, c, generator=g, dtype=torch.float64) * 2 if class_weighted else None
     out = soft_target_loss(s, t, target_type=target_type, temperature=temperature, t2_scale=t2_scale,
-                           form=form, mask=mask, weight=weight, reduction=reduction)
-    ref = _reference(s, t, target_type, temperature, t2_scale, form, mask, weight, reduction)
+                           form=form, mask=mask, weight=weight, class_weight=class_weight,
+                           reduction=reduction)
+    ref = _reference(s, t, target_type, temperature, t2_scale, form, mask, weight, reduction, class_weight)
     assert np.allclose(out.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("target_type", ["logits", "probs", "log_probs"])
+@pytest.mark.parametrize("form", ["kl", "ce"])
+def test_class_weight_at_huge_logits_matches_float64_reference(target_type, form):
+    # float32 logits up to the float32 maximum, rows led by a far-ahead class the teacher also favours
+    # (the exact loss is representable); the direct path overflows, the careful one must agree with the
+    # float64 reference computed on the same values.
+    g = torch.Generator().manual_seed(11)
+    top = torch.randint(0, 5, (6, 1), generator=g)
+    s = (torch.randn(6, 5, generator=g) * 1e37).scatter(1, top, F32_MAX)
+    if target_type == "logits":
+        t = (torch.randn(6, 5, generator=g) * 1e37).scatter(1, top, F32_MAX)
+    else:
+        t = torch.randn(6, 5, generator=g).scatter(1, top, 30.0)
+        t = torch.softmax(t, 1) if target_type == "probs" else torch.log_softmax(t, 1)
+    v = torch.rand(6, 5, generator=g) * 2
+    s.requires_grad_(True)
+    out = soft_target_loss(s, t, target_type=target_type, temperature=0.5, form=form, class_weight=v,
+                           reduction="none")
+    ref = _reference(s.detach(), t, target_type, 0.5, False, form, None, None, "none", v)
+    assert bool(torch.isfinite(out).all())
+    assert np.allclose(out.detach().double().numpy(), ref, rtol=1e-5, atol=0)
+    out.sum().backward()
+    assert bool(torch.isfinite(s.grad).all())
+
+
+def test_class_weight_ones_and_mask_selection():
+    g = torch.Generator().manual_seed(12)
+    s = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    t = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    plain = soft_target_loss(s, t, temperature=2.0, reduction="none")
+    ones = soft_target_loss(s, t, temperature=2.0, class_weight=torch.ones(5, 4, dtype=torch.float64),
+                            reduction="none")
+    assert torch.allclose(plain, ones, rtol=1e-13, atol=1e-15)
+    v = torch.rand(5, 4, generator=g, dtype=torch.float64)
+    mask = torch.tensor([True, False, True, False, True])
+    masked = soft_target_loss(s, t, class_weight=v, mask=mask, reduction="none")
+    assert torch.equal(masked, soft_target_loss(s[mask], t[mask], class_weight=v[mask], reduction="none"))
+    with pytest.raises(ValueError, match=r"class_weight must be a tensor of shape \(5, 4\), got \(5,\)"):
+        soft_target_loss(s, t, class_weight=torch.ones(5))
 
 
 def test_kl_and_ce_differ_by_teacher_entropy_and_share_the_gradient():

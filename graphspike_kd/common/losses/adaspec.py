@@ -20,7 +20,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphspike_kd.common.losses._validation import check_finite, check_reduction, check_temperature, upcast
@@ -199,12 +198,16 @@ def adaspec_terms(
         draft_logits, target_logits, reference_logits, labels=labels, ignore_index=ignore_index,
         loss_name="adaspec_loss",
     )
-    log_p = F.log_softmax(p.detach() / temperature, dim=-1)
-    draft_kl = F.kl_div(F.log_softmax(q / temperature, dim=-1), log_p, reduction="none", log_target=True)
-    draft_kl = draft_kl.sum(dim=-1) * valid
+    v = q.shape[-1]
+    target = p.detach().reshape(-1, v)
+
+    def forward_kl(x: Tensor) -> Tensor:
+        kl = soft_target_loss(x.reshape(-1, v), target, temperature=temperature, reduction="none")
+        return kl.view(valid.shape) * valid
+
+    draft_kl = forward_kl(q)
     with torch.no_grad():
-        ref_kl = F.kl_div(F.log_softmax(r / temperature, dim=-1), log_p, reduction="none", log_target=True)
-        ref_kl = ref_kl.sum(dim=-1) * valid
+        ref_kl = forward_kl(r)
     delta = draft_kl.detach() - ref_kl
     selected = adaspec_select(delta, valid, k=k)
     n_sel = selected.sum()

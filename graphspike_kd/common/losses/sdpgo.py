@@ -21,6 +21,7 @@ from graphspike_kd.common.losses._validation import (
     check_weight,
     reduce,
 )
+from graphspike_kd.common.losses.soft_target import soft_target_loss
 from graphspike_kd.common.registry import register_loss
 
 _EXPERIMENTAL_MSG = (
@@ -76,9 +77,7 @@ def sdpgo_terms(
     s, h, y = check_logits(student_logits, historical_logits, target, loss_name="sdpgo_loss", min_classes=2)
     assert y is not None
     w = proximal_gradient_weights(s, y, lam=lam)
-    log_q = F.log_softmax(s / temperature, dim=1)
-    log_p_hist = F.log_softmax(h.detach() / temperature, dim=1)
-    kd = (w * log_p_hist.exp() * (log_p_hist - log_q)).sum(dim=1)
+    kd = soft_target_loss(s, h.detach(), temperature=temperature, class_weight=w, reduction="none")
     ce = F.cross_entropy(s, y, reduction="none")
     return {"ce": ce, "kd": kd, "weights": w}
 
