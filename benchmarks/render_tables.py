@@ -170,6 +170,20 @@ def _losses_cost(results: Path) -> str:
     return rows(["C", "cross-entropy (µs)", "KD", "DKD", "DIST", "PLD"], body, align="---:")
 
 
+@table("losses-vs-reference", "losses.json")
+def _losses_vs_reference(results: Path) -> str:
+    names = ("kd", "dkd", "dist", "pld")
+    body = [
+        [
+            str(r["classes"]),
+            *(f"{r['ratio_to_baseline'][n]:.2f}" for n in names),
+            f"{r['pld_ratio_to_previous']:.2f}",
+        ]
+        for r in load(results, "losses.json")["results"]
+    ]
+    return rows(["C", "KD", "DKD", "DIST", "PLD", "PLD / previous PLD"], body, align="---:")
+
+
 DIGITS_LABELS = {
     "teacher": "teacher MLP",
     "ce": "student, CE only",
