@@ -44,6 +44,7 @@ from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, KERNEL_IDS, Surroga
 from graphspike_kd.spiking.torch_loop import (
     NeuronConfig,
     TorchNeuronFunction,
+    check_finite_membrane,
     check_multistep_args,
     make_config,
     torch_backward_loop,
@@ -86,8 +87,10 @@ def neuron_forward(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: fl
     x = x_seq.reshape(T, -1)
     u0 = v_init.reshape(-1).to(x.dtype)
     if impl == "torch":
-        s, h, v = torch_forward_loop(x, u0, float(decay), cfg)
-    else:
+        k = float(decay)
+        s, h, v = torch_forward_loop(x, u0, k, cfg)
+        check_finite_membrane(v, k)
+    else:  # checks the membranes itself
         s, h, v = native.cpp_forward_loop(x, u0, float(decay), cfg, keep_h=save_h)
     h_out = h.view(x_seq.shape) if save_h else x_seq.new_empty(0)
     return s.view(x_seq.shape), v.view(v_init.shape), h_out  # v is a new tensor in both loops
@@ -199,6 +202,8 @@ def neuron_multistep_op(x_seq: Tensor, v_init: Tensor, decay: Tensor | float, cf
     spikes, v_last, _ = neuron_forward(x_seq, v_init, decay, cfg.v_threshold, cfg.v_reset,
                                        cfg.decay_input, cfg.detach_reset, cfg.surrogate.name,
                                        cfg.surrogate.alpha, impl, save_h)
+    if impl == "cupy" and not torch.compiler.is_compiling():  # the torch and cpp ops check inside
+        check_finite_membrane(v_last.detach(), decay.detach())
     return spikes, v_last
 
 

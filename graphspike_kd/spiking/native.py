@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 from graphspike_kd._cache import cache_root
 from graphspike_kd.spiking.surrogate import KERNEL_IDS, SurrogateFunction
-from graphspike_kd.spiking.torch_loop import NeuronConfig
+from graphspike_kd.spiking.torch_loop import NeuronConfig, non_finite_message
 
 __all__ = ["CppNeuronFunction", "cpp_status", "build_native_library", "cpp_forward_loop", "cpp_backward_loop",
            "ratebp_record_cpp", "channel_moments_cpp", "native_cache_dir", "build_key"]
@@ -182,7 +182,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"gsk_neuron_forward_{suffix}")
         fwd.argtypes = [p, p, p, p, p, i64, i64, f64, f64, f64, i32, i32, i32]
-        fwd.restype = i32
+        fwd.restype = i64  # the number of non-finite final membranes
         bwd = getattr(lib, f"gsk_neuron_backward_{suffix}")
         bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32, i32]
         bwd.restype = i32
@@ -231,7 +231,9 @@ def _ptr(t: Tensor | None) -> int | None:
 def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: NeuronConfig,
                      keep_h: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
     """Native forward on ``x`` ``[T, N]`` from ``u0`` ``[N]``; returns ``(spikes, h_seq, v_last)``
-    (``h_seq`` is ``None`` with ``keep_h=False``: the backward then recomputes it from ``x``)."""
+    (``h_seq`` is ``None`` with ``keep_h=False``: the backward then recomputes it from ``x``). Raises
+    ``ValueError`` when a final membrane is NaN or inf, i.e. ``x``, ``u0`` or ``k`` is not finite (counted
+    inside the kernel, no extra pass)."""
     lib = _load()
     x, u0 = x.contiguous(), u0.to(x.dtype).contiguous()
     T, N = x.shape
@@ -239,8 +241,11 @@ def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: NeuronConfig,
     spikes, v_last = torch.empty_like(x), torch.empty_like(u0)
     h_seq = torch.empty_like(x) if keep_h else None
     fn = lib.gsk_neuron_forward_f32 if x.dtype == torch.float32 else lib.gsk_neuron_forward_f64
-    fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k, cfg.v_threshold - v_r, v_r,
-       int(cfg.decay_input), int(cfg.v_reset is None), torch.get_num_threads())
+    non_finite = fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k,
+                    cfg.v_threshold - v_r, v_r, int(cfg.decay_input), int(cfg.v_reset is None),
+                    torch.get_num_threads())
+    if non_finite:
+        raise ValueError(non_finite_message(int(non_finite), N, k))
     return spikes, h_seq, v_last
 
 
