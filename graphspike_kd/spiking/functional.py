@@ -280,8 +280,9 @@ def resolve_backend(backend: str, x: Tensor, surrogate: SurrogateFunction, who: 
     torch_reason = backend_unavailable_reason("torch", x, surrogate)
     if torch_reason is not None:
         raise TypeError(f"{who}(backend='auto') cannot run: {reason or ''} {torch_reason}".strip())
-    _say_once(f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: "
-              f"{reason or 'no faster backend for this device'}", warn=x.device.type == "cuda")
+    why = reason.strip().splitlines()[0] if reason else "no faster backend for this device"  # one line
+    _say_once(f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: {why}",
+              warn=x.device.type == "cuda")
     return "torch"
 
 

@@ -28,6 +28,7 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from functools import lru_cache
@@ -142,8 +143,8 @@ def build_native_library(verbose: bool = False) -> Path:
         verbose (bool, optional): print the compiler commands. (default: ``False``)
 
     Raises:
-        RuntimeError: no compiler, the compiler failed (its output is in the message), or the cache folder
-            is not private.
+        RuntimeError: no compiler or no ninja (a one-line reason), the compiler failed (its output is in
+            the message), or the cache folder is not private.
     """
     key = build_key()
     folder = _private_dir(native_cache_dir())
@@ -153,9 +154,46 @@ def build_native_library(verbose: bool = False) -> Path:
         return target
     from torch.utils import cpp_extension
 
+    ninja_dir = _ninja_dir()
     logger.warning("graphspike_kd: compiling the native CPU neuron kernel (backend='cpp', once per machine "
                    "and version, about 15 s) into %s", folder)
     errors = []
+    saved_path = os.environ.get("PATH")
+    if ninja_dir is not None:  # pip's ninja beside this interpreter, not on PATH (a venv used unactivated)
+        os.environ["PATH"] = ninja_dir + os.pathsep + (saved_path or "")
+    try:
+        return _build(cpp_extension, name, folder, target, manifest, key, verbose, errors)
+    finally:
+        if ninja_dir is not None:
+            if saved_path is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = saved_path
+
+
+def _ninja_dir() -> str | None:
+    """``None`` when ``ninja`` runs from ``PATH``; else the folder holding the ``ninja`` of the ``ninja``
+    Python package or of this interpreter's scripts folder (to put on ``PATH`` for the build). Raises a
+    one-line ``RuntimeError`` when there is none: :func:`torch.utils.cpp_extension.load` builds with ninja."""
+    if shutil.which("ninja") is not None:
+        return None
+    candidates = [Path(sys.executable).parent]
+    try:
+        import ninja  # the PyPI package ships the binary
+
+        candidates.insert(0, Path(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    for folder in candidates:
+        if shutil.which("ninja", path=str(folder)) is not None:
+            return str(folder)
+    raise RuntimeError("backend='cpp' needs the ninja build tool to compile the native kernel "
+                       "(torch.utils.cpp_extension builds with it) and none was found: `pip install ninja` "
+                       "or install the system package, or use backend='torch'")
+
+
+def _build(cpp_extension: Any, name: str, folder: Path, target: Path, manifest: Path, key: str, verbose: bool,
+           errors: list[str]) -> Path:
     for extra in (_OPENMP, ()):  # OpenMP if the toolchain has it, else single-threaded
         build_dir = tempfile.mkdtemp(prefix="build-", dir=folder)
         try:
