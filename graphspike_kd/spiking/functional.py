@@ -21,11 +21,16 @@ chooses how it runs. Three leaf implementations give the same spikes:
 CPU, ``"torch"`` when that one cannot run (logged once; warned once for a CUDA tensor). An explicit
 backend never falls back: it raises with the reason.
 
-In eager mode the torch and cpp paths run their own autograd Functions (least overhead). The cupy path,
-and every path while ``torch.compile`` traces, runs the custom ops ``graphspike_kd::neuron_forward`` and
-``graphspike_kd::neuron_backward`` (one family; the implementation is their ``impl`` argument), which have
-fake kernels and an autograd formula, so a compiled model keeps the neuron as one node
-(``fullgraph=True`` works) instead of breaking the graph or unrolling the time loop.
+One op family, ``graphspike_kd::neuron_forward`` and ``graphspike_kd::neuron_backward``, carries every
+path that ``torch.compile`` sees, so a compiled model keeps the neuron as one node (``fullgraph=True``
+works) instead of breaking the graph or unrolling the time loop:
+
+- their default overloads (defined here, with fake kernels and an autograd formula) take the
+  implementation as their ``impl`` argument; the cupy path always runs them, the torch path while
+  ``torch.compile`` traces (eagerly it runs its own autograd Function, the least overhead);
+- their ``cpu`` overloads, ``neuron_forward.cpu`` / ``neuron_backward.cpu``, are C++ operators built with
+  the native library (:func:`graphspike_kd.spiking.native.cpp_neuron`): CPU, Meta and C++ autograd
+  kernels, so the cpp path, eager or compiled, runs from the dispatcher to the loops without Python.
 """
 
 from __future__ import annotations
@@ -287,7 +292,7 @@ def resolve_backend(backend: str, x: Tensor, surrogate: SurrogateFunction, who: 
 
 
 # ------------------------------------------------------------------------------------------ entry points
-_EAGER = {"torch": TorchNeuronFunction, "cpp": native.CppNeuronFunction}
+_EAGER = {"torch": TorchNeuronFunction}
 
 
 def run_multistep(x_seq: Tensor, v_init: Tensor, decay: Tensor, cfg: NeuronConfig, backend: str = "torch",
@@ -297,6 +302,8 @@ def run_multistep(x_seq: Tensor, v_init: Tensor, decay: Tensor, cfg: NeuronConfi
     if impl != "cupy":  # the kernels validate their own operands (neuron_multistep_op)
         check_multistep_args(x_seq, v_init, decay, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
                              where=who)
+    if impl == "cpp":  # the C++ operator with its C++ autograd, eager and compiled alike
+        return native.cpp_neuron(x_seq, v_init, decay, cfg)
     if impl == "cupy" or torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
         return neuron_multistep_op(x_seq, v_init, decay, cfg, impl)
     return _EAGER[impl].apply(x_seq, v_init, decay, cfg)
