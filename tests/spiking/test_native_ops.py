@@ -91,3 +91,18 @@ def test_compiled_is_bit_identical_to_eager_and_one_node(built, make):
     graph = counter.graphs[0]
     targets = [n.target for n in graph.graph.nodes if n.op == "call_function"]
     assert torch.ops.graphspike_kd.neuron_forward.cpu in targets
+
+
+def test_compiled_with_dynamic_shapes(built):
+    eager = PLIF(backend="cpp")
+    compiled = torch.compile(PLIF(backend="cpp"), fullgraph=True, dynamic=True)
+    gen = torch.Generator().manual_seed(6)
+    for shape in ((4, 3, 50), (6, 5, 70), (3, 2, 11)):
+        x = (torch.rand(shape, generator=gen) * 1.5).requires_grad_()
+        xc = x.detach().clone().requires_grad_()
+        s, sc = eager(x), compiled(xc)
+        s.sum().backward()
+        sc.sum().backward()
+        assert torch.equal(s, sc) and torch.equal(x.grad, xc.grad)
+        assert torch.equal(eager.w.grad, compiled.w.grad)
+        eager.w.grad = compiled.w.grad = None
