@@ -106,3 +106,11 @@ def test_compiled_with_dynamic_shapes(built):
         assert torch.equal(s, sc) and torch.equal(x.grad, xc.grad)
         assert torch.equal(eager.w.grad, compiled.w.grad)
         eager.w.grad = compiled.w.grad = None
+
+
+def test_second_derivative_raises(built):
+    x = (torch.rand(3, 5, generator=torch.Generator().manual_seed(7)) * 2).requires_grad_()
+    s = LIF(backend="cpp")(x)
+    (g,) = torch.autograd.grad((s * torch.linspace(-1, 1, 5)).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        g.sum().backward()

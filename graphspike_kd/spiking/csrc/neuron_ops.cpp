@@ -21,6 +21,7 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -230,6 +231,9 @@ TORCH_LIBRARY_IMPL(graphspike_kd, Meta, m) {
   m.impl("neuron_backward.cpu", TORCH_FN(backward_meta));
 }
 
+// The backward is differentiable once (as torch.autograd.function.once_differentiable): a second
+// derivative through it raises "derivative for graphspike_kd::neuron_backward.cpu is not implemented".
 TORCH_LIBRARY_IMPL(graphspike_kd, Autograd, m) {
   m.impl("neuron_forward.cpu", TORCH_FN(forward_autograd));
+  m.impl("neuron_backward.cpu", torch::autograd::autogradNotImplementedFallback());
 }
