@@ -100,9 +100,12 @@ def check_finite_membrane(v_last: Tensor, k: float | Tensor) -> None:
     so this ``[N]`` check covers the whole ``[T, N]`` input."""
     if v_last.device.type != "cpu" and not CHECK_FINITE_CUDA:
         return
-    if v_last.numel() and not bool(torch.isfinite(v_last).all()):
+    # screen with one sum (no [N] boolean temporary; NaN and inf reach it), confirm element-wise only when it
+    # is not finite (a finite sum that overflowed is not an error)
+    if v_last.numel() and not math.isfinite(float(v_last.sum())):
         bad = int((~torch.isfinite(v_last)).sum())
-        raise ValueError(non_finite_message(bad, v_last.numel(), float(k)))
+        if bad:
+            raise ValueError(non_finite_message(bad, v_last.numel(), float(k)))
 
 
 @functools.lru_cache(maxsize=256)
