@@ -10,8 +10,10 @@ so that a noisy, shared machine slows them alike; both wall-clock and thread-CPU
 - ``spikingjelly_compile``: the same under ``torch.compile`` (compile time reported separately)
 - ``snntorch``: ``snntorch.Leaky`` looped over T
 - ``ours_torch``: ``graphspike_kd.spiking.neurons.LIF(backend="torch")`` (the default eager path)
-- ``ours_cpp``: ``LIF(backend="cpp")`` (native blocked C++ loop, built at first use)
-- ``ours_cpp_compile``: ``torch.compile(LIF(backend="cpp"), fullgraph=True)`` (the neuron as one custom op)
+- ``ours_cpp``: ``LIF(backend="cpp")`` (native blocked C++ loop, built at first use, run as the C++
+  operator ``graphspike_kd::neuron_forward.cpu`` with a C++ autograd kernel)
+- ``ours_cpp_compile``: ``torch.compile(LIF(backend="cpp"), fullgraph=True)`` (that operator as one graph
+  node; the same kernels plus torch.compile's per-call runtime)
 
 Also recorded: how many [T, N] tensors each implementation's autograd graph saves (bytes of saved tensors
 / (4 T N), input excluded), and in how many of the T N places our spikes differ from spikingjelly's (a

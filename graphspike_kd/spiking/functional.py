@@ -21,11 +21,16 @@ chooses how it runs. Three leaf implementations give the same spikes:
 CPU, ``"torch"`` when that one cannot run (logged once; warned once for a CUDA tensor). An explicit
 backend never falls back: it raises with the reason.
 
-In eager mode the torch and cpp paths run their own autograd Functions (least overhead). The cupy path,
-and every path while ``torch.compile`` traces, runs the custom ops ``graphspike_kd::neuron_forward`` and
-``graphspike_kd::neuron_backward`` (one family; the implementation is their ``impl`` argument), which have
-fake kernels and an autograd formula, so a compiled model keeps the neuron as one node
-(``fullgraph=True`` works) instead of breaking the graph or unrolling the time loop.
+One op family, ``graphspike_kd::neuron_forward`` and ``graphspike_kd::neuron_backward``, carries every
+path that ``torch.compile`` sees, so a compiled model keeps the neuron as one node (``fullgraph=True``
+works) instead of breaking the graph or unrolling the time loop:
+
+- their default overloads (defined here, with fake kernels and an autograd formula) take the
+  implementation as their ``impl`` argument; the cupy path always runs them, the torch path while
+  ``torch.compile`` traces (eagerly it runs its own autograd Function, the least overhead);
+- their ``cpu`` overloads, ``neuron_forward.cpu`` / ``neuron_backward.cpu``, are C++ operators built with
+  the native library (:func:`graphspike_kd.spiking.native.cpp_neuron`): CPU, Meta and C++ autograd
+  kernels, so the cpp path, eager or compiled, runs from the dispatcher to the loops without Python.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from graphspike_kd.spiking.surrogate import CUDA_SURROGATES, KERNEL_IDS, Surroga
 from graphspike_kd.spiking.torch_loop import (
     NeuronConfig,
     TorchNeuronFunction,
+    check_finite_membrane,
     check_multistep_args,
     make_config,
     torch_backward_loop,
@@ -86,8 +92,10 @@ def neuron_forward(x_seq: Tensor, v_init: Tensor, decay: Tensor, v_threshold: fl
     x = x_seq.reshape(T, -1)
     u0 = v_init.reshape(-1).to(x.dtype)
     if impl == "torch":
-        s, h, v = torch_forward_loop(x, u0, float(decay), cfg)
-    else:
+        k = float(decay)
+        s, h, v = torch_forward_loop(x, u0, k, cfg)
+        check_finite_membrane(v, k)
+    else:  # checks the membranes itself
         s, h, v = native.cpp_forward_loop(x, u0, float(decay), cfg, keep_h=save_h)
     h_out = h.view(x_seq.shape) if save_h else x_seq.new_empty(0)
     return s.view(x_seq.shape), v.view(v_init.shape), h_out  # v is a new tensor in both loops
@@ -199,6 +207,8 @@ def neuron_multistep_op(x_seq: Tensor, v_init: Tensor, decay: Tensor | float, cf
     spikes, v_last, _ = neuron_forward(x_seq, v_init, decay, cfg.v_threshold, cfg.v_reset,
                                        cfg.decay_input, cfg.detach_reset, cfg.surrogate.name,
                                        cfg.surrogate.alpha, impl, save_h)
+    if impl == "cupy" and not torch.compiler.is_compiling():  # the torch and cpp ops check inside
+        check_finite_membrane(v_last.detach(), decay.detach())
     return spikes, v_last
 
 
@@ -275,13 +285,14 @@ def resolve_backend(backend: str, x: Tensor, surrogate: SurrogateFunction, who: 
     torch_reason = backend_unavailable_reason("torch", x, surrogate)
     if torch_reason is not None:
         raise TypeError(f"{who}(backend='auto') cannot run: {reason or ''} {torch_reason}".strip())
-    _say_once(f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: "
-              f"{reason or 'no faster backend for this device'}", warn=x.device.type == "cuda")
+    why = reason.strip().splitlines()[0] if reason else "no faster backend for this device"  # one line
+    _say_once(f"graphspike_kd neurons: backend='auto' chose 'torch' for {x.device} tensors: {why}",
+              warn=x.device.type == "cuda")
     return "torch"
 
 
 # ------------------------------------------------------------------------------------------ entry points
-_EAGER = {"torch": TorchNeuronFunction, "cpp": native.CppNeuronFunction}
+_EAGER = {"torch": TorchNeuronFunction}
 
 
 def run_multistep(x_seq: Tensor, v_init: Tensor, decay: Tensor, cfg: NeuronConfig, backend: str = "torch",
@@ -291,6 +302,8 @@ def run_multistep(x_seq: Tensor, v_init: Tensor, decay: Tensor, cfg: NeuronConfi
     if impl != "cupy":  # the kernels validate their own operands (neuron_multistep_op)
         check_multistep_args(x_seq, v_init, decay, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
                              where=who)
+    if impl == "cpp":  # the C++ operator with its C++ autograd, eager and compiled alike
+        return native.cpp_neuron(x_seq, v_init, decay, cfg)
     if impl == "cupy" or torch.compiler.is_compiling():  # one opaque custom op instead of a graph break
         return neuron_multistep_op(x_seq, v_init, decay, cfg, impl)
     return _EAGER[impl].apply(x_seq, v_init, decay, cfg)

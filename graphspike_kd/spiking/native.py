@@ -6,8 +6,12 @@ the backward are one pass each over the ``[T, N]`` tensors (equations in
 in parallel over ``torch.get_num_threads()`` OpenMP threads. Spikes are bit-identical to the torch path;
 the backward recomputes the membranes block by block from the saved input instead of keeping ``h_seq``.
 
-The source is ``csrc/neuron_cpu.cpp`` (a plain C ABI called through :mod:`ctypes`; no torch headers). It
-is built with :func:`torch.utils.cpp_extension.load` (ninja and ``$CXX``, default ``c++``) with
+The loops are ``csrc/neuron_cpu.cpp`` (a plain C ABI, also called through :mod:`ctypes` by the rate-BP
+recording pass and :class:`CppNeuronFunction`); ``csrc/neuron_ops.cpp`` registers them as the operators
+``graphspike_kd::neuron_forward.cpu`` / ``neuron_backward.cpu`` with CPU, Meta and C++ autograd kernels
+(:func:`cpp_neuron`, what the neurons run, eager and under ``torch.compile``). Both are built into one
+library with :func:`torch.utils.cpp_extension.load` (ninja and ``$CXX``, default ``c++``; without either
+the build fails with a one-line reason and ``backend="auto"`` uses the torch path) with
 ``-march=native`` into ``$GRAPHSPIKE_KD_CACHE/native`` (default ``~/.cache/graphspike_kd/native``), in a
 private build folder, and then moved to a file named by a key over the source, the compiler and its
 version, the flags, the torch version and the CPU's instruction-set flags, so a cache shared between
@@ -28,6 +32,7 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from functools import lru_cache
@@ -40,14 +45,17 @@ from torch.autograd.function import once_differentiable
 
 from graphspike_kd._cache import cache_root
 from graphspike_kd.spiking.surrogate import KERNEL_IDS, SurrogateFunction
-from graphspike_kd.spiking.torch_loop import NeuronConfig
+from graphspike_kd.spiking.torch_loop import NeuronConfig, non_finite_message
 
-__all__ = ["CppNeuronFunction", "cpp_status", "build_native_library", "cpp_forward_loop", "cpp_backward_loop",
-           "ratebp_record_cpp", "channel_moments_cpp", "native_cache_dir", "build_key"]
+__all__ = ["CppNeuronFunction", "cpp_neuron", "cpp_status", "build_native_library", "cpp_forward_loop",
+           "cpp_backward_loop", "ratebp_record_cpp", "channel_moments_cpp", "native_cache_dir", "build_key"]
 
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "neuron_cpu.cpp"
+#: The operator registrations (``graphspike_kd::neuron_forward.cpu`` / ``neuron_backward.cpu``: the "cpu"
+#: overloads of the op family), built into the same library.
+OPS_SOURCE = Path(__file__).with_name("csrc") / "neuron_ops.cpp"
 #: Compiler flags besides what :func:`torch.utils.cpp_extension.load` adds (``-fPIC``, ``-std=c++17``).
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math")
 _OPENMP = ("-fopenmp",)
@@ -99,9 +107,10 @@ def _cpu_signature() -> str:
 
 
 def build_key() -> str:
-    """Hex SHA-256 over what the binary depends on: the source, the compiler and its version, the flags,
-    the torch version and the CPU's instruction-set flags."""
-    parts = [SOURCE.read_bytes(), _compiler_identity(_compiler()).encode(),
+    """Hex SHA-256 over what the binary depends on: the sources, the compiler and its version, the flags,
+    the torch version (the operators are compiled against its headers) and the CPU's instruction-set
+    flags."""
+    parts = [SOURCE.read_bytes(), OPS_SOURCE.read_bytes(), _compiler_identity(_compiler()).encode(),
              " ".join(FLAGS + _OPENMP).encode(), torch.__version__.encode(), _cpu_signature().encode()]
     digest = hashlib.sha256()
     for part in parts:
@@ -136,14 +145,15 @@ def _verified(library: Path, manifest: Path, key: str) -> bool:
 
 
 def build_native_library(verbose: bool = False) -> Path:
-    """Build ``csrc/neuron_cpu.cpp`` (or reuse the verified cached build) and return the library's path.
+    """Build ``csrc/neuron_cpu.cpp`` and ``csrc/neuron_ops.cpp`` into one library (or reuse the verified
+    cached build) and return its path.
 
     Args:
         verbose (bool, optional): print the compiler commands. (default: ``False``)
 
     Raises:
-        RuntimeError: no compiler, the compiler failed (its output is in the message), or the cache folder
-            is not private.
+        RuntimeError: no compiler or no ninja (a one-line reason), the compiler failed (its output is in
+            the message), or the cache folder is not private.
     """
     key = build_key()
     folder = _private_dir(native_cache_dir())
@@ -153,13 +163,51 @@ def build_native_library(verbose: bool = False) -> Path:
         return target
     from torch.utils import cpp_extension
 
+    ninja_dir = _ninja_dir()
     logger.warning("graphspike_kd: compiling the native CPU neuron kernel (backend='cpp', once per machine "
-                   "and version, about 15 s) into %s", folder)
+                   "and version, about a minute) into %s", folder)
     errors = []
+    saved_path = os.environ.get("PATH")
+    if ninja_dir is not None:  # pip's ninja beside this interpreter, not on PATH (a venv used unactivated)
+        os.environ["PATH"] = ninja_dir + os.pathsep + (saved_path or "")
+    try:
+        return _build(cpp_extension, name, folder, target, manifest, key, verbose, errors)
+    finally:
+        if ninja_dir is not None:
+            if saved_path is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = saved_path
+
+
+def _ninja_dir() -> str | None:
+    """``None`` when ``ninja`` runs from ``PATH``; else the folder holding the ``ninja`` of the ``ninja``
+    Python package or of this interpreter's scripts folder (to put on ``PATH`` for the build). Raises a
+    one-line ``RuntimeError`` when there is none: :func:`torch.utils.cpp_extension.load` builds with ninja."""
+    if shutil.which("ninja") is not None:
+        return None
+    candidates = [Path(sys.executable).parent]
+    try:
+        import ninja  # the PyPI package ships the binary
+
+        candidates.insert(0, Path(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    for folder in candidates:
+        if shutil.which("ninja", path=str(folder)) is not None:
+            return str(folder)
+    raise RuntimeError("backend='cpp' needs the ninja build tool to compile the native kernel "
+                       "(torch.utils.cpp_extension builds with it) and none was found: `pip install ninja` "
+                       "or install the system package, or use backend='torch'")
+
+
+def _build(cpp_extension: Any, name: str, folder: Path, target: Path, manifest: Path, key: str, verbose: bool,
+           errors: list[str]) -> Path:
     for extra in (_OPENMP, ()):  # OpenMP if the toolchain has it, else single-threaded
         build_dir = tempfile.mkdtemp(prefix="build-", dir=folder)
         try:
-            built = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=[*FLAGS, *extra],
+            built = cpp_extension.load(name=name, sources=[str(SOURCE), str(OPS_SOURCE)],
+                                       extra_cflags=[*FLAGS, *extra],
                                        extra_ldflags=list(extra), build_directory=build_dir,
                                        is_python_module=False, verbose=verbose)
             digest = _sha256(Path(built))
@@ -182,7 +230,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"gsk_neuron_forward_{suffix}")
         fwd.argtypes = [p, p, p, p, p, i64, i64, f64, f64, f64, i32, i32, i32]
-        fwd.restype = i32
+        fwd.restype = i64  # the number of non-finite final membranes
         bwd = getattr(lib, f"gsk_neuron_backward_{suffix}")
         bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f64, f64, f64, f64, i32, i32, i32, i32, i32, i32]
         bwd.restype = i32
@@ -203,6 +251,7 @@ def _load() -> ctypes.CDLL:
     with _lock:
         if _library is None:
             path = build_native_library()
+            torch.ops.load_library(str(path))  # registers the operators (verified file, see above)
             _library, _library_path = _bind(ctypes.CDLL(str(path))), str(path)
     return _library
 
@@ -231,7 +280,9 @@ def _ptr(t: Tensor | None) -> int | None:
 def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: NeuronConfig,
                      keep_h: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
     """Native forward on ``x`` ``[T, N]`` from ``u0`` ``[N]``; returns ``(spikes, h_seq, v_last)``
-    (``h_seq`` is ``None`` with ``keep_h=False``: the backward then recomputes it from ``x``)."""
+    (``h_seq`` is ``None`` with ``keep_h=False``: the backward then recomputes it from ``x``). Raises
+    ``ValueError`` when a final membrane is NaN or inf, i.e. ``x``, ``u0`` or ``k`` is not finite (counted
+    inside the kernel, no extra pass)."""
     lib = _load()
     x, u0 = x.contiguous(), u0.to(x.dtype).contiguous()
     T, N = x.shape
@@ -239,8 +290,11 @@ def cpp_forward_loop(x: Tensor, u0: Tensor, k: float, cfg: NeuronConfig,
     spikes, v_last = torch.empty_like(x), torch.empty_like(u0)
     h_seq = torch.empty_like(x) if keep_h else None
     fn = lib.gsk_neuron_forward_f32 if x.dtype == torch.float32 else lib.gsk_neuron_forward_f64
-    fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k, cfg.v_threshold - v_r, v_r,
-       int(cfg.decay_input), int(cfg.v_reset is None), torch.get_num_threads())
+    non_finite = fn(_ptr(x), _ptr(u0), _ptr(spikes), _ptr(h_seq), _ptr(v_last), T, N, k,
+                    cfg.v_threshold - v_r, v_r, int(cfg.decay_input), int(cfg.v_reset is None),
+                    torch.get_num_threads())
+    if non_finite:
+        raise ValueError(non_finite_message(int(non_finite), N, k))
     return spikes, h_seq, v_last
 
 
@@ -357,6 +411,19 @@ def channel_moments_cpp(x: Tensor) -> tuple[Tensor, Tensor]:
     fn = lib.gsk_channel_moments_f32 if x.dtype == torch.float32 else lib.gsk_channel_moments_f64
     fn(_ptr(x), B, C, hw, _ptr(mean), _ptr(m2), torch.get_num_threads())
     return mean, m2
+
+
+def cpp_neuron(x_seq: Tensor, v_init: Tensor, decay: Tensor, cfg: NeuronConfig) -> tuple[Tensor, Tensor]:
+    """``(spikes, v_last)`` through the operator ``graphspike_kd::neuron_forward.cpu``
+    (``csrc/neuron_ops.cpp``): CPU kernel, C++ autograd (the backward is
+    ``graphspike_kd::neuron_backward.cpu``, recomputing the membranes from the saved ``x_seq``) and shape
+    kernels for ``torch.compile``, so neither eager nor compiled calls go through Python between the
+    dispatcher and the loops. Same arithmetic as :class:`CppNeuronFunction` (bit-identical spikes and
+    gradients). The library must be loaded (:func:`cpp_status`); raises ``ValueError`` on a NaN/inf
+    membrane as :func:`cpp_forward_loop`."""
+    return torch.ops.graphspike_kd.neuron_forward.cpu(x_seq, v_init, decay, cfg.v_threshold, cfg.v_reset,
+                                                      cfg.decay_input, cfg.detach_reset,
+                                                      _kernel_id(cfg.surrogate), cfg.surrogate.alpha)
 
 
 class CppNeuronFunction(torch.autograd.Function):

@@ -84,6 +84,7 @@ from torch import Tensor, nn
 
 from graphspike_kd.spiking import native
 from graphspike_kd.spiking.neurons import BaseNeuron, reset_net
+from graphspike_kd.spiking.torch_loop import check_finite_membrane
 
 __all__ = [
     "MODES",
@@ -213,6 +214,9 @@ class RateBPNeuron(RateBPModule):
     def _spike_forward(self, x_seq: Tensor,
                        channel_affine: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
         nrn = self.neuron
+        if x_seq.dim() < 2 or x_seq.shape[0] < 1 or x_seq[0].numel() < 1:
+            raise ValueError(f"RateBPNeuron: the spike pass needs input [T, N, ...] with T >= 1 steps and at "
+                             f"least one neuron per step, got shape {tuple(x_seq.shape)}")
         T = x_seq.shape[0]
         x = x_seq.detach().reshape(T, -1)
         v_r = nrn.v_rest
@@ -239,8 +243,10 @@ class RateBPNeuron(RateBPModule):
             raise ValueError(f"RateBPNeuron: step input has {x[0].numel()} neurons per step but the spike "
                              f"pass started with {st['u'].numel()}; call begin_spike_pass() between batches")
         if nrn.resolve_backend(x) == "cpp":  # the same arithmetic in one native pass per layer
-            return self._spike_forward_cpp(x, x_seq.shape, k, k_in, lam, th, hard, scalar_kappa,
-                                           channel_affine)
+            out = self._spike_forward_cpp(x, x_seq.shape, k, k_in, lam, th, hard, scalar_kappa,
+                                          channel_affine)
+            check_finite_membrane(st["u"], k)
+            return out
         if channel_affine is not None:
             raise RuntimeError("RateBPNeuron: a channel affine input (fused BatchNorm) needs backend='cpp'")
         u = st["u"]
@@ -292,6 +298,7 @@ class RateBPNeuron(RateBPModule):
             else:
                 torch.sub(h, s, alpha=th, out=u)
         self._steps += T
+        check_finite_membrane(u, k)  # a NaN/inf input, membrane or decay stays in u (see the neuron's check)
         return out.view(x_seq.shape)
 
     def _spike_forward_cpp(self, x: Tensor, shape: torch.Size, k: float, k_in: float, lam: float, th: float,

@@ -34,6 +34,7 @@ unchanged (:math:`V_r = 0`).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -43,7 +44,13 @@ from torch.autograd.function import once_differentiable
 from graphspike_kd.spiking.surrogate import SurrogateFunction, get_surrogate
 
 __all__ = ["NeuronConfig", "TorchNeuronFunction", "check_multistep_args", "make_config", "torch_forward_loop",
-           "torch_backward_loop"]
+           "torch_backward_loop", "check_finite_membrane", "non_finite_message", "CHECK_FINITE_CUDA"]
+
+#: Whether the torch and CuPy paths also check CUDA membranes for NaN/inf (see
+#: :func:`check_finite_membrane`). Off by default: on CUDA the check is a host synchronisation per neuron
+#: call. CPU membranes are always checked (the native kernel counts them while writing them; the torch path
+#: reads the ``[N]`` last membrane once, against ``T`` passes over ``[N]`` for the loop itself).
+CHECK_FINITE_CUDA = False
 
 
 class NeuronConfig(NamedTuple):
@@ -76,6 +83,29 @@ def check_multistep_args(x_seq: Tensor, v_init: Tensor, decay: Tensor, *, v_thre
                          f"({decay.device}) must be on one device")
     if v_reset is not None and not float(v_reset) < float(v_threshold):
         raise ValueError(f"{where}: v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
+
+
+def non_finite_message(count: int, n: int, k: float) -> str:
+    """The ``ValueError`` text for ``count`` of ``n`` final membranes that are NaN or inf."""
+    cause = f"the decay factor k = {k} (PLIF: sigmoid(w))" if not math.isfinite(k) else \
+        "the input x_seq or the initial membrane v_init"
+    return (f"neuron: {count} of {n} membranes are NaN or inf after the last step: {cause} contains NaN or "
+            "inf (or the input overflowed); spikes from it would be silently all zero")
+
+
+def check_finite_membrane(v_last: Tensor, k: float | Tensor) -> None:
+    r"""Raise ``ValueError`` if the last membrane ``v_last`` has a NaN or inf (CUDA tensors only when
+    :data:`CHECK_FINITE_CUDA`). A NaN or inf anywhere in :math:`X`, :math:`V[0]` or :math:`k` reaches the
+    last membrane (``NaN >= th`` is false, so neither reset removes it; :math:`\infty - \infty` is NaN),
+    so this ``[N]`` check covers the whole ``[T, N]`` input."""
+    if v_last.device.type != "cpu" and not CHECK_FINITE_CUDA:
+        return
+    # screen with one sum (no [N] boolean temporary; NaN and inf reach it), confirm element-wise only when it
+    # is not finite (a finite sum that overflowed is not an error)
+    if v_last.numel() and not math.isfinite(float(v_last.sum())):
+        bad = int((~torch.isfinite(v_last)).sum())
+        if bad:
+            raise ValueError(non_finite_message(bad, v_last.numel(), float(k)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -119,6 +149,7 @@ class TorchNeuronFunction(torch.autograd.Function):
         k = float(decay)
         want_k = ctx.needs_input_grad[2]
         s_seq, h_seq, v_last = torch_forward_loop(x, u0, k, cfg)
+        check_finite_membrane(v_last, k)
         ctx.cfg = cfg
         ctx.consts = (k, shape, v_init.shape, decay.dtype)
         # a hard reset needs the spikes in backward: keep the output (alive anyway) instead of recomputing

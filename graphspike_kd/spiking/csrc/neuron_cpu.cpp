@@ -47,12 +47,16 @@ inline F reset(F h, F s, F th) {
   return SOFT ? h - th * s : h - h * s;
 }
 
+// Returns how many final membranes are not finite (NaN or inf): a NaN or inf anywhere in x, v0 or k stays
+// in the membrane to the last step (NaN >= th is false, so neither reset clears it; inf - inf is NaN), so
+// counting them on the [N] v_last checks the whole input at no extra pass over [T, N].
 template <typename F, bool SOFT>
-void forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64_t T, int64_t N, F k, F th,
-                  F v_r, bool decay_input, int threads) {
+int64_t forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64_t T, int64_t N, F k, F th,
+                     F v_r, bool decay_input, int threads) {
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   const bool store_h = h_seq != nullptr;  // the recomputing backward needs no h_seq
-#pragma omp parallel for schedule(static) num_threads(threads)
+  int64_t non_finite = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : non_finite)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
     F u[kBlock];
@@ -79,8 +83,12 @@ void forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64
         }
       }
     }
-    for (int64_t i = 0; i < n; ++i) v_last[i0 + i] = u[i] + v_r;
+    for (int64_t i = 0; i < n; ++i) {
+      v_last[i0 + i] = u[i] + v_r;
+      non_finite += std::isfinite(u[i]) ? 0 : 1;
+    }
   }
+  return non_finite;
 }
 
 // Neurons per block for the recomputing backward: the [T, block] buffer of h stays within ~256 KiB (L2).
@@ -486,18 +494,19 @@ void channel_moments_impl(const F* x, int64_t B, int64_t C, int64_t HW, double* 
 
 extern "C" {
 
-int gsk_neuron_forward_f32(const float* x, const float* v0, float* s, float* h, float* v_last, int64_t T,
-                           int64_t N, double k, double th, double v_r, int decay_input, int soft, int threads) {
-  if (soft) forward_impl<float, true>(x, v0, s, h, v_last, T, N, float(k), float(th), float(v_r), decay_input, threads);
-  else forward_impl<float, false>(x, v0, s, h, v_last, T, N, float(k), float(th), float(v_r), decay_input, threads);
-  return 0;
+// The forward entry points return the number of non-finite final membranes (0 when x, v0 and k are finite).
+int64_t gsk_neuron_forward_f32(const float* x, const float* v0, float* s, float* h, float* v_last, int64_t T,
+                               int64_t N, double k, double th, double v_r, int decay_input, int soft, int threads) {
+  return soft ? forward_impl<float, true>(x, v0, s, h, v_last, T, N, float(k), float(th), float(v_r), decay_input,
+                                          threads)
+              : forward_impl<float, false>(x, v0, s, h, v_last, T, N, float(k), float(th), float(v_r), decay_input,
+                                           threads);
 }
 
-int gsk_neuron_forward_f64(const double* x, const double* v0, double* s, double* h, double* v_last, int64_t T,
-                           int64_t N, double k, double th, double v_r, int decay_input, int soft, int threads) {
-  if (soft) forward_impl<double, true>(x, v0, s, h, v_last, T, N, k, th, v_r, decay_input, threads);
-  else forward_impl<double, false>(x, v0, s, h, v_last, T, N, k, th, v_r, decay_input, threads);
-  return 0;
+int64_t gsk_neuron_forward_f64(const double* x, const double* v0, double* s, double* h, double* v_last, int64_t T,
+                               int64_t N, double k, double th, double v_r, int decay_input, int soft, int threads) {
+  return soft ? forward_impl<double, true>(x, v0, s, h, v_last, T, N, k, th, v_r, decay_input, threads)
+              : forward_impl<double, false>(x, v0, s, h, v_last, T, N, k, th, v_r, decay_input, threads);
 }
 
 int gsk_neuron_backward_f32(const float* h, const float* gs, const float* gv, const float* x, const float* v0,
