@@ -280,7 +280,9 @@ def _kd_detection_mixed(results: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- spiking
 
-IMPLS = ("spikingjelly_eager", "spikingjelly_compile", "snntorch", "ours_torch", "ours_cpp")
+IMPLS = (
+    "spikingjelly_eager", "spikingjelly_compile", "snntorch", "ours_torch", "ours_cpp", "ours_cpp_compile",
+)
 
 
 def _pow2(n: int) -> str:
@@ -303,6 +305,8 @@ def _neurons_speedup(results: Path) -> str:
         "ours_torch_vs_snntorch",
         "ours_cpp_vs_spikingjelly_eager",
         "ours_cpp_vs_spikingjelly_compile",
+        "ours_cpp_compile_vs_ours_cpp",
+        "ours_cpp_compile_vs_spikingjelly_compile",
     )
     body = [
         [
@@ -317,6 +321,8 @@ def _neurons_speedup(results: Path) -> str:
         "ours_torch / snntorch",
         "ours_cpp / spikingjelly eager",
         "ours_cpp / spikingjelly + compile",
+        "compiled ours_cpp / eager ours_cpp",
+        "compiled ours_cpp / spikingjelly + compile",
     ]
     return rows(["T", "N", *head], body)
 
