@@ -32,6 +32,11 @@ ablations (``--pkd-rows``):
 ``pkd_random_nodes``       GNS replaced by random selection of the same number of pool nodes (identical to
                            ``pkd`` when the budget is the whole pool, as under the paper protocol at 48 %).
 ``pkd_no_denoise``         every LLM label kept (the paper's pipeline without denoising).
+``pkd_oracle_teacher``     a diagnostic, not a method: the accuracy of the oracle teacher selector (per test
+                           node, a teacher that is right if any is) over PKD's final teachers, the upper
+                           bound of every teacher selector; read from the test labels after the fit
+                           (``per_seed[i].pkd.expansion.teacher_oracle`` also holds each teacher's
+                           accuracy, the gap to the best teacher and the pairwise agreement).
 
 PKD's fit never reads a test label; its test-label diagnostics (``per_seed[i].pkd``) come from
 :meth:`~graphspike_kd.graph.pkd.PKD.evaluate_expansion` and :meth:`~graphspike_kd.graph.pkd.PKD.evaluate`
@@ -368,6 +373,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
     if any(r in args.pkd_rows for r in (*rules, "pkd_random_nodes")):
         expansion = pkd.expand(data, annotator, split, seed)
         diagnostics["expansion"] = measured(pkd, expansion)
+        results["pkd_oracle_teacher"] = diagnostics["expansion"]["teacher_oracle"]["oracle_acc"]
     for row, rule in rules.items():
         if row in args.pkd_rows:
             out, diagnostics[row] = distilled(pkd, expansion, rule)
@@ -463,7 +469,7 @@ def run_seeds(
 
 
 METHOD_ORDER = ("gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher",
-                *PKD_ROWS)
+                *PKD_ROWS, "pkd_oracle_teacher")
 
 
 def format_table(payload: dict) -> str:

@@ -88,6 +88,7 @@ from graphspike_kd.graph.selectors import (
     majority_vote,
     ngs_state,
     rule_teacher_choice,
+    teacher_oracle,
 )
 from graphspike_kd.graph.splits import FewShotSplit
 from graphspike_kd.graph.training import (
@@ -863,7 +864,9 @@ class PKD:
         Keys: ``llm_acc_selected`` (the annotator's accuracy on the selected nodes, an invalid answer
         counting as wrong), ``expanded_label_acc`` (accuracy of the kept labels on the selected nodes; also
         as ``denoise_label_acc`` for a denoised expansion), ``teacher_test_acc_shots`` and
-        ``teacher_test_acc`` (each teacher's test accuracy before and after the expansion). With
+        ``teacher_test_acc`` (each teacher's test accuracy before and after the expansion), ``teacher_oracle``
+        (:func:`~graphspike_kd.graph.selectors.teacher_oracle` of the final teachers on the test nodes: the
+        oracle selector's accuracy, the best teacher's, their gap and the teachers' pairwise agreement). With
         ``annotator``, also ``llm_acc_random``: its accuracy on ``W`` pool nodes drawn at random (seeded by
         ``seed``), asked without DNS context. That costs up to ``W`` extra annotator calls, hence opt-in.
 
@@ -896,6 +899,7 @@ class PKD:
             if "denoise_kept" in expansion.diagnostics:
                 out["denoise_label_acc"] = out["expanded_label_acc"]
         out["teacher_test_acc"] = _teacher_acc(expansion.teacher_probs, y, split.test_mask, names)
+        out["teacher_oracle"] = teacher_oracle(expansion.teacher_probs, y, split.test_mask, names)
         return out
 
     def evaluate(

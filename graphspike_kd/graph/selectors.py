@@ -13,6 +13,8 @@ Few-shot Node Classification", NeurIPS 2025 (arXiv:2510.10116).
 ``random_teacher``, ``majority_teacher``, ``confident_teacher``
                          the rule teacher selectors that NGS is compared with (``rule_teacher_choice``
                          picks one by name)
+``teacher_oracle``       evaluation only: the oracle selector's accuracy (a teacher that is right, if any
+                         is), each teacher's accuracy and their pairwise agreement on the evaluation nodes
 
 The exact typeset forms of the paper's :math:`\delta_K` and PPO losses could not be confirmed; the forms
 here are reconstructed from the paper's prose and the released code (``GEEX-Weixing/PKD@c23c798``) and say
@@ -494,3 +496,70 @@ def rule_teacher_choice(probs: Tensor, rule: str, *, generator: torch.Generator 
     if rule == "confident":
         return confident_teacher(probs)
     raise ValueError(f"unknown teacher rule {rule!r}; valid: {', '.join(TEACHER_RULES)}")
+
+
+# ---------------------------------------------------------------------------- evaluation diagnostic
+def teacher_oracle(
+    probs: Tensor, y: Tensor, mask: Tensor, names: list[str] | tuple[str, ...] | None = None
+) -> dict:
+    r"""How much room a teacher selector has, measured on the evaluation nodes ``mask`` with their true
+    labels (a diagnostic: no selector may read it). The **oracle selector** picks, per node, a teacher that
+    is right if any teacher is, so its accuracy is the upper bound of every per-node teacher selector:
+
+    .. math::
+        \mathrm{oracle} = \frac{1}{|M|}\sum_{i\in M} \Big[\exists b:\ \arg\max_c p_{b,i}(c) = y_i\Big],
+        \qquad
+        \mathrm{agree}_{bb'} = \frac{1}{|M|}\sum_{i\in M}
+        \big[\arg\max p_{b,i} = \arg\max p_{b',i}\big]
+
+    Only ``y[mask]`` is read: labels outside ``mask`` do not change the result.
+
+    Args:
+        probs (Tensor): teacher softmax (or logits: only the argmax is read).
+        y (Tensor): true labels (read on ``mask`` only).
+        mask (Tensor): bool evaluation nodes :math:`M`.
+        names (sequence of str, optional): teacher names for the keys. (default: ``"0"``, ``"1"``, ...)
+
+    Returns:
+        dict with ``oracle_acc``, ``best_teacher_acc`` (the best single teacher), ``oracle_gap`` (their
+        difference), ``all_right`` and ``all_wrong`` (fractions of nodes where every / no teacher is
+        right), ``teacher_acc`` (name → accuracy), ``agreement`` (``"a|b"`` → fraction of nodes where
+        teachers ``a`` and ``b`` predict the same class) and ``num_nodes``; accuracies are ``nan`` when
+        ``mask`` selects no node.
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)`, y :math:`(N)`, mask :math:`(N)` bool
+    """
+    b, n, _ = _check_probs(probs)
+    if y.shape != (n,) or mask.shape != (n,):
+        raise ValueError(f"y {tuple(y.shape)} and mask {tuple(mask.shape)} must both be ({n},)")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool, got {mask.dtype}")
+    names = [str(i) for i in range(b)] if names is None else [str(v) for v in names]
+    if len(names) != b:
+        raise ValueError(f"{len(names)} names for {b} teachers")
+    idx = mask.nonzero().view(-1)
+    top = probs.argmax(-1)[:, idx]  # [B, M]
+    m = idx.numel()
+    nan = float("nan")
+    if m == 0:
+        return {"oracle_acc": nan, "best_teacher_acc": nan, "oracle_gap": nan, "all_right": nan,
+                "all_wrong": nan, "teacher_acc": {k: nan for k in names}, "agreement": {}, "num_nodes": 0}
+    right = top == y[idx].view(1, -1)  # [B, M]
+    acc = right.float().mean(1)
+    oracle = float(right.any(0).float().mean())
+    agreement = {
+        f"{names[i]}|{names[j]}": float((top[i] == top[j]).float().mean())
+        for i in range(b)
+        for j in range(i + 1, b)
+    }
+    return {
+        "oracle_acc": oracle,
+        "best_teacher_acc": float(acc.max()),
+        "oracle_gap": oracle - float(acc.max()),
+        "all_right": float(right.all(0).float().mean()),
+        "all_wrong": float((~right.any(0)).float().mean()),
+        "teacher_acc": {k: float(a) for k, a in zip(names, acc.tolist(), strict=True)},
+        "agreement": agreement,
+        "num_nodes": m,
+    }

@@ -383,6 +383,10 @@ def test_benchmark_pkd_rows_on_cora(tmp_path):
     diag = payload["per_seed"][0]["pkd"]["expansion"]
     assert diag["budget"] == 50 and 0.0 <= diag["llm_acc_selected"] <= 1.0 and "teacher_test_acc" in diag
     assert 0.0 <= diag["llm_acc_random"] <= 1.0  # opted in with --pkd-llm-acc-random
+    oracle = diag["teacher_oracle"]  # the oracle row is the oracle of the expansion's teachers
+    assert payload["methods"]["pkd_oracle_teacher"]["acc"] == [oracle["oracle_acc"]]
+    assert oracle["oracle_acc"] >= max(oracle["teacher_acc"].values())
+    assert set(oracle["agreement"]) == {"gcn|mlp"}
     assert 0.0 <= payload["per_seed"][0]["pkd"]["pkd"]["chosen_teacher_test_acc"] <= 1.0
 
 
@@ -414,6 +418,30 @@ def test_fit_reads_no_label_beyond_shots_and_validation():
         assert torch.equal(runs[0].logits, runs[1].logits)
         assert torch.equal(runs[0].expansion.labels, runs[1].expansion.labels)
         assert runs[0].expansion.diagnostics == runs[1].expansion.diagnostics
+
+
+def test_fit_never_computes_the_teacher_oracle(monkeypatch):
+    """The oracle reads test labels: the fit must not call it, only the evaluation does."""
+    import graphspike_kd.graph.pkd as pkd_module
+    import graphspike_kd.graph.selectors as selectors_module
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return selectors_module.teacher_oracle(*args, **kwargs)
+
+    monkeypatch.setattr(pkd_module, "teacher_oracle", spy)
+    data = _sbm(n_per_class=20)
+    split = few_shot_split(data.y, 3, protocol="paper", seed=0)
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=8, train=TrainConfig(epochs=5, patience=5),
+                       budget_count=20, ngs_rounds=1, student_epochs_per_round=2, final_epochs=4,
+                       ppo_hidden=8, dns_k=0)
+    pkd = PKD(config)
+    result = pkd.fit(data, NoisyAnnotator(data.y, split.train_index), split, seed=0)
+    assert calls == []
+    report = pkd.evaluate(data, split, result)
+    assert calls == [1] and 0.0 <= report["expansion"]["teacher_oracle"]["oracle_acc"] <= 1.0
 
 
 def test_evaluate_measures_against_the_true_labels():
@@ -452,7 +480,11 @@ def test_evaluate_measures_against_the_true_labels():
     assert e["denoise_label_acc"] == e["expanded_label_acc"] and 0 < exp.diagnostics["denoise_kept"] <= 1
     for b, name in enumerate(config.teachers):
         assert e["teacher_test_acc"][name] == accuracy(exp.teacher_probs[b], y, test)
+        assert e["teacher_oracle"]["teacher_acc"][name] == pytest.approx(e["teacher_test_acc"][name])
         assert e["teacher_test_acc_shots"][name] == accuracy(exp.shot_teachers[1][b], y, test)
+    right = (exp.teacher_probs.argmax(-1) == y.view(1, -1))[:, test]
+    assert e["teacher_oracle"]["oracle_acc"] == pytest.approx(float(right.any(0).float().mean()))
+    assert e["teacher_oracle"]["num_nodes"] == int(test.sum())
 
 
 def test_distill_trains_the_student_on_student_loss_terms(monkeypatch):
