@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from graphspike_kd.graph.models import build_model, prepare_features
+from graphspike_kd.graph.models import build_model, is_trainable, needs_labels, prepare_features
 from graphspike_kd.graph.selectors import (
     PPOTeacherSelector,
     dns_neighbours,
@@ -104,6 +104,7 @@ HETEROPHILY_TEACHERS = ("gprgnn", "h2gcn", "mlp", "dirgnn")
 TEACHER_SELECTIONS = ("ngs", "random", "majority", "confident")
 NODE_SELECTIONS = ("gns", "random")
 DENOISE = ("none", "drop", "relabel", "posterior")
+LABEL_READING_MODELS = ("labelprop", "cs")  # teachers only: they read the training labels at inference
 
 
 def default_models(dataset_name: str) -> tuple[tuple[str, ...], str]:
@@ -278,6 +279,8 @@ class PKDConfig:
             raise ValueError(f"denoise_min_shots must be >= 1, got {self.denoise_min_shots}")
         if self.posterior_iterations < 1:
             raise ValueError(f"posterior_iterations must be >= 1, got {self.posterior_iterations}")
+        if self.student.lower() in LABEL_READING_MODELS:
+            raise ValueError(f"student {self.student!r} reads the labels at inference; a student must not")
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -376,17 +379,20 @@ class PKD:
         model = build_model(name, data.num_features, self.config.hidden, len(data.class_names))
         val_mask = split.val_mask if split.has_validation else None
         config = self.config.train if val_mask is not None else replace(self.config.train, patience=None)
-        train_node_classifier(
-            model,
-            x,
-            data.edge_index,
-            targets,
-            mask,
-            val_mask=val_mask,
-            val_y=visible_labels(data.y, split),
-            config=config,
-            seed=seed,
-        )
+        if is_trainable(model):
+            train_node_classifier(
+                model,
+                x,
+                data.edge_index,
+                targets,
+                mask,
+                val_mask=val_mask,
+                val_y=visible_labels(data.y, split),
+                config=config,
+                seed=seed,
+            )
+        if needs_labels(model):  # label propagation, correct and smooth: they read the training labels
+            model.fit_labels(x, data.edge_index, targets, mask)
         return model
 
     def train_teachers(

@@ -533,3 +533,21 @@ def test_distill_trains_the_student_on_student_loss_terms(monkeypatch):
 def test_gate_mode(protocol, shots, denoise, gate, budget, mode):
     split = few_shot_split(_sbm(n_per_class=20).y, shots, protocol=protocol, seed=0)
     assert PKD(PKDConfig(denoise=denoise, denoise_gate=gate)).gate_mode(split, budget) == mode
+
+
+def test_teachers_that_read_labels_train_in_pkd():
+    """Label propagation (nothing to train) and correct-and-smooth (an MLP, then the labels) as teachers."""
+    data = _sbm(n_per_class=20)
+    split = few_shot_split(data.y, 3, protocol="paper", seed=0)
+    config = PKDConfig(teachers=("gcn", "labelprop", "cs", "sgc"), hidden=8,
+                       train=TrainConfig(epochs=10, patience=5))
+    pkd = PKD(config)
+    y = torch.where(split.train_mask, data.y, torch.full_like(data.y, -1))
+    models, probs = pkd.train_teachers(data, data.x, y, split.train_mask, split, seed=0)
+    assert probs.shape == (4, data.num_nodes, 3)
+    assert torch.allclose(probs.sum(-1), torch.ones(4, data.num_nodes), atol=1e-4)
+    # label propagation and C&S reproduce the shots they were given
+    for b in (1, 2):
+        assert torch.equal(probs[b].argmax(-1)[split.train_mask], data.y[split.train_mask])
+    with pytest.raises(ValueError, match="student"):
+        PKDConfig(student="labelprop")
