@@ -81,6 +81,8 @@ from tqdm.auto import tqdm
 
 from graphspike_kd.graph.models import build_model, is_trainable, needs_labels, prepare_features
 from graphspike_kd.graph.selectors import (
+    NGS_STATE_DEFAULT,
+    NGS_STATE_PARTS,
     PPOTeacherSelector,
     dns_neighbours,
     expansion_budget,
@@ -231,6 +233,9 @@ class PKDConfig:
         final_epochs (int): student epochs after NGS with the argmax policy, with model selection.
             (default: ``200``)
         ppo_lr (float), ppo_hidden (int): PPO heads. (default: ``3e-3``, ``128``)
+        ngs_state_parts (tuple of str): the blocks of the NGS state
+            (:data:`~graphspike_kd.graph.selectors.NGS_STATE_PARTS`; ``"label_agreement"`` reads the
+            expanded labels). (default: :data:`~graphspike_kd.graph.selectors.NGS_STATE_DEFAULT`)
     """
 
     teachers: tuple[str, ...] = HOMOPHILY_TEACHERS
@@ -259,6 +264,7 @@ class PKDConfig:
     final_epochs: int = 200
     ppo_lr: float = 3e-3
     ppo_hidden: int = 128
+    ngs_state_parts: tuple[str, ...] = NGS_STATE_DEFAULT
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 2:
@@ -279,6 +285,9 @@ class PKDConfig:
             raise ValueError(f"denoise_min_shots must be >= 1, got {self.denoise_min_shots}")
         if self.posterior_iterations < 1:
             raise ValueError(f"posterior_iterations must be >= 1, got {self.posterior_iterations}")
+        bad = [q for q in self.ngs_state_parts if q not in NGS_STATE_PARTS]
+        if bad or not self.ngs_state_parts:
+            raise ValueError(f"unknown or no ngs_state_parts {bad}; valid: {', '.join(NGS_STATE_PARTS)}")
         if self.student.lower() in LABEL_READING_MODELS:
             raise ValueError(f"student {self.student!r} reads the labels at inference; a student must not")
 
@@ -771,7 +780,7 @@ class PKD:
         probs, labels = expansion.teacher_probs, expansion.labels
         b, n, _ = probs.shape
         generator = torch.Generator().manual_seed(seed)
-        states = ngs_state(data.x, data.edge_index, probs)
+        states = ngs_state(x, data.edge_index, probs, labels=labels, parts=c.ngs_state_parts)
         states = (states - states.mean(0)) / states.std(0).clamp(min=1e-6)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

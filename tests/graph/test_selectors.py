@@ -154,6 +154,40 @@ def test_ngs_state_shape_and_agreement():
     assert torch.allclose(agreement[0], torch.tensor([0.5, 0.5, 0.0]))
 
 
+def test_ngs_state_extra_parts_hand_case():
+    # path 0-1-2; teachers' argmax: t0 = [0, 0, 1], t1 = [1, 1, 1]; labels: node 0 -> 0, node 2 -> 1
+    probs = torch.tensor([[[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]], [[0.3, 0.7], [0.1, 0.9], [0.4, 0.6]]])
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    labels = torch.tensor([0, -1, 1])
+    parts = ("degree", "confidence", "label_agreement")
+    s = ngs_state(torch.eye(3), edge_index, probs, labels=labels, parts=parts)
+    assert s.shape == (3, 1 + 2 + 3)
+    assert torch.allclose(s[:, 0], torch.log1p(torch.tensor([1.0, 2.0, 1.0])))
+    assert torch.allclose(s[:, 1:3], torch.tensor([[0.9, 0.7], [0.6, 0.9], [0.8, 0.6]]))
+    # node 1 has labelled neighbours 0 (class 0) and 2 (class 1): each teacher agrees with half of them;
+    # nodes 0 and 2 have one unlabelled neighbour
+    assert torch.allclose(s[:, 3:5], torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.0, 0.0]]))
+    assert torch.allclose(s[:, 5], torch.tensor([0.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="needs labels"):
+        ngs_state(torch.eye(3), edge_index, probs, parts=("label_agreement",))
+    with pytest.raises(ValueError, match="parts"):
+        ngs_state(torch.eye(3), edge_index, probs, parts=("magic",))
+
+
+def test_ngs_state_keeps_sparse_features_sparse():
+    g = torch.Generator().manual_seed(0)
+    dense = (torch.rand(30, 20, generator=g) < 0.15).float()
+    probs = torch.rand(2, 30, 3, generator=g).softmax(-1)
+    edge_index = torch.randint(0, 30, (2, 60), generator=g)
+    ref = ngs_state(dense, edge_index, probs, max_features=4)
+    for sparse in (dense.to_sparse_csr(), dense.to_sparse_coo()):
+        out = ngs_state(sparse, edge_index, probs, max_features=4)
+        assert out.shape == ref.shape == (30, 2 * 4 + 2 * (2 * 3 + 2))
+        # PCA components are defined up to sign
+        assert torch.allclose(out[:, :8].abs(), ref[:, :8].abs(), atol=1e-4)
+        assert torch.equal(out[:, 8:], ref[:, 8:])
+
+
 def test_policy_sums_to_one_and_value_can_be_negative():
     agent = PPOTeacherSelector(5, 4, lr=1e-2)
     states = torch.randn(20, 5)
