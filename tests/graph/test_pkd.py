@@ -299,18 +299,21 @@ def test_denoise_gate(protocol, shots, gate):
     expansion = PKD(config).expand(data, annotator, split, seed=0)
     plain = PKD(replace(config, denoise="none")).expand(data, annotator, split, seed=0)
     llm = torch.from_numpy(annotator.answer)[plain.selected]
-    if gate == "off" or (protocol == "strict" and shots >= 3):  # always denoised
+    if gate == "off":  # always denoised
         assert expansion.raw_expansion is None and "denoise_gate" not in expansion.diagnostics
         assert not torch.equal(expansion.labels[expansion.selected], llm)  # some LLM labels were dropped
         return
     g = expansion.diagnostics["denoise_gate"]
+    if protocol == "strict":  # the referee check: the annotator is wrong on every shot, the referees are not
+        assert g["llm_shot_acc"] == 0.0 and g["referee_cv_acc"] > 0.0 and g["chosen"] == "denoised"
+        assert g["folds"] == min(shots, 3) and g["held_out"] == 3 * g["folds"]
+        assert expansion.raw_expansion is None
+        assert not torch.equal(expansion.labels[expansion.selected], llm)
+        return
     raw = expansion.raw_expansion
     # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
     assert torch.equal(raw.labels[raw.selected], llm)
     assert torch.equal(plain.teacher_probs, raw.teacher_probs)
-    if protocol == "strict":  # 2 < denoise_min_shots = 3 and nothing to validate on: raw labels
-        assert expansion is raw and g["chosen"] == "raw" and "denoise_min_shots" in g["reason"]
-        return
     val = split.val_mask
     mean_val = lambda e: float((e.teacher_probs.argmax(-1)[:, val] == data.y[val]).float().mean())  # noqa: E731
     assert g["teacher_val_acc_raw"] == pytest.approx(mean_val(raw))
@@ -525,14 +528,80 @@ def test_distill_trains_the_student_on_student_loss_terms(monkeypatch):
         ("paper", 1, "posterior", "auto", 10, "compare"),
         ("paper", 1, "drop", "off", 10, "denoised"),
         ("paper", 1, "none", "auto", 10, "raw"),
-        ("strict", 2, "posterior", "auto", 10, "raw"),  # below denoise_min_shots, nothing to validate on
-        ("strict", 3, "posterior", "auto", 10, "denoised"),
+        ("strict", 2, "posterior", "auto", 10, "check"),  # nothing to validate on: the referee check
+        ("strict", 1, "drop", "auto", 10, "raw"),  # one shot per class: nothing to hold out
+        ("strict", 3, "posterior", "auto", 10, "check"),
         ("paper", 3, "posterior", "auto", 0, "denoised"),  # nothing annotated, nothing to compare
     ],
 )
 def test_gate_mode(protocol, shots, denoise, gate, budget, mode):
     split = few_shot_split(_sbm(n_per_class=20).y, shots, protocol=protocol, seed=0)
     assert PKD(PKDConfig(denoise=denoise, denoise_gate=gate)).gate_mode(split, budget) == mode
+    if protocol == "strict" and gate == "auto":  # the fixed shot rule, still selectable
+        rule = PKD(PKDConfig(denoise=denoise, denoise_gate=gate, referee_check="shots"))
+        assert rule.gate_mode(split, budget) == ("raw" if shots < 3 else "denoised")
+
+
+def _referee_case(signal: float, seed: int = 0):
+    """An SBM whose features and edges carry the class (``signal`` 1) or nothing at all (``signal`` 0)."""
+    g = torch.Generator().manual_seed(seed)
+    classes, per = 3, 40
+    y = torch.arange(classes).repeat_interleave(per)
+    n = y.numel()
+    same = y.view(-1, 1) == y.view(1, -1)
+    p_in, p_out = (0.15, 0.005) if signal else (0.04, 0.04)
+    adj = torch.triu(torch.rand(n, n, generator=g) < torch.where(same, p_in, p_out), 1)
+    ei = adj.nonzero().T
+    x = torch.cat([F.one_hot(y, classes).float() * 2.0 * signal, torch.randn(n, 10, generator=g)], 1)
+    data = Data(x=x, edge_index=torch.cat([ei, ei.flip(0)], 1), y=y)
+    data.class_names, data.name = [f"c{i}" for i in range(classes)], "sbm"
+    return data
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_referee_check_tells_good_from_bad_referees(good):
+    """Known-good referees (the class is in the features and the edges) beat an annotator that is right on
+    2 shots in 3; known-bad ones (no signal anywhere: chance is 1/3) lose to it."""
+    data = _referee_case(1.0 if good else 0.0)
+    split = few_shot_split(data.y, 5, protocol="strict", seed=0)
+    shot_y = data.y[split.train_index]
+    shot_llm = torch.where(torch.arange(shot_y.numel()) % 3 == 0, (shot_y + 1) % 3, shot_y)  # 2/3 right
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60))
+    check = PKD(config).referee_check(data, split, shot_llm, seed=0)
+    assert check["llm_shot_acc"] == pytest.approx(float((shot_llm == shot_y).float().mean()))
+    assert check["folds"] == 3 and check["held_out"] == 9
+    if good:
+        assert check["referee_cv_acc"] >= 0.85 and check["denoise"]
+    else:
+        assert check["referee_cv_acc"] <= 0.6 and not check["denoise"]
+    assert ("<" in check["reason"]) != check["denoise"]
+    # the check reads only the shots' labels: changing every other label changes nothing
+    hidden = copy.copy(data)
+    hidden.y = torch.where(split.train_mask, data.y, (data.y + 1) % 3)
+    assert PKD(config).referee_check(hidden, split, shot_llm, seed=0) == check
+    # one shot per class: nothing to hold out, raw labels
+    one = few_shot_split(data.y, 1, protocol="strict", seed=0)
+    none = PKD(config).referee_check(data, one, data.y[one.train_index], seed=0)
+    assert not none["denoise"] and none["folds"] == 0 and "two shots" in none["reason"]
+
+
+def test_referee_check_decides_the_strict_expansion():
+    """Under strict, expand denoises exactly when the referee check says so, and records why."""
+    for good in (True, False):
+        data = _referee_case(1.0 if good else 0.0, seed=1)
+        split = few_shot_split(data.y, 3, protocol="strict", seed=0)
+        annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.7)
+        annotator.answer[split.train_index.numpy()] = data.y[split.train_index].numpy()  # right on the shots
+        if good:  # make it wrong on one shot in three, so that good referees win
+            wrong = split.train_index.numpy()[::3]
+            annotator.answer[wrong] = (annotator.answer[wrong] + 1) % 3
+        config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=40), budget_count=30,
+                           denoise="posterior", dns_k=0)
+        expansion = PKD(config).expand(data, annotator, split, seed=0)
+        g = expansion.diagnostics["denoise_gate"]
+        assert g["chosen"] == ("denoised" if g["denoise"] else "raw")
+        assert g["denoise"] == good
+        assert (expansion.raw_expansion is expansion) == (not good)
 
 
 def test_teachers_that_read_labels_train_in_pkd():
