@@ -146,14 +146,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"denoiser of the LLM labels (default: {PKDConfig.denoise})")
     p.add_argument("--pkd-denoise-gate", default=PKDConfig.denoise_gate, choices=("auto", "off"),
                    help="auto: keep the denoised labels only if their teachers validate at least as well as "
-                   "teachers on the raw labels, or, without validation labels, as --pkd-referee-check decides "
-                   f"(default: {PKDConfig.denoise_gate})")
+                   "teachers on the raw labels, or, without validation labels, as --pkd-referee-check "
+                   f"decides (default: {PKDConfig.denoise_gate})")
     p.add_argument("--pkd-denoise-min-shots", type=int, default=PKDConfig.denoise_min_shots,
-                   help=f"the shot rule of --pkd-referee-check shots (default: {PKDConfig.denoise_min_shots})")
+                   help="the shot rule of --pkd-referee-check shots "
+                   f"(default: {PKDConfig.denoise_min_shots})")
     p.add_argument("--pkd-referee-check", default=PKDConfig.referee_check, choices=("cv", "shots"),
                    help="without validation labels: cv = denoise only when the shot-trained teachers, "
                    "cross-validated on the shots, are at least as accurate there as the annotator; shots = "
-                   f"denoise from --pkd-denoise-min-shots shots per class (default: {PKDConfig.referee_check})")
+                   "denoise from --pkd-denoise-min-shots shots per class "
+                   f"(default: {PKDConfig.referee_check})")
     p.add_argument("--pkd-posterior-threshold", type=float, default=0.5,
                    help="min posterior of a kept label with --pkd-denoise posterior (default: 0.5)")
     p.add_argument("--pkd-posterior-iterations", type=int, default=1,
