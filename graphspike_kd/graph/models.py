@@ -738,14 +738,14 @@ class SGC(NodeClassifier):
         \mathbf{X}\mathbf{W} + \mathbf{b}
 
     (computed as :math:`\mathbf{X}\mathbf{W}` first, then :math:`K` sparse propagations: the same linear
-    function, and the only matmul with the raw features is sparse when they are). No hidden layer:
-    ``hidden_channels`` and ``num_layers`` are accepted for a uniform builder and not used.
+    function, and the only matmul with the raw features is sparse when they are). There is no hidden layer:
+    ``num_layers`` is the filter order :math:`K`, ``hidden_channels`` is accepted for a uniform builder and
+    not used.
 
     Args:
         in_channels (int): feature size. hidden_channels (int): unused. out_channels (int): classes.
-        num_layers (int, optional): unused. (default: ``1``)
+        num_layers (int, optional): the filter order :math:`K`. (default: ``2``)
         dropout (float, optional): input dropout. (default: ``0.5``)
-        K (int, optional): filter order. (default: ``2``)
 
     Shapes: x :math:`(N, F)` dense or sparse CSR, edge_index :math:`(2, E)` → :math:`(N, C)`.
     """
@@ -755,14 +755,10 @@ class SGC(NodeClassifier):
         in_channels: int,
         hidden_channels: int,
         out_channels: int,
-        num_layers: int = 1,
+        num_layers: int = 2,
         dropout: float = 0.5,
-        K: int = 2,
     ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
-        if K < 1:
-            raise ValueError(f"SGC: K must be >= 1, got {K}")
-        self.K = K
         self.lin = MLP(in_channels, hidden_channels, out_channels, num_layers=1, dropout=dropout)
         self._adj = _AdjacencyCache()
         self._finish_init()
@@ -772,12 +768,9 @@ class SGC(NodeClassifier):
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         h = self.lin(x, edge_index)  # the one-layer MLP applies the input dropout
-        for _ in range(self.K):
+        for _ in range(self.num_layers):
             h = self._adj.matmul(edge_index, "gcn", h)
         return h
-
-    def __repr__(self) -> str:
-        return f"SGC({self.in_channels}, {self.out_channels}, K={self.K})"
 
 
 class LabelPropagation(NodeClassifier):
@@ -937,12 +930,35 @@ class CorrectAndSmooth(NodeClassifier):
         z = torch.where(total > 0, z / total.clamp(min=1e-12), torch.full_like(z, 1.0 / z.size(1)))
         return z.clamp(min=1e-8).log()
 
-    def __repr__(self) -> str:
-        c = f"{self.in_channels}, {self.hidden_channels}, {self.out_channels}"
-        return f"CorrectAndSmooth({c}, K={self.K})"
+
+MODELS.update({"sgc": SGC, "cs": CorrectAndSmooth})
+# models with no features and nothing to train: built by build_teacher only
+LABEL_ONLY_MODELS: dict[str, type[NodeClassifier]] = {"labelprop": LabelPropagation}
 
 
-MODELS.update({"sgc": SGC, "labelprop": LabelPropagation, "cs": CorrectAndSmooth})
+def available_teachers() -> list[str]:
+    """Names accepted by :func:`build_teacher`: :func:`available_models` and the label-only models."""
+    return available_models() + list(LABEL_ONLY_MODELS)
+
+
+def build_teacher(
+    name: str, in_channels: int, hidden_channels: int, out_channels: int, **kwargs
+) -> NodeClassifier:
+    """:func:`build_model`, plus the label-only models (``"labelprop"``: :class:`LabelPropagation`), which
+    have nothing to train and read the labels themselves (:func:`is_trainable`, :func:`needs_labels`).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or a bad option for that model.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in LABEL_ONLY_MODELS:
+        try:
+            return LABEL_ONLY_MODELS[key](in_channels, hidden_channels, out_channels, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"bad options for model {name!r}: {exc}") from exc
+    if key not in MODELS:
+        raise ValueError(f"unknown teacher {name!r}; valid: {', '.join(available_teachers())}")
+    return build_model(name, in_channels, hidden_channels, out_channels, **kwargs)
 
 
 def needs_labels(model: nn.Module) -> bool:

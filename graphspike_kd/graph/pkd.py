@@ -82,7 +82,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from graphspike_kd.graph.models import build_model, is_trainable, needs_labels, prepare_features
+from graphspike_kd.graph.models import (
+    build_model,
+    build_teacher,
+    is_trainable,
+    needs_labels,
+    prepare_features,
+)
 from graphspike_kd.graph.selectors import (
     NGS_STATE_DEFAULT,
     NGS_STATE_PARTS,
@@ -401,7 +407,7 @@ class PKD:
     def _fit_model(
         self, name: str, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
     ) -> nn.Module:
-        model = build_model(name, data.num_features, self.config.hidden, len(data.class_names))
+        model = build_teacher(name, data.num_features, self.config.hidden, len(data.class_names))
         val_mask = split.val_mask if split.has_validation else None
         config = self.config.train if val_mask is not None else replace(self.config.train, patience=None)
         if is_trainable(model):

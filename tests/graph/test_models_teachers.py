@@ -8,7 +8,9 @@ from graphspike_kd.graph.models import (
     CorrectAndSmooth,
     LabelPropagation,
     available_models,
+    available_teachers,
     build_model,
+    build_teacher,
     is_trainable,
     needs_labels,
     prepare_features,
@@ -44,17 +46,23 @@ def _sbm(n_per_class=40, classes=3, seed=0, feature_signal=0.6):
 
 
 def test_registry_names():
-    assert {"sgc", "labelprop", "cs"} <= set(available_models())
+    assert {"sgc", "cs"} <= set(available_models()) and "labelprop" not in available_models()
+    assert set(available_models()) | {"labelprop"} == set(available_teachers())
     for name in ("sgc", "labelprop", "cs"):
-        m = build_model(name, 10, 8, 3)
+        m = build_teacher(name, 10, 8, 3)
         assert "(" in repr(m) and "\n" not in repr(m)
-    assert not is_trainable(build_model("labelprop", 10, 8, 3)) and is_trainable(build_model("sgc", 10, 8, 3))
+    assert not is_trainable(build_teacher("labelprop", 10, 8, 3))
+    assert is_trainable(build_model("sgc", 10, 8, 3))
     assert needs_labels(build_model("cs", 10, 8, 3)) and not needs_labels(build_model("gcn", 10, 8, 3))
+    with pytest.raises(ValueError, match="labelprop"):
+        build_teacher("nope", 10, 8, 3)
+    with pytest.raises(ValueError, match="bad options"):
+        build_teacher("labelprop", 10, 8, 3, heads=2)
 
 
 def test_sgc_is_the_k_step_filter_of_a_linear_map():
     x, ei, _ = _sbm(n_per_class=10)
-    m = build_model("sgc", x.size(1), 8, 3, K=2).eval()
+    m = build_model("sgc", x.size(1), 8, 3, num_layers=2).eval()
     lin = m.lin.convs[0].lin
     # dense reference: A_hat = D^-1/2 (A + I) D^-1/2
     n = x.size(0)
@@ -69,8 +77,7 @@ def test_sgc_is_the_k_step_filter_of_a_linear_map():
     xs = prepare_features(torch.where(x > 1.5, x, torch.zeros_like(x)))
     assert xs.layout == torch.sparse_csr
     assert torch.allclose(m(xs, ei), m(xs.to_dense(), ei), atol=1e-5)
-    with pytest.raises(ValueError, match="K"):
-        build_model("sgc", 5, 4, 2, K=0)
+    assert repr(m) == f"SGC({x.size(1)}, 8, 3, num_layers=2)"
 
 
 def test_label_propagation_hand_case():
