@@ -19,8 +19,8 @@ The composition is **chosen on validation only**: the highest mean over seeds of
 With ``--distill``, PKD's student is then trained (:meth:`PKD.distill`, every teacher selector of
 ``--selectors``) on the default set and on the chosen one, and its validation and test accuracy recorded.
 
-The results JSON holds the per-seed and mean figures of every composition, the chosen one and the
-command; the table printed lists the ``--top`` compositions by the selection criterion.
+The results JSON holds the mean figures of every composition (per seed for the ``--top`` ones by the
+selection criterion and the default set), the chosen one and the command; the table printed lists those.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
                     reverse=True)
     chosen = ranked[0]
     default_name = ",".join(t for t in pool if t in defaults) if set(defaults) <= set(pool) else None
+    kept = ranked[: args.top] + ([default_name] if default_name and default_name not in ranked[: args.top]
+                                 else [])  # compositions whose per-seed figures are stored
 
     distill: dict[str, dict[str, dict[str, list[float]]]] = {}
     if args.distill:
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "single_teacher": {t: {p: float(np.mean(v[p])) for p in ("val", "test")} for t, v in singles.items()},
         "single_teacher_per_seed": singles,
         "compositions": summary,
-        "compositions_per_seed": per_combo,
+        "compositions_per_seed": {n: per_combo[n] for n in kept},
         "ranked_by_validation": ranked,
         "distill": distill,
         "wall_time_s": time.perf_counter() - start,
@@ -189,9 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"{'composition':<34} {'val ens':>8} {'val orc':>8} {'test ens':>9} {'test best':>9} "
           f"{'test orc':>9} {'test gap':>9}")
-    shown = ranked[: args.top] + ([default_name] if default_name and default_name not in ranked[: args.top]
-                                  else [])
-    for name in shown:
+    for name in kept:
         v, t = summary[name]["val"], summary[name]["test"]
         print(f"{name:<34} {100 * v['ensemble']:8.2f} {100 * v['oracle']:8.2f} {100 * t['ensemble']:9.2f} "
               f"{100 * t['best']:9.2f} {100 * t['oracle']:9.2f} {100 * t['gap']:9.2f}")
