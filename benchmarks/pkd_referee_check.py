@@ -69,9 +69,16 @@ def main(argv: list[str] | None = None) -> dict:
               f"{'denoise' if check['denoise'] else 'raw'} | test: referees {mean_test:.3f}, "
               f"LLM {llm_test:.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    payload = {
-        "dataset": args.dataset, "shots": args.shots, "protocol": "strict", "seeds": list(args.seeds),
-        "teachers": list(teachers), "per_seed": rows,
+        payload = _payload(args, teachers, rows, start, argv)  # written after every seed
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(payload, indent=1) + "\n")
+    return payload
+
+
+def _payload(args, teachers, rows, start, argv) -> dict:
+    return {
+        "dataset": args.dataset, "shots": args.shots, "protocol": "strict",
+        "seeds": [r["seed"] for r in rows], "teachers": list(teachers), "per_seed": rows,
         "denoised_seeds": [r["seed"] for r in rows if r["denoise"]],
         "mean_referee_cv_acc": float(np.mean([r["referee_cv_acc"] for r in rows])),
         "mean_llm_shot_acc": float(np.mean([r["llm_shot_acc"] for r in rows])),
@@ -79,9 +86,6 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python benchmarks/pkd_referee_check.py "
                    + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(payload, indent=1) + "\n")
-    return payload
 
 
 if __name__ == "__main__":
