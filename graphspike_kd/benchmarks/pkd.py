@@ -32,6 +32,11 @@ ablations (``--pkd-rows``):
 ``pkd_random_nodes``       GNS replaced by random selection of the same number of pool nodes (identical to
                            ``pkd`` when the budget is the whole pool, as under the paper protocol at 48 %).
 ``pkd_no_denoise``         every LLM label kept (the paper's pipeline without denoising).
+``pkd_oracle_teacher``     a diagnostic, not a method: the accuracy of the oracle teacher selector (per test
+                           node, a teacher that is right if any is) over PKD's final teachers, the upper
+                           bound of every teacher selector; read from the test labels after the fit
+                           (``per_seed[i].pkd.expansion.teacher_oracle`` also holds each teacher's
+                           accuracy, the gap to the best teacher and the pairwise agreement).
 
 PKD's fit never reads a test label; its test-label diagnostics (``per_seed[i].pkd``) come from
 :meth:`~graphspike_kd.graph.pkd.PKD.evaluate_expansion` and :meth:`~graphspike_kd.graph.pkd.PKD.evaluate`
@@ -141,10 +146,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"denoiser of the LLM labels (default: {PKDConfig.denoise})")
     p.add_argument("--pkd-denoise-gate", default=PKDConfig.denoise_gate, choices=("auto", "off"),
                    help="auto: keep the denoised labels only if their teachers validate at least as well as "
-                   "teachers on the raw labels, or, without validation labels, only from "
-                   f"--pkd-denoise-min-shots shots per class (default: {PKDConfig.denoise_gate})")
+                   "teachers on the raw labels, or, without validation labels, as --pkd-referee-check "
+                   f"decides (default: {PKDConfig.denoise_gate})")
     p.add_argument("--pkd-denoise-min-shots", type=int, default=PKDConfig.denoise_min_shots,
-                   help=f"see --pkd-denoise-gate (default: {PKDConfig.denoise_min_shots})")
+                   help="the shot rule of --pkd-referee-check shots "
+                   f"(default: {PKDConfig.denoise_min_shots})")
+    p.add_argument("--pkd-referee-check", default=PKDConfig.referee_check, choices=("cv", "shots"),
+                   help="without validation labels: cv = denoise only when the shot-trained teachers, "
+                   "cross-validated on the shots, are at least as accurate there as the annotator; shots = "
+                   "denoise from --pkd-denoise-min-shots shots per class "
+                   f"(default: {PKDConfig.referee_check})")
     p.add_argument("--pkd-posterior-threshold", type=float, default=0.5,
                    help="min posterior of a kept label with --pkd-denoise posterior (default: 0.5)")
     p.add_argument("--pkd-posterior-iterations", type=int, default=1,
@@ -345,6 +356,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
         teachers=tuple(args.pkd_teachers or teachers), student=args.pkd_student or student,
         hidden=args.pkd_hidden, train=train, budget_count=args.pkd_budget, denoise=args.pkd_denoise,
         denoise_gate=args.pkd_denoise_gate, denoise_min_shots=args.pkd_denoise_min_shots,
+        referee_check=args.pkd_referee_check,
         posterior_threshold=args.pkd_posterior_threshold,
         posterior_iterations=args.pkd_posterior_iterations, self_training_rounds=args.pkd_self_training,
         ngs_rounds=args.pkd_ngs_rounds, final_epochs=args.epochs)
@@ -368,6 +380,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
     if any(r in args.pkd_rows for r in (*rules, "pkd_random_nodes")):
         expansion = pkd.expand(data, annotator, split, seed)
         diagnostics["expansion"] = measured(pkd, expansion)
+        results["pkd_oracle_teacher"] = diagnostics["expansion"]["teacher_oracle"]["oracle_acc"]
     for row, rule in rules.items():
         if row in args.pkd_rows:
             out, diagnostics[row] = distilled(pkd, expansion, rule)
@@ -463,7 +476,7 @@ def run_seeds(
 
 
 METHOD_ORDER = ("gcn_fewshot", "llm_only", "gcn_llm_labels", "teacher_majority_vote", "best_teacher",
-                *PKD_ROWS)
+                *PKD_ROWS, "pkd_oracle_teacher")
 
 
 def format_table(payload: dict) -> str:

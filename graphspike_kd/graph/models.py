@@ -726,3 +726,247 @@ def build_model(
         return MODELS[key](in_channels, hidden_channels, out_channels, **kwargs)
     except TypeError as exc:
         raise ValueError(f"bad options for model {name!r}: {exc}") from exc
+
+
+# ------------------------------------------------------------------- teachers that fail differently
+class SGC(NodeClassifier):
+    r"""Simplified graph convolution (Wu et al., "Simplifying Graph Convolutional Networks", ICML 2019,
+    arXiv:1902.07153): a fixed low-pass polynomial filter followed by one linear map,
+
+    .. math::
+        \mathbf{Z} = \big(\hat{\mathbf{D}}^{-1/2}\hat{\mathbf{A}}\hat{\mathbf{D}}^{-1/2}\big)^{K}
+        \mathbf{X}\mathbf{W} + \mathbf{b}
+
+    (computed as :math:`\mathbf{X}\mathbf{W}` first, then :math:`K` sparse propagations: the same linear
+    function, and the only matmul with the raw features is sparse when they are). There is no hidden layer:
+    ``num_layers`` is the filter order :math:`K`, ``hidden_channels`` is accepted for a uniform builder and
+    not used.
+
+    Args:
+        in_channels (int): feature size. hidden_channels (int): unused. out_channels (int): classes.
+        num_layers (int, optional): the filter order :math:`K`. (default: ``2``)
+        dropout (float, optional): input dropout. (default: ``0.5``)
+
+    Shapes: x :math:`(N, F)` dense or sparse CSR, edge_index :math:`(2, E)` → :math:`(N, C)`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+    ):
+        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
+        self.lin = MLP(in_channels, hidden_channels, out_channels, num_layers=1, dropout=dropout)
+        self._adj = _AdjacencyCache()
+        self._finish_init()
+
+    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.forward(x, edge_index)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        h = self.lin(x, edge_index)  # the one-layer MLP applies the input dropout
+        for _ in range(self.num_layers):
+            h = self._adj.matmul(edge_index, "gcn", h)
+        return h
+
+
+class LabelPropagation(NodeClassifier):
+    r"""Label propagation (Zhou et al., "Learning with Local and Global Consistency", NeurIPS 2003): the
+    labelled nodes' one-hot labels diffused over the graph, with no features and no parameters,
+
+    .. math::
+        \mathbf{Y}^{(0)} = \mathbf{Y}_L,\qquad
+        \mathbf{Y}^{(k+1)} = \alpha\,\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}\mathbf{Y}^{(k)}
+        + (1-\alpha)\,\mathbf{Y}_L
+
+    (``torch_geometric.nn.models.LabelPropagation``, values clamped to :math:`[0, 1]` after each step).
+    Its errors come from the graph alone, unlike a feature model's. It has nothing to train: call
+    :meth:`fit_labels` with the labels, then ``forward`` returns :math:`\log` of the row-normalised
+    :math:`\mathbf{Y}^{(K)}` (a node no label reaches gets the uniform distribution). ``in_channels``,
+    ``hidden_channels``, ``num_layers`` and ``dropout`` are accepted for a uniform builder and not used.
+
+    Args:
+        K (int, optional): propagation steps. (default: ``50``)
+        alpha (float, optional): :math:`\alpha`. (default: ``0.9``)
+
+    Shapes: x :math:`(N, F)` (ignored), edge_index :math:`(2, E)` → :math:`(N, C)` log-probabilities.
+    """
+
+    trainable = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        K: int = 50,
+        alpha: float = 0.9,
+    ):
+        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
+        if K < 1 or not 0.0 < alpha < 1.0:
+            raise ValueError(f"LabelPropagation: need K >= 1 and 0 < alpha < 1, got K={K}, alpha={alpha}")
+        self.K, self.alpha = K, alpha
+        self._probs: Tensor | None = None
+        self._finish_init()
+
+    def reset_parameters(self) -> None:
+        self._probs = None
+
+    def fit_labels(self, x: Tensor, edge_index: Tensor, targets: Tensor, mask: Tensor) -> LabelPropagation:
+        """Propagate ``targets[mask]`` (class ids; ``-1`` nodes are skipped) over the graph; returns self.
+
+        Shapes: targets :math:`(N)`, mask :math:`(N)` bool."""
+        from torch_geometric.nn.models import LabelPropagation as PyGLabelPropagation
+
+        mask = mask & (targets >= 0)
+        if not bool(mask.any()):
+            raise ValueError("LabelPropagation.fit_labels: no labelled node")
+        if int(targets.max()) >= self.out_channels:
+            raise ValueError(f"label {int(targets.max())} outside {self.out_channels} classes")
+        y = torch.where(mask, targets, torch.zeros_like(targets))
+        with torch.no_grad():
+            out = PyGLabelPropagation(self.K, self.alpha)(y, edge_index, mask)
+        total = out.sum(1, keepdim=True)
+        uniform = torch.full_like(out, 1.0 / self.out_channels)
+        self._probs = torch.where(total > 0, out / total.clamp(min=1e-12), uniform)
+        return self
+
+    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        if self._probs is None:
+            raise RuntimeError("LabelPropagation: call fit_labels(x, edge_index, targets, mask) first")
+        return self._probs
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.embed(x, edge_index).clamp(min=1e-8).log()
+
+    def __repr__(self) -> str:
+        return f"LabelPropagation({self.out_channels}, K={self.K}, alpha={self.alpha})"
+
+
+class CorrectAndSmooth(NodeClassifier):
+    r"""Correct and Smooth (Huang et al., "Combining Label Propagation and Simple Models Out-performs Graph
+    Neural Networks", ICLR 2021, arXiv:2010.13993): a feature-only MLP base predictor :math:`\mathbf{Z}`,
+    then two label propagations over the graph (``torch_geometric.nn.models.CorrectAndSmooth``):
+
+    .. math::
+        \mathbf{E}^{(0)}_L = \mathbf{Y}_L - \mathbf{Z}_L,\ \
+        \hat{\mathbf{E}} = \mathrm{LP}_{\alpha_1}(\mathbf{E}^{(0)}),\ \
+        \mathbf{Z}' = \mathbf{Z} + \sigma\,\hat{\mathbf{E}} / \lVert\hat{\mathbf{E}}_i\rVert_1
+        \ \text{(correct)};
+        \qquad
+        \mathbf{G}^{(0)} = \mathbf{Z}' \text{ with } \mathbf{G}^{(0)}_L = \mathbf{Y}_L,\ \
+        \mathbf{G} = \mathrm{LP}_{\alpha_2}(\mathbf{G}^{(0)}) \ \text{(smooth)}
+
+    with :math:`\sigma` the mean :math:`L_1` error on the labelled nodes (autoscale). The MLP is trained
+    as any model (``forward`` gives its logits until labels are attached); :meth:`fit_labels` attaches the
+    labels, after which ``forward`` returns :math:`\log` of the row-normalised, clamped :math:`\mathbf{G}`.
+
+    Args:
+        num_layers (int, optional): MLP layers. (default: ``2``)
+        dropout (float, optional): MLP dropout. (default: ``0.5``)
+        K (int, optional): steps of each propagation. (default: ``50``)
+        correct_alpha (float, optional): :math:`\alpha_1`. (default: ``0.5``)
+        smooth_alpha (float, optional): :math:`\alpha_2`. (default: ``0.8``)
+
+    Shapes: x :math:`(N, F)` dense or sparse CSR, edge_index :math:`(2, E)` → :math:`(N, C)`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        K: int = 50,
+        correct_alpha: float = 0.5,
+        smooth_alpha: float = 0.8,
+    ):
+        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
+        if K < 1 or not (0.0 < correct_alpha < 1.0 and 0.0 < smooth_alpha < 1.0):
+            raise ValueError(
+                f"CorrectAndSmooth: need K >= 1 and alphas in (0, 1), got K={K}, "
+                f"correct_alpha={correct_alpha}, smooth_alpha={smooth_alpha}"
+            )
+        self.K, self.correct_alpha, self.smooth_alpha = K, correct_alpha, smooth_alpha
+        self.mlp = MLP(in_channels, hidden_channels, out_channels, num_layers, dropout)
+        self._labels: tuple[Tensor, Tensor] | None = None
+        self._finish_init()
+
+    def reset_parameters(self) -> None:
+        self.mlp.reset_parameters()
+        self._labels = None
+
+    def fit_labels(self, x: Tensor, edge_index: Tensor, targets: Tensor, mask: Tensor) -> CorrectAndSmooth:
+        """Attach the labels ``targets[mask]`` (``-1`` nodes skipped) that correct and smooth use; returns
+        self. Shapes: targets :math:`(N)`, mask :math:`(N)` bool."""
+        mask = mask & (targets >= 0)
+        if not bool(mask.any()):
+            raise ValueError("CorrectAndSmooth.fit_labels: no labelled node")
+        self._labels = (targets.clone(), mask.clone())
+        return self
+
+    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.mlp.embed(x, edge_index)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        logits = self.mlp(x, edge_index)
+        if self._labels is None:
+            return logits
+        from torch_geometric.nn.models import CorrectAndSmooth as PyGCorrectAndSmooth
+
+        targets, mask = self._labels
+        cs = PyGCorrectAndSmooth(self.K, self.correct_alpha, self.K, self.smooth_alpha, autoscale=True)
+        with torch.no_grad():
+            z = logits.detach().softmax(-1)
+            z = cs.correct(z, targets[mask], mask, edge_index)
+            z = cs.smooth(z, targets[mask], mask, edge_index).clamp(min=0)
+        total = z.sum(1, keepdim=True)
+        z = torch.where(total > 0, z / total.clamp(min=1e-12), torch.full_like(z, 1.0 / z.size(1)))
+        return z.clamp(min=1e-8).log()
+
+
+MODELS.update({"sgc": SGC, "cs": CorrectAndSmooth})
+# models with no features and nothing to train: built by build_teacher only
+LABEL_ONLY_MODELS: dict[str, type[NodeClassifier]] = {"labelprop": LabelPropagation}
+
+
+def available_teachers() -> list[str]:
+    """Names accepted by :func:`build_teacher`: :func:`available_models` and the label-only models."""
+    return available_models() + list(LABEL_ONLY_MODELS)
+
+
+def build_teacher(
+    name: str, in_channels: int, hidden_channels: int, out_channels: int, **kwargs
+) -> NodeClassifier:
+    """:func:`build_model`, plus the label-only models (``"labelprop"``: :class:`LabelPropagation`), which
+    have nothing to train and read the labels themselves (:func:`is_trainable`, :func:`needs_labels`).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or a bad option for that model.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in LABEL_ONLY_MODELS:
+        try:
+            return LABEL_ONLY_MODELS[key](in_channels, hidden_channels, out_channels, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"bad options for model {name!r}: {exc}") from exc
+    if key not in MODELS:
+        raise ValueError(f"unknown teacher {name!r}; valid: {', '.join(available_teachers())}")
+    return build_model(name, in_channels, hidden_channels, out_channels, **kwargs)
+
+
+def needs_labels(model: nn.Module) -> bool:
+    """True for a model that reads the labels themselves at inference (:class:`LabelPropagation`,
+    :class:`CorrectAndSmooth`): after training, call ``model.fit_labels(x, edge_index, targets, mask)``."""
+    return hasattr(model, "fit_labels")
+
+
+def is_trainable(model: nn.Module) -> bool:
+    """False for a model with nothing to train (:class:`LabelPropagation`): skip the optimiser."""
+    return getattr(model, "trainable", True)

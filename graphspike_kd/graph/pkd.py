@@ -61,9 +61,12 @@ class confusions, which cost more than uniform noise, so the teachers trained on
 The **denoise gate** (``denoise_gate="auto"``, the default) decides whether the referees are good enough.
 With validation labels (the ``"paper"`` protocol) it also trains the teachers on the raw LLM labels and
 keeps the denoised set only when its teachers' mean validation accuracy is at least as high. Without them
-(``"strict"``) it keeps the raw labels when the split has fewer than ``denoise_min_shots`` labelled nodes
-per class (default 3): with so few shots the referees are too weak, and denoising then discards more right
-labels than wrong ones. ``denoise_gate="off"`` always denoises.
+(``"strict"``) the **referee check** (:meth:`PKD.referee_check`, ``referee_check="cv"``) cross-validates the
+shot-trained teachers on the shots and denoises only when they are at least as accurate there as the
+annotator is on the same shots: weak referees discard more right labels than wrong ones. With one shot per
+class nothing can be held out and the raw labels are kept. ``referee_check="shots"`` is the fixed rule
+instead: raw labels below ``denoise_min_shots`` labelled nodes per class (default 3).
+``denoise_gate="off"`` always denoises.
 """
 
 from __future__ import annotations
@@ -80,8 +83,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from graphspike_kd.common.losses import soft_target_loss
-from graphspike_kd.graph.models import build_model, prepare_features
+from graphspike_kd.graph.models import (
+    build_model,
+    build_teacher,
+    is_trainable,
+    needs_labels,
+    prepare_features,
+)
 from graphspike_kd.graph.selectors import (
+    NGS_STATE_DEFAULT,
+    NGS_STATE_PARTS,
     PPOTeacherSelector,
     dns_neighbours,
     expansion_budget,
@@ -89,6 +100,7 @@ from graphspike_kd.graph.selectors import (
     majority_vote,
     ngs_state,
     rule_teacher_choice,
+    teacher_oracle,
 )
 from graphspike_kd.graph.splits import FewShotSplit
 from graphspike_kd.graph.training import (
@@ -104,6 +116,7 @@ HETEROPHILY_TEACHERS = ("gprgnn", "h2gcn", "mlp", "dirgnn")
 TEACHER_SELECTIONS = ("ngs", "random", "majority", "confident")
 NODE_SELECTIONS = ("gns", "random")
 DENOISE = ("none", "drop", "relabel", "posterior")
+LABEL_READING_MODELS = ("labelprop", "cs")  # teachers only: they read the training labels at inference
 
 
 def default_models(dataset_name: str) -> tuple[tuple[str, ...], str]:
@@ -214,11 +227,10 @@ class PKDConfig:
         posterior_threshold (float): min posterior of a kept label (``"posterior"``). (default: ``0.5``)
         denoise_gate (str): ``"auto"``: with a labelled validation set (``"paper"`` protocol) also train
             the teachers on the raw LLM labels and keep the denoised labels only if their teachers' mean
-            validation accuracy is at least as high; without one, keep the raw labels below
-            ``denoise_min_shots`` labelled nodes per class (denoising with poor referees throws away good
-            labels, see the module docstring). ``"off"``: always denoise. (default: ``"auto"``)
-        denoise_min_shots (int): the shot rule of ``denoise_gate="auto"`` without validation labels.
-            (default: ``3``)
+            validation accuracy is at least as high; without one, decide by ``referee_check`` (denoising
+            with poor referees throws away good labels, see the module docstring). ``"off"``: always
+            denoise. (default: ``"auto"``)
+        denoise_min_shots (int): the shot rule of ``referee_check="shots"``. (default: ``3``)
         posterior_iterations (int): EM rounds of the ``"posterior"`` confusion-matrix estimate (1: from the
             teachers' beliefs only). (default: ``1``)
         self_training_rounds (int): extra denoise → retrain rounds with the retrained teachers as the
@@ -233,6 +245,17 @@ class PKDConfig:
         final_epochs (int): student epochs after NGS with the argmax policy, with model selection.
             (default: ``200``)
         ppo_lr (float), ppo_hidden (int): PPO heads. (default: ``3e-3``, ``128``)
+        ngs_state_parts (tuple of str): the blocks of the NGS state
+            (:data:`~graphspike_kd.graph.selectors.NGS_STATE_PARTS`; ``"label_agreement"`` reads the
+            expanded labels). (default: :data:`~graphspike_kd.graph.selectors.NGS_STATE_DEFAULT`)
+        referee_check (str): how ``denoise_gate="auto"`` decides without validation labels: ``"cv"``
+            (:meth:`PKD.referee_check`: denoise only when the shot-trained teachers, cross-validated on the
+            shots, are at least as accurate there as the annotator) or ``"shots"`` (the fixed rule: denoise
+            from ``denoise_min_shots`` shots per class). (default: ``"cv"``)
+        referee_folds (int): folds of the ``"cv"`` check, each holding out one shot per class.
+            (default: ``3``)
+        referee_margin (float): the ``"cv"`` check denoises when the referees' accuracy is at least the
+            annotator's plus this margin. (default: ``0.0``)
     """
 
     teachers: tuple[str, ...] = HOMOPHILY_TEACHERS
@@ -261,6 +284,10 @@ class PKDConfig:
     final_epochs: int = 200
     ppo_lr: float = 3e-3
     ppo_hidden: int = 128
+    ngs_state_parts: tuple[str, ...] = NGS_STATE_DEFAULT
+    referee_check: str = "cv"
+    referee_folds: int = 3
+    referee_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 2:
@@ -272,6 +299,7 @@ class PKDConfig:
             ("distill_on", self.distill_on, ("labelled", "all")),
             ("uncertainty", self.uncertainty, ("pairwise", "js")),
             ("denoise_gate", self.denoise_gate, ("auto", "off")),
+            ("referee_check", self.referee_check, ("cv", "shots")),
         ):
             if value not in valid:
                 raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(valid)}")
@@ -281,6 +309,13 @@ class PKDConfig:
             raise ValueError(f"denoise_min_shots must be >= 1, got {self.denoise_min_shots}")
         if self.posterior_iterations < 1:
             raise ValueError(f"posterior_iterations must be >= 1, got {self.posterior_iterations}")
+        if self.referee_folds < 1:
+            raise ValueError(f"referee_folds must be >= 1, got {self.referee_folds}")
+        bad = [q for q in self.ngs_state_parts if q not in NGS_STATE_PARTS]
+        if bad or not self.ngs_state_parts:
+            raise ValueError(f"unknown or no ngs_state_parts {bad}; valid: {', '.join(NGS_STATE_PARTS)}")
+        if self.student.lower() in LABEL_READING_MODELS:
+            raise ValueError(f"student {self.student!r} reads the labels at inference; a student must not")
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -376,20 +411,23 @@ class PKD:
     def _fit_model(
         self, name: str, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
     ) -> nn.Module:
-        model = build_model(name, data.num_features, self.config.hidden, len(data.class_names))
+        model = build_teacher(name, data.num_features, self.config.hidden, len(data.class_names))
         val_mask = split.val_mask if split.has_validation else None
         config = self.config.train if val_mask is not None else replace(self.config.train, patience=None)
-        train_node_classifier(
-            model,
-            x,
-            data.edge_index,
-            targets,
-            mask,
-            val_mask=val_mask,
-            val_y=visible_labels(data.y, split),
-            config=config,
-            seed=seed,
-        )
+        if is_trainable(model):
+            train_node_classifier(
+                model,
+                x,
+                data.edge_index,
+                targets,
+                mask,
+                val_mask=val_mask,
+                val_y=visible_labels(data.y, split),
+                config=config,
+                seed=seed,
+            )
+        if needs_labels(model):  # label propagation, correct and smooth: they read the training labels
+            model.fit_labels(x, data.edge_index, targets, mask)
         return model
 
     def train_teachers(
@@ -522,9 +560,11 @@ class PKD:
 
     def gate_mode(self, split: FewShotSplit, budget: int) -> str:
         """Which label sets :meth:`expand` trains teachers on, decided before any is trained:
-        ``"raw"`` (every LLM label: ``denoise="none"``, or the gate's shot rule without validation labels),
-        ``"denoised"`` (``denoise_gate="off"``, enough shots without validation labels, or nothing was
-        annotated) or ``"compare"`` (both; :meth:`gate` keeps the one whose teachers validate better)."""
+        ``"raw"`` (every LLM label: ``denoise="none"``, or, without validation labels, one shot per class
+        or the ``"shots"`` rule), ``"denoised"`` (``denoise_gate="off"``, the ``"shots"`` rule with enough
+        shots, or nothing was annotated), ``"compare"`` (both; :meth:`gate` keeps the one whose teachers
+        validate better) or ``"check"`` (no validation labels: :meth:`referee_check` decides once the
+        annotator has answered on the shots)."""
         c = self.config
         if c.denoise == "none":
             return "raw"
@@ -532,9 +572,91 @@ class PKD:
             return "denoised"
         if split.has_validation:
             return "compare"
-        return "raw" if split.shots < c.denoise_min_shots else "denoised"
+        if c.referee_check == "shots":
+            return "raw" if split.shots < c.denoise_min_shots else "denoised"
+        return "raw" if split.shots < 2 else "check"  # one shot per class: nothing to hold out
 
-    def gate(self, data, split: FewShotSplit, raw: Expansion | None, denoised: Expansion | None) -> Expansion:
+    def referee_check(
+        self, data, split: FewShotSplit, shot_llm: Tensor | None, seed: int = 0
+    ) -> dict[str, Any]:
+        r"""Label-free estimate of whether the referees (the teachers trained on the shots) can vet the
+        annotator: cross-validation on the shots, against the annotator's own accuracy on them.
+
+        Fold :math:`f < F` (:math:`F` = ``referee_folds``, at most the shots per class) holds out the
+        :math:`f`-th shot of every class that has at least two, trains the teachers on the other shots and
+        predicts the held-out ones with their mean softmax. With :math:`H` the held-out shots and
+        :math:`Q` all shots,
+
+        .. math::
+            \mathrm{acc}_{ref} = \frac{1}{|H|}\sum_{i\in H}\big[\arg\max_c \bar p^{(-f)}_i(c) = y_i\big],
+            \qquad
+            \mathrm{acc}_{LLM} = \frac{1}{|Q|}\sum_{i\in Q}[\ell_i = y_i]
+
+        and the check denoises when :math:`\mathrm{acc}_{ref} \ge \mathrm{acc}_{LLM}` + ``referee_margin``:
+        the posterior denoiser overrides the annotator where the referees disagree, which helps only when
+        they are the more reliable of the two. The referees of the estimate see one shot per class fewer
+        than the real ones, so it errs towards keeping the raw labels. Reads the shots' labels only.
+
+        Args:
+            data: the graph.
+            split (FewShotSplit): the few-shot split.
+            shot_llm (Tensor, optional): ``[Q]`` the annotator's answers on ``split.train_index``
+                (``-1``: invalid, counted wrong); ``None``: the annotator was not asked (no denoising).
+            seed (int, optional): seeds the fold teachers. (default: ``0``)
+
+        Returns:
+            dict with ``denoise`` (bool), ``referee_cv_acc``, ``llm_shot_acc``, ``folds``, ``held_out``
+            and ``reason``.
+        """
+        c = self.config
+        y = visible_labels(data.y, split)
+        idx = split.train_index
+        cls = y[idx]
+        rank = torch.zeros_like(idx)
+        size = torch.zeros_like(idx)
+        for k in cls.unique():
+            members = (cls == k).nonzero().view(-1)
+            rank[members] = torch.arange(members.numel())
+            size[members] = members.numel()
+        eligible = size >= 2
+        asked = shot_llm is not None and idx.numel() > 0
+        llm_acc = float((shot_llm == cls).float().mean()) if asked else math.nan
+        out: dict[str, Any] = {"referee_cv_acc": math.nan, "llm_shot_acc": llm_acc, "folds": 0, "held_out": 0}
+        if shot_llm is None or not bool(eligible.any()):
+            why = "no class has two shots to cross-validate" if asked else "no annotator answers on the shots"
+            return {**out, "denoise": False, "reason": f"{why}: raw labels"}
+        folds = min(c.referee_folds, int(rank[eligible].max()) + 1)
+        x = prepare_features(data.x)
+        hits = []
+        for f in range(folds):
+            held = eligible & (rank == f)
+            train = split.train_mask.clone()
+            train[idx[held]] = False
+            targets = torch.where(train, y, torch.full_like(y, -1))
+            _, probs = self.train_teachers(data, x, targets, train, split, seed * 1009 + 500 + f)
+            hits.append(probs.mean(0).argmax(-1)[idx[held]] == cls[held])
+        right = torch.cat(hits)
+        ref_acc = float(right.float().mean())
+        denoise = ref_acc >= llm_acc + c.referee_margin
+        relation = ">=" if denoise else "<"
+        return {
+            **out,
+            "referee_cv_acc": ref_acc,
+            "folds": folds,
+            "held_out": int(right.numel()),
+            "denoise": denoise,
+            "reason": f"referees' cross-validated accuracy on the shots {ref_acc:.3f} {relation} the "
+            f"annotator's {llm_acc:.3f} + margin {c.referee_margin}",
+        }
+
+    def gate(
+        self,
+        data,
+        split: FewShotSplit,
+        raw: Expansion | None,
+        denoised: Expansion | None,
+        referee: dict[str, Any] | None = None,
+    ) -> Expansion:
         """Choose between the raw and the denoised expansion (see the module docstring). With both, keep the
         denoised one unless the teachers trained on the raw labels have a higher mean accuracy on the
         validation nodes; with only the raw one because of the shot rule, record why. The decision goes to
@@ -545,20 +667,30 @@ class PKD:
             split (FewShotSplit): the few-shot split.
             raw (Expansion, optional): teachers on every LLM label.
             denoised (Expansion, optional): teachers on the denoised labels.
+            referee (dict, optional): what :meth:`referee_check` decided, recorded with the choice.
         """
         c = self.config
         if denoised is None:
             if raw is None:
                 raise ValueError("gate needs the raw or the denoised expansion, got neither")
-            if c.denoise != "none":  # the shot rule: weak referees and nothing to validate on
+            if referee is not None:  # the referee check found the referees weaker than the annotator
+                raw.diagnostics["denoise_gate"] = {"chosen": "raw", **referee}
+                raw.raw_expansion = raw
+            elif c.denoise != "none":  # no validation labels and too few shots to check the referees
+                reason = (
+                    f"{split.shots} < denoise_min_shots = {c.denoise_min_shots} labelled nodes per class"
+                    if c.referee_check == "shots"
+                    else f"{split.shots} labelled node per class: no shot to hold out for the referee check"
+                )
                 raw.diagnostics["denoise_gate"] = {
                     "chosen": "raw",
-                    "reason": f"{split.shots} < denoise_min_shots = {c.denoise_min_shots} labelled nodes per "
-                    "class and no validation labels",
+                    "reason": f"{reason} and no validation labels",
                 }
                 raw.raw_expansion = raw
             return raw
         if raw is None:
+            if referee is not None:
+                denoised.diagnostics["denoise_gate"] = {"chosen": "denoised", **referee}
             return denoised
         y = visible_labels(data.y, split)
         val_denoised = _mean_accuracy(denoised.teacher_probs, y, split.val_mask)
@@ -597,9 +729,13 @@ class PKD:
         selected = self.select(split, shot_probs, seed)
         budget = selected.numel()
         mode = self.gate_mode(split, budget)
-        ask_shots = c.denoise == "posterior" and mode != "raw" and budget > 0
+        ask_shots = (c.denoise == "posterior" and mode != "raw" and budget > 0) or mode == "check"
         answers = self.annotate(annotator, data, split, selected, shot_models, ask_shots=ask_shots)
         llm = answers.labels
+        referee = None
+        if mode == "check":  # no validation labels: are the referees more reliable than the annotator?
+            referee = self.referee_check(data, split, answers.shot_labels, seed)
+            mode = "denoised" if referee["denoise"] else "raw"
 
         raw_labels = shots.clone()
         raw_labels[selected] = llm
@@ -620,7 +756,7 @@ class PKD:
             denoised = Expansion(
                 labels, labels >= 0, selected, llm, probs, models, {**diagnostics, **extra}, shot_teachers
             )
-        return self.gate(data, split, raw, denoised)
+        return self.gate(data, split, raw, denoised, referee)
 
     def denoise_once(
         self,
@@ -768,7 +904,7 @@ class PKD:
         probs, labels = expansion.teacher_probs, expansion.labels
         b, n, _ = probs.shape
         generator = torch.Generator().manual_seed(seed)
-        states = ngs_state(data.x, data.edge_index, probs)
+        states = ngs_state(x, data.edge_index, probs, labels=labels, parts=c.ngs_state_parts)
         states = (states - states.mean(0)) / states.std(0).clamp(min=1e-6)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -867,7 +1003,9 @@ class PKD:
         Keys: ``llm_acc_selected`` (the annotator's accuracy on the selected nodes, an invalid answer
         counting as wrong), ``expanded_label_acc`` (accuracy of the kept labels on the selected nodes; also
         as ``denoise_label_acc`` for a denoised expansion), ``teacher_test_acc_shots`` and
-        ``teacher_test_acc`` (each teacher's test accuracy before and after the expansion). With
+        ``teacher_test_acc`` (each teacher's test accuracy before and after the expansion), ``teacher_oracle``
+        (:func:`~graphspike_kd.graph.selectors.teacher_oracle` of the final teachers on the test nodes: the
+        oracle selector's accuracy, the best teacher's, their gap and the teachers' pairwise agreement). With
         ``annotator``, also ``llm_acc_random``: its accuracy on ``W`` pool nodes drawn at random (seeded by
         ``seed``), asked without DNS context. That costs up to ``W`` extra annotator calls, hence opt-in.
 
@@ -900,6 +1038,7 @@ class PKD:
             if "denoise_kept" in expansion.diagnostics:
                 out["denoise_label_acc"] = out["expanded_label_acc"]
         out["teacher_test_acc"] = _teacher_acc(expansion.teacher_probs, y, split.test_mask, names)
+        out["teacher_oracle"] = teacher_oracle(expansion.teacher_probs, y, split.test_mask, names)
         return out
 
     def evaluate(

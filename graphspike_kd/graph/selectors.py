@@ -13,6 +13,8 @@ Few-shot Node Classification", NeurIPS 2025 (arXiv:2510.10116).
 ``random_teacher``, ``majority_teacher``, ``confident_teacher``
                          the rule teacher selectors that NGS is compared with (``rule_teacher_choice``
                          picks one by name)
+``teacher_oracle``       evaluation only: the oracle selector's accuracy (a teacher that is right, if any
+                         is), each teacher's accuracy and their pairwise agreement on the evaluation nodes
 
 The exact typeset forms of the paper's :math:`\delta_K` and PPO losses could not be confirmed; the forms
 here are reconstructed from the paper's prose and the released code (``GEEX-Weixing/PKD@c23c798``) and say
@@ -22,6 +24,7 @@ so where they do.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -190,64 +193,131 @@ def dns_neighbours(
     return {int(v): list(dict.fromkeys(ids)) for v, ids in zip(nodes.tolist(), lists, strict=True)}
 
 
+NGS_STATE_PARTS = (
+    "features",
+    "neighbour_features",
+    "probs",
+    "entropy",
+    "agreement",
+    "neighbour_probs",
+    "degree",
+    "confidence",
+    "label_agreement",
+)
+NGS_STATE_DEFAULT = NGS_STATE_PARTS[:6]
+
+
 def ngs_state(
-    features: Tensor, edge_index: Tensor, teacher_probs: Tensor, *, max_features: int = 64
+    features: Tensor,
+    edge_index: Tensor,
+    teacher_probs: Tensor,
+    *,
+    max_features: int = 64,
+    labels: Tensor | None = None,
+    parts: tuple[str, ...] | list[str] = NGS_STATE_DEFAULT,
 ) -> Tensor:
     r"""The per-node state of the NGS policy: our documented lighter substitute for the paper's LLM hidden
-    state of a per-node prompt (the paper freezes the LLM, so its state is a constant per node too).
+    state of a per-node prompt (the paper freezes the LLM, so its state is a constant per node too). It is
+    the concatenation of the blocks named in ``parts``, in the order of :data:`NGS_STATE_PARTS`:
 
-    .. math::
-        s_i = \big[\, \tilde x_i \;\Vert\; \tfrac{1}{|\mathcal N(i)|}\textstyle\sum_{j\in\mathcal N(i)}
-        \tilde x_j \;\Vert\; p_{1,i} \Vert \cdots \Vert p_{B,i} \;\Vert\; H(p_{1,i}) \cdots H(p_{B,i})
-        \;\Vert\; a_{1,i} \cdots a_{B,i} \;\Vert\; \bar p^{\mathcal N}_{1,i} \Vert\cdots\,\big]
+    ======================  ==================================================================================
+    ``features``            :math:`\tilde x_i`: the node representation reduced to at most ``max_features``
+                            dimensions by PCA (``torch.pca_lowrank``, fixed sketch seed and ``niter``; a
+                            sparse matrix stays sparse), standardised
+    ``neighbour_features``  :math:`\frac{1}{|\mathcal N(i)|}\sum_{j\in\mathcal N(i)} \tilde x_j`
+    ``probs``               every teacher's softmax :math:`p_{b,i}`
+    ``entropy``             :math:`H(p_{b,i}) / \log C` per teacher
+    ``agreement``           :math:`a_{b,i}`: the fraction of the other teachers sharing teacher :math:`b`'s
+                            argmax
+    ``neighbour_probs``     :math:`\bar p^{\mathcal N}_{b,i}`: teacher :math:`b`'s softmax averaged over
+                            :math:`i`'s neighbours
+    ``degree``              :math:`\log(1 + d_i)`
+    ``confidence``          :math:`\max_c p_{b,i}(c)` per teacher
+    ``label_agreement``     per teacher, the fraction of :math:`i`'s labelled neighbours (``labels >= 0``)
+                            whose label is teacher :math:`b`'s argmax, and the fraction of neighbours that
+                            are labelled (needs ``labels``: the expanded labels, never test labels)
+    ======================  ==================================================================================
 
-    where :math:`\tilde x` is the node representation reduced to at most ``max_features`` dimensions
-    (a seeded-free PCA via ``torch.pca_lowrank`` with a fixed niter, standardised), :math:`p_{b,i}` teacher
-    :math:`b`'s softmax, :math:`H` its entropy, :math:`a_{b,i}` the fraction of the other teachers that
-    share teacher :math:`b`'s argmax (agreement), and :math:`\bar p^{\mathcal N}_{b,i}` the mean of teacher
-    :math:`b`'s softmax over :math:`i`'s neighbours (does the teacher agree with the neighbourhood).
+    The default (:data:`NGS_STATE_DEFAULT`) is the first six blocks.
+
+    Args:
+        features (Tensor): node features, dense or sparse (COO or CSR; never densified).
+        edge_index (Tensor): the graph.
+        teacher_probs (Tensor): the teachers' softmax.
+        max_features (int, optional): PCA dimensions of ``features``. (default: ``64``)
+        labels (Tensor, optional): ``[N]`` known labels, ``-1`` = none (``label_agreement``).
+        parts (sequence of str, optional): the blocks. (default: :data:`NGS_STATE_DEFAULT`)
 
     Shapes:
-        - **input:** features :math:`(N, F)` dense or sparse, edge_index :math:`(2, E)`,
-          teacher_probs :math:`(B, N, C)`
-        - **output:** :math:`(N, D)` with :math:`D = 2F' + B(2C + 2)`
+        - **input:** features :math:`(N, F)`, edge_index :math:`(2, E)`, teacher_probs :math:`(B, N, C)`
+        - **output:** :math:`(N, D)`; with the default blocks :math:`D = 2F' + B(2C + 2)`
     """
     if teacher_probs.dim() != 3:
         raise ValueError(f"teacher_probs must be [B, N, C], got {tuple(teacher_probs.shape)}")
+    unknown = [q for q in parts if q not in NGS_STATE_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"unknown or no NGS state parts {unknown}; valid: {', '.join(NGS_STATE_PARTS)}")
+    if "label_agreement" in parts and labels is None:
+        raise ValueError("the label_agreement state part needs labels")
     b, n, c = teacher_probs.shape
-    x = features.to_dense() if features.layout != torch.strided else features
-    x = x.float()
-    if x.size(0) != n:
-        raise ValueError(f"features have {x.size(0)} rows, teacher_probs {n} nodes")
-    if x.size(1) > max_features:
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(0)  # pca_lowrank draws a random sketch; fix it so the state is deterministic
-        try:
-            u, s, _ = torch.pca_lowrank(x, q=max_features, center=True, niter=4)
-        finally:
-            torch.random.set_rng_state(gen_state)
-        x = u * s
-    x = (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
+    if features.size(0) != n:
+        raise ValueError(f"features have {features.size(0)} rows, teacher_probs {n} nodes")
     src, dst = edge_index
-    deg = torch.zeros(n).scatter_add_(0, dst, torch.ones(dst.numel())).clamp(min=1).view(-1, 1)
+    deg_raw = torch.zeros(n).scatter_add_(0, dst, torch.ones(dst.numel()))
+    deg = deg_raw.clamp(min=1).view(-1, 1)
 
     def neighbour_mean(h: Tensor) -> Tensor:
         return torch.zeros_like(h).index_add_(0, dst, h[src]) / deg
 
+    blocks: dict[str, Tensor] = {}
+    if "features" in parts or "neighbour_features" in parts:
+        x = _reduced_features(features, max_features)
+        blocks["features"] = x
+        if "neighbour_features" in parts:
+            blocks["neighbour_features"] = neighbour_mean(x)
     p = teacher_probs.float()
-    entropy = -(p * p.clamp(min=1e-12).log()).sum(-1)  # [B, N]
     top = p.argmax(-1)  # [B, N]
-    agreement = ((top.unsqueeze(0) == top.unsqueeze(1)).float().sum(1) - 1) / max(b - 1, 1)  # [B, N]
-    neigh_p = torch.stack([neighbour_mean(p[t]) for t in range(b)])  # [B, N, C]
-    parts = [
-        x,
-        neighbour_mean(x),
-        p.permute(1, 0, 2).reshape(n, b * c),
-        entropy.T / math.log(c),
-        agreement.T,
-        neigh_p.permute(1, 0, 2).reshape(n, b * c),
-    ]
-    return torch.cat(parts, dim=1)
+    blocks["probs"] = p.permute(1, 0, 2).reshape(n, b * c)
+    blocks["entropy"] = (-(p * p.clamp(min=1e-12).log()).sum(-1)).T / math.log(c)
+    blocks["agreement"] = (((top.unsqueeze(0) == top.unsqueeze(1)).float().sum(1) - 1) / max(b - 1, 1)).T
+    if "neighbour_probs" in parts:
+        neigh_p = torch.stack([neighbour_mean(p[t]) for t in range(b)])  # [B, N, C]
+        blocks["neighbour_probs"] = neigh_p.permute(1, 0, 2).reshape(n, b * c)
+    blocks["degree"] = torch.log1p(deg_raw).view(-1, 1)
+    blocks["confidence"] = p.max(-1).values.T
+    if "label_agreement" in parts:
+        assert labels is not None
+        known = labels >= 0
+        onehot = F.one_hot(labels.clamp(min=0), c).float() * known.view(-1, 1)  # [N, C]
+        counts = torch.zeros(n, c).index_add_(0, dst, onehot[src])  # labelled neighbours per class
+        labelled = counts.sum(1, keepdim=True)
+        share = counts.gather(1, top.T) / labelled.clamp(min=1)  # [N, B]
+        blocks["label_agreement"] = torch.cat([share, labelled / deg], 1)
+    return torch.cat([blocks[q] for q in NGS_STATE_PARTS if q in parts], dim=1)
+
+
+def _reduced_features(features: Tensor, max_features: int) -> Tensor:
+    """Features reduced to ``max_features`` PCA dimensions (sparse input stays sparse: COO for
+    ``torch.pca_lowrank``), standardised per column."""
+    if features.layout == torch.sparse_csr:
+        x = features.to_sparse_coo().float()
+    elif features.layout == torch.sparse_coo:
+        x = features.coalesce().float()
+    else:
+        x = features.float()
+    if x.size(1) > max_features:
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(0)  # pca_lowrank draws a random sketch; fix it so the state is deterministic
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+                u, s, _ = torch.pca_lowrank(x, q=max_features, center=True, niter=4)
+        finally:
+            torch.random.set_rng_state(gen_state)
+        x = u * s
+    elif x.layout != torch.strided:  # few columns: dense is small
+        x = x.to_dense()
+    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -494,3 +564,70 @@ def rule_teacher_choice(probs: Tensor, rule: str, *, generator: torch.Generator 
     if rule == "confident":
         return confident_teacher(probs)
     raise ValueError(f"unknown teacher rule {rule!r}; valid: {', '.join(TEACHER_RULES)}")
+
+
+# ---------------------------------------------------------------------------- evaluation diagnostic
+def teacher_oracle(
+    probs: Tensor, y: Tensor, mask: Tensor, names: list[str] | tuple[str, ...] | None = None
+) -> dict:
+    r"""How much room a teacher selector has, measured on the evaluation nodes ``mask`` with their true
+    labels (a diagnostic: no selector may read it). The **oracle selector** picks, per node, a teacher that
+    is right if any teacher is, so its accuracy is the upper bound of every per-node teacher selector:
+
+    .. math::
+        \mathrm{oracle} = \frac{1}{|M|}\sum_{i\in M} \Big[\exists b:\ \arg\max_c p_{b,i}(c) = y_i\Big],
+        \qquad
+        \mathrm{agree}_{bb'} = \frac{1}{|M|}\sum_{i\in M}
+        \big[\arg\max p_{b,i} = \arg\max p_{b',i}\big]
+
+    Only ``y[mask]`` is read: labels outside ``mask`` do not change the result.
+
+    Args:
+        probs (Tensor): teacher softmax (or logits: only the argmax is read).
+        y (Tensor): true labels (read on ``mask`` only).
+        mask (Tensor): bool evaluation nodes :math:`M`.
+        names (sequence of str, optional): teacher names for the keys. (default: ``"0"``, ``"1"``, ...)
+
+    Returns:
+        dict with ``oracle_acc``, ``best_teacher_acc`` (the best single teacher), ``oracle_gap`` (their
+        difference), ``all_right`` and ``all_wrong`` (fractions of nodes where every / no teacher is
+        right), ``teacher_acc`` (name → accuracy), ``agreement`` (``"a|b"`` → fraction of nodes where
+        teachers ``a`` and ``b`` predict the same class) and ``num_nodes``; accuracies are ``nan`` when
+        ``mask`` selects no node.
+
+    Shapes:
+        - **input:** probs :math:`(B, N, C)`, y :math:`(N)`, mask :math:`(N)` bool
+    """
+    b, n, _ = _check_probs(probs)
+    if y.shape != (n,) or mask.shape != (n,):
+        raise ValueError(f"y {tuple(y.shape)} and mask {tuple(mask.shape)} must both be ({n},)")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool, got {mask.dtype}")
+    names = [str(i) for i in range(b)] if names is None else [str(v) for v in names]
+    if len(names) != b:
+        raise ValueError(f"{len(names)} names for {b} teachers")
+    idx = mask.nonzero().view(-1)
+    top = probs.argmax(-1)[:, idx]  # [B, M]
+    m = idx.numel()
+    nan = float("nan")
+    if m == 0:
+        return {"oracle_acc": nan, "best_teacher_acc": nan, "oracle_gap": nan, "all_right": nan,
+                "all_wrong": nan, "teacher_acc": {k: nan for k in names}, "agreement": {}, "num_nodes": 0}
+    right = top == y[idx].view(1, -1)  # [B, M]
+    acc = right.float().mean(1)
+    oracle = float(right.any(0).float().mean())
+    agreement = {
+        f"{names[i]}|{names[j]}": float((top[i] == top[j]).float().mean())
+        for i in range(b)
+        for j in range(i + 1, b)
+    }
+    return {
+        "oracle_acc": oracle,
+        "best_teacher_acc": float(acc.max()),
+        "oracle_gap": oracle - float(acc.max()),
+        "all_right": float(right.all(0).float().mean()),
+        "all_wrong": float((~right.any(0)).float().mean()),
+        "teacher_acc": {k: float(a) for k, a in zip(names, acc.tolist(), strict=True)},
+        "agreement": agreement,
+        "num_nodes": m,
+    }

@@ -299,18 +299,21 @@ def test_denoise_gate(protocol, shots, gate):
     expansion = PKD(config).expand(data, annotator, split, seed=0)
     plain = PKD(replace(config, denoise="none")).expand(data, annotator, split, seed=0)
     llm = torch.from_numpy(annotator.answer)[plain.selected]
-    if gate == "off" or (protocol == "strict" and shots >= 3):  # always denoised
+    if gate == "off":  # always denoised
         assert expansion.raw_expansion is None and "denoise_gate" not in expansion.diagnostics
         assert not torch.equal(expansion.labels[expansion.selected], llm)  # some LLM labels were dropped
         return
     g = expansion.diagnostics["denoise_gate"]
+    if protocol == "strict":  # the referee check: the annotator is wrong on every shot, the referees are not
+        assert g["llm_shot_acc"] == 0.0 and g["referee_cv_acc"] > 0.0 and g["chosen"] == "denoised"
+        assert g["folds"] == min(shots, 3) and g["held_out"] == 3 * g["folds"]
+        assert expansion.raw_expansion is None
+        assert not torch.equal(expansion.labels[expansion.selected], llm)
+        return
     raw = expansion.raw_expansion
     # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
     assert torch.equal(raw.labels[raw.selected], llm)
     assert torch.equal(plain.teacher_probs, raw.teacher_probs)
-    if protocol == "strict":  # 2 < denoise_min_shots = 3 and nothing to validate on: raw labels
-        assert expansion is raw and g["chosen"] == "raw" and "denoise_min_shots" in g["reason"]
-        return
     val = split.val_mask
     mean_val = lambda e: float((e.teacher_probs.argmax(-1)[:, val] == data.y[val]).float().mean())  # noqa: E731
     assert g["teacher_val_acc_raw"] == pytest.approx(mean_val(raw))
@@ -383,6 +386,10 @@ def test_benchmark_pkd_rows_on_cora(tmp_path):
     diag = payload["per_seed"][0]["pkd"]["expansion"]
     assert diag["budget"] == 50 and 0.0 <= diag["llm_acc_selected"] <= 1.0 and "teacher_test_acc" in diag
     assert 0.0 <= diag["llm_acc_random"] <= 1.0  # opted in with --pkd-llm-acc-random
+    oracle = diag["teacher_oracle"]  # the oracle row is the oracle of the expansion's teachers
+    assert payload["methods"]["pkd_oracle_teacher"]["acc"] == [oracle["oracle_acc"]]
+    assert oracle["oracle_acc"] >= max(oracle["teacher_acc"].values())
+    assert set(oracle["agreement"]) == {"gcn|mlp"}
     assert 0.0 <= payload["per_seed"][0]["pkd"]["pkd"]["chosen_teacher_test_acc"] <= 1.0
 
 
@@ -414,6 +421,30 @@ def test_fit_reads_no_label_beyond_shots_and_validation():
         assert torch.equal(runs[0].logits, runs[1].logits)
         assert torch.equal(runs[0].expansion.labels, runs[1].expansion.labels)
         assert runs[0].expansion.diagnostics == runs[1].expansion.diagnostics
+
+
+def test_fit_never_computes_the_teacher_oracle(monkeypatch):
+    """The oracle reads test labels: the fit must not call it, only the evaluation does."""
+    import graphspike_kd.graph.pkd as pkd_module
+    import graphspike_kd.graph.selectors as selectors_module
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return selectors_module.teacher_oracle(*args, **kwargs)
+
+    monkeypatch.setattr(pkd_module, "teacher_oracle", spy)
+    data = _sbm(n_per_class=20)
+    split = few_shot_split(data.y, 3, protocol="paper", seed=0)
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=8, train=TrainConfig(epochs=5, patience=5),
+                       budget_count=20, ngs_rounds=1, student_epochs_per_round=2, final_epochs=4,
+                       ppo_hidden=8, dns_k=0)
+    pkd = PKD(config)
+    result = pkd.fit(data, NoisyAnnotator(data.y, split.train_index), split, seed=0)
+    assert calls == []
+    report = pkd.evaluate(data, split, result)
+    assert calls == [1] and 0.0 <= report["expansion"]["teacher_oracle"]["oracle_acc"] <= 1.0
 
 
 def test_evaluate_measures_against_the_true_labels():
@@ -452,7 +483,11 @@ def test_evaluate_measures_against_the_true_labels():
     assert e["denoise_label_acc"] == e["expanded_label_acc"] and 0 < exp.diagnostics["denoise_kept"] <= 1
     for b, name in enumerate(config.teachers):
         assert e["teacher_test_acc"][name] == accuracy(exp.teacher_probs[b], y, test)
+        assert e["teacher_oracle"]["teacher_acc"][name] == pytest.approx(e["teacher_test_acc"][name])
         assert e["teacher_test_acc_shots"][name] == accuracy(exp.shot_teachers[1][b], y, test)
+    right = (exp.teacher_probs.argmax(-1) == y.view(1, -1))[:, test]
+    assert e["teacher_oracle"]["oracle_acc"] == pytest.approx(float(right.any(0).float().mean()))
+    assert e["teacher_oracle"]["num_nodes"] == int(test.sum())
 
 
 def test_distill_trains_the_student_on_student_loss_terms(monkeypatch):
@@ -493,11 +528,95 @@ def test_distill_trains_the_student_on_student_loss_terms(monkeypatch):
         ("paper", 1, "posterior", "auto", 10, "compare"),
         ("paper", 1, "drop", "off", 10, "denoised"),
         ("paper", 1, "none", "auto", 10, "raw"),
-        ("strict", 2, "posterior", "auto", 10, "raw"),  # below denoise_min_shots, nothing to validate on
-        ("strict", 3, "posterior", "auto", 10, "denoised"),
+        ("strict", 2, "posterior", "auto", 10, "check"),  # nothing to validate on: the referee check
+        ("strict", 1, "drop", "auto", 10, "raw"),  # one shot per class: nothing to hold out
+        ("strict", 3, "posterior", "auto", 10, "check"),
         ("paper", 3, "posterior", "auto", 0, "denoised"),  # nothing annotated, nothing to compare
     ],
 )
 def test_gate_mode(protocol, shots, denoise, gate, budget, mode):
     split = few_shot_split(_sbm(n_per_class=20).y, shots, protocol=protocol, seed=0)
     assert PKD(PKDConfig(denoise=denoise, denoise_gate=gate)).gate_mode(split, budget) == mode
+    if protocol == "strict" and gate == "auto":  # the fixed shot rule, still selectable
+        rule = PKD(PKDConfig(denoise=denoise, denoise_gate=gate, referee_check="shots"))
+        assert rule.gate_mode(split, budget) == ("raw" if shots < 3 else "denoised")
+
+
+def _referee_case(signal: float, seed: int = 0):
+    """An SBM whose features and edges carry the class (``signal`` 1) or nothing at all (``signal`` 0)."""
+    g = torch.Generator().manual_seed(seed)
+    classes, per = 3, 40
+    y = torch.arange(classes).repeat_interleave(per)
+    n = y.numel()
+    same = y.view(-1, 1) == y.view(1, -1)
+    p_in, p_out = (0.15, 0.005) if signal else (0.04, 0.04)
+    adj = torch.triu(torch.rand(n, n, generator=g) < torch.where(same, p_in, p_out), 1)
+    ei = adj.nonzero().T
+    x = torch.cat([F.one_hot(y, classes).float() * 2.0 * signal, torch.randn(n, 10, generator=g)], 1)
+    data = Data(x=x, edge_index=torch.cat([ei, ei.flip(0)], 1), y=y)
+    data.class_names, data.name = [f"c{i}" for i in range(classes)], "sbm"
+    return data
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_referee_check_tells_good_from_bad_referees(good):
+    """Known-good referees (the class is in the features and the edges) beat an annotator that is right on
+    2 shots in 3; known-bad ones (no signal anywhere: chance is 1/3) lose to it."""
+    data = _referee_case(1.0 if good else 0.0)
+    split = few_shot_split(data.y, 5, protocol="strict", seed=0)
+    shot_y = data.y[split.train_index]
+    shot_llm = torch.where(torch.arange(shot_y.numel()) % 3 == 0, (shot_y + 1) % 3, shot_y)  # 2/3 right
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60))
+    check = PKD(config).referee_check(data, split, shot_llm, seed=0)
+    assert check["llm_shot_acc"] == pytest.approx(float((shot_llm == shot_y).float().mean()))
+    assert check["folds"] == 3 and check["held_out"] == 9
+    if good:
+        assert check["referee_cv_acc"] >= 0.85 and check["denoise"]
+    else:
+        assert check["referee_cv_acc"] <= 0.6 and not check["denoise"]
+    assert ("<" in check["reason"]) != check["denoise"]
+    # the check reads only the shots' labels: changing every other label changes nothing
+    hidden = copy.copy(data)
+    hidden.y = torch.where(split.train_mask, data.y, (data.y + 1) % 3)
+    assert PKD(config).referee_check(hidden, split, shot_llm, seed=0) == check
+    # one shot per class: nothing to hold out, raw labels
+    one = few_shot_split(data.y, 1, protocol="strict", seed=0)
+    none = PKD(config).referee_check(data, one, data.y[one.train_index], seed=0)
+    assert not none["denoise"] and none["folds"] == 0 and "two shots" in none["reason"]
+
+
+def test_referee_check_decides_the_strict_expansion():
+    """Under strict, expand denoises exactly when the referee check says so, and records why."""
+    for good in (True, False):
+        data = _referee_case(1.0 if good else 0.0, seed=1)
+        split = few_shot_split(data.y, 3, protocol="strict", seed=0)
+        annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.7)
+        annotator.answer[split.train_index.numpy()] = data.y[split.train_index].numpy()  # right on the shots
+        if good:  # make it wrong on one shot in three, so that good referees win
+            wrong = split.train_index.numpy()[::3]
+            annotator.answer[wrong] = (annotator.answer[wrong] + 1) % 3
+        config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=40), budget_count=30,
+                           denoise="posterior", dns_k=0)
+        expansion = PKD(config).expand(data, annotator, split, seed=0)
+        g = expansion.diagnostics["denoise_gate"]
+        assert g["chosen"] == ("denoised" if g["denoise"] else "raw")
+        assert g["denoise"] == good
+        assert (expansion.raw_expansion is expansion) == (not good)
+
+
+def test_teachers_that_read_labels_train_in_pkd():
+    """Label propagation (nothing to train) and correct-and-smooth (an MLP, then the labels) as teachers."""
+    data = _sbm(n_per_class=20)
+    split = few_shot_split(data.y, 3, protocol="paper", seed=0)
+    config = PKDConfig(teachers=("gcn", "labelprop", "cs", "sgc"), hidden=8,
+                       train=TrainConfig(epochs=10, patience=5))
+    pkd = PKD(config)
+    y = torch.where(split.train_mask, data.y, torch.full_like(data.y, -1))
+    models, probs = pkd.train_teachers(data, data.x, y, split.train_mask, split, seed=0)
+    assert probs.shape == (4, data.num_nodes, 3)
+    assert torch.allclose(probs.sum(-1), torch.ones(4, data.num_nodes), atol=1e-4)
+    # label propagation and C&S reproduce the shots they were given
+    for b in (1, 2):
+        assert torch.equal(probs[b].argmax(-1)[split.train_mask], data.y[split.train_mask])
+    with pytest.raises(ValueError, match="student"):
+        PKDConfig(student="labelprop")

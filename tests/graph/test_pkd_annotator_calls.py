@@ -47,7 +47,8 @@ def _one_thread():
         ("paper", 3, "posterior", "auto", True),  # raw and denoised teachers compared on validation
         ("paper", 3, "posterior", "off", True),
         ("strict", 3, "posterior", "auto", True),  # enough shots: denoised
-        ("strict", 2, "posterior", "auto", False),  # shot rule: raw labels, the denoiser never runs
+        ("strict", 2, "posterior", "auto", True),  # the referee check compares the annotator on the shots
+        ("strict", 1, "posterior", "auto", False),  # one shot per class: no check, raw labels
         ("paper", 3, "drop", "auto", False),  # only the posterior denoiser reads the shots' answers
         ("paper", 3, "none", "auto", False),
     ],

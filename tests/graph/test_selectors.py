@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from graphspike_kd.graph.selectors import (
     PPOTeacherSelector,
@@ -15,6 +16,7 @@ from graphspike_kd.graph.selectors import (
     ngs_state,
     random_teacher,
     rule_teacher_choice,
+    teacher_oracle,
 )
 
 
@@ -152,6 +154,40 @@ def test_ngs_state_shape_and_agreement():
     assert torch.allclose(agreement[0], torch.tensor([0.5, 0.5, 0.0]))
 
 
+def test_ngs_state_extra_parts_hand_case():
+    # path 0-1-2; teachers' argmax: t0 = [0, 0, 1], t1 = [1, 1, 1]; labels: node 0 -> 0, node 2 -> 1
+    probs = torch.tensor([[[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]], [[0.3, 0.7], [0.1, 0.9], [0.4, 0.6]]])
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    labels = torch.tensor([0, -1, 1])
+    parts = ("degree", "confidence", "label_agreement")
+    s = ngs_state(torch.eye(3), edge_index, probs, labels=labels, parts=parts)
+    assert s.shape == (3, 1 + 2 + 3)
+    assert torch.allclose(s[:, 0], torch.log1p(torch.tensor([1.0, 2.0, 1.0])))
+    assert torch.allclose(s[:, 1:3], torch.tensor([[0.9, 0.7], [0.6, 0.9], [0.8, 0.6]]))
+    # node 1 has labelled neighbours 0 (class 0) and 2 (class 1): each teacher agrees with half of them;
+    # nodes 0 and 2 have one unlabelled neighbour
+    assert torch.allclose(s[:, 3:5], torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.0, 0.0]]))
+    assert torch.allclose(s[:, 5], torch.tensor([0.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="needs labels"):
+        ngs_state(torch.eye(3), edge_index, probs, parts=("label_agreement",))
+    with pytest.raises(ValueError, match="parts"):
+        ngs_state(torch.eye(3), edge_index, probs, parts=("magic",))
+
+
+def test_ngs_state_keeps_sparse_features_sparse():
+    g = torch.Generator().manual_seed(0)
+    dense = (torch.rand(30, 20, generator=g) < 0.15).float()
+    probs = torch.rand(2, 30, 3, generator=g).softmax(-1)
+    edge_index = torch.randint(0, 30, (2, 60), generator=g)
+    ref = ngs_state(dense, edge_index, probs, max_features=4)
+    for sparse in (dense.to_sparse_csr(), dense.to_sparse_coo()):
+        out = ngs_state(sparse, edge_index, probs, max_features=4)
+        assert out.shape == ref.shape == (30, 2 * 4 + 2 * (2 * 3 + 2))
+        # PCA components are defined up to sign
+        assert torch.allclose(out[:, :8].abs(), ref[:, :8].abs(), atol=1e-4)
+        assert torch.equal(out[:, 8:], ref[:, 8:])
+
+
 def test_policy_sums_to_one_and_value_can_be_negative():
     agent = PPOTeacherSelector(5, 4, lr=1e-2)
     states = torch.randn(20, 5)
@@ -231,3 +267,52 @@ def test_rule_teacher_choice_rejects_unknown_rules_and_shapes():
         rule_teacher_choice(_rule_case(), "oracle")
     with pytest.raises(ValueError, match=r"\[B, N, C\]"):
         majority_teacher(torch.rand(2, 3))
+
+
+# ---------------------------------------------------------------------------- oracle diagnostic
+def _oracle_case():
+    # 3 teachers, 5 nodes, 3 classes; predictions (argmax) per teacher:
+    #   t0: 0 1 2 0 1     t1: 0 2 2 1 1     t2: 1 1 0 2 1
+    # truth:    0 1 0 2 0
+    top = torch.tensor([[0, 1, 2, 0, 1], [0, 2, 2, 1, 1], [1, 1, 0, 2, 1]])
+    probs = F.one_hot(top, 3).float() * 0.8 + 0.2 / 3
+    y = torch.tensor([0, 1, 0, 2, 0])
+    return probs, y
+
+
+def test_teacher_oracle_hand_case():
+    probs, y = _oracle_case()
+    out = teacher_oracle(probs, y, torch.ones(5, dtype=torch.bool), ["a", "b", "c"])
+    # right: t0 1 1 0 0 0, t1 1 0 0 0 0, t2 0 1 1 1 0 -> any: 1 1 1 1 0
+    assert out["oracle_acc"] == pytest.approx(0.8)
+    assert out["teacher_acc"] == pytest.approx({"a": 0.4, "b": 0.2, "c": 0.6})
+    assert out["best_teacher_acc"] == pytest.approx(0.6) and out["oracle_gap"] == pytest.approx(0.2)
+    assert out["all_right"] == 0.0 and out["all_wrong"] == pytest.approx(0.2)
+    # agreement a|b: nodes 0, 2, 4 -> 3/5; a|c: 1, 4 -> 2/5; b|c: 4 -> 1/5
+    assert out["agreement"] == pytest.approx({"a|b": 0.6, "a|c": 0.4, "b|c": 0.2})
+    assert out["num_nodes"] == 5
+    # on nodes 0 and 1 only: every node has a right teacher, a is right on both
+    two = teacher_oracle(probs, y, torch.tensor([True, True, False, False, False]))
+    assert two["oracle_acc"] == 1.0 and two["teacher_acc"]["0"] == 1.0 and two["oracle_gap"] == 0.0
+    # identical teachers leave no room: oracle = each teacher's accuracy, agreement 1
+    same = teacher_oracle(probs[:1].expand(3, -1, -1), y, torch.ones(5, dtype=torch.bool))
+    assert same["oracle_gap"] == 0.0 and set(same["agreement"].values()) == {1.0}
+
+
+def test_teacher_oracle_reads_only_the_evaluation_nodes():
+    probs, y = _oracle_case()
+    mask = torch.tensor([True, False, True, True, False])
+    base = teacher_oracle(probs, y, mask)
+    for other in range(3):
+        changed = y.clone()
+        changed[~mask] = other
+        assert teacher_oracle(probs, changed, mask) == base
+    changed = y.clone()
+    changed[2] = 2  # an evaluation node: the result moves
+    assert teacher_oracle(probs, changed, mask) != base
+    empty = teacher_oracle(probs, y, torch.zeros(5, dtype=torch.bool))
+    assert empty["num_nodes"] == 0 and math.isnan(empty["oracle_acc"])
+    with pytest.raises(ValueError, match="bool"):
+        teacher_oracle(probs, y, mask.long())
+    with pytest.raises(ValueError, match="names"):
+        teacher_oracle(probs, y, mask, ["a"])
