@@ -141,6 +141,7 @@ def dns_neighbours(
     k: int = 4,
     candidates: Tensor | None = None,
     metric: str = "cosine",
+    max_block: int = 2**24,
 ) -> dict[int, list[int]]:
     r"""DNS: for each node, the union over teachers of its ``k`` nearest neighbours in that teacher's
     embedding space, de-duplicated (first occurrence kept, teachers in order), never the node itself.
@@ -149,12 +150,20 @@ def dns_neighbours(
     up to :math:`B \cdot k` neighbours per node. The distance metric is not stated in the paper
     (cosine here by default, Euclidean as an option: a reconstruction).
 
+    The search is exact and runs in blocks of query rows: a block's distances to all :math:`N` nodes
+    (at most ``max_block`` entries) are formed, masked and reduced to their top :math:`k` before the next
+    block, so memory is :math:`O(\text{max\_block} + M k)` rather than :math:`O(M N)`. When
+    :math:`M N \le` ``max_block`` (every shipped graph at the default) there is a single block, the dense
+    computation itself.
+
     Args:
         embeddings (list of Tensor): one ``[N, D_b]`` embedding per teacher.
         nodes (Tensor): the ``[M]`` query node ids.
         k (int, optional): neighbours per teacher. (default: ``4``)
         candidates (Tensor, optional): bool ``[N]`` nodes allowed as neighbours. (default: all)
         metric (str, optional): ``"cosine"`` or ``"euclidean"``. (default: ``"cosine"``)
+        max_block (int, optional): most distance entries held at once (rows per block: ``max_block // N``,
+            at least 1). (default: ``2**24``, 64 MB of float32)
 
     Returns:
         dict mapping each query node id to its neighbour ids (a plain mapping, which is what the text
@@ -162,32 +171,53 @@ def dns_neighbours(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if max_block < 1:
+        raise ValueError(f"max_block must be >= 1, got {max_block}")
     if not embeddings:
         raise ValueError("dns_neighbours needs at least one teacher embedding")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
     n = embeddings[0].size(0)
-    nodes = nodes.view(-1).long()
-    allowed = torch.ones(n, dtype=torch.bool) if candidates is None else candidates.bool().clone()
+    device = embeddings[0].device
+    nodes = nodes.view(-1).long().to(device)
+    allowed = (
+        torch.ones(n, dtype=torch.bool, device=device)
+        if candidates is None
+        else candidates.bool().to(device).clone()
+    )
+    kk = min(k, max(int(allowed.sum()) - 1, 0))
+    rows_per_block = max(1, max_block // max(n, 1))
     lists: list[list[int]] = [[] for _ in range(nodes.numel())]
     for emb in embeddings:
         if emb.dim() != 2 or emb.size(0) != n:
             raise ValueError(f"every embedding must be [N={n}, D], got {tuple(emb.shape)}")
+        if kk == 0:
+            continue
         e = emb.detach().float()
         if metric == "cosine":
             e = F.normalize(e, dim=1)
-            dist = -(e[nodes] @ e.T)
-        elif metric == "euclidean":
-            dist = torch.cdist(e[nodes], e)
-        else:
-            raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
-        dist = dist.masked_fill(~allowed.view(1, -1), float("inf"))
-        dist[torch.arange(nodes.numel()), nodes] = float("inf")
-        kk = min(k, max(int(allowed.sum()) - 1, 0))
-        if kk == 0:
-            continue
-        nearest = dist.topk(kk, dim=1, largest=False).indices
+        nearest = (
+            torch.cat(
+                [
+                    _nearest_block(e, nodes[lo : lo + rows_per_block], allowed, kk, metric)
+                    for lo in range(0, nodes.numel(), rows_per_block)
+                ]
+            )
+            if nodes.numel()
+            else torch.empty(0, kk, dtype=torch.long)
+        )
         for row, ids in enumerate(nearest.tolist()):
             lists[row].extend(ids)
     return {int(v): list(dict.fromkeys(ids)) for v, ids in zip(nodes.tolist(), lists, strict=True)}
+
+
+def _nearest_block(e: Tensor, block: Tensor, allowed: Tensor, k: int, metric: str) -> Tensor:
+    """Indices ``[m, k]`` of the ``k`` nearest allowed nodes (self excluded) of the ``m`` nodes of
+    ``block`` in the (already normalised, for cosine) embedding ``e``."""
+    dist = -(e[block] @ e.T) if metric == "cosine" else torch.cdist(e[block], e)
+    dist = dist.masked_fill(~allowed.view(1, -1), float("inf"))
+    dist[torch.arange(block.numel(), device=e.device), block] = float("inf")
+    return dist.topk(k, dim=1, largest=False).indices.cpu()
 
 
 def ngs_state(
