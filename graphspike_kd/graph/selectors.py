@@ -142,6 +142,9 @@ def dns_neighbours(
     candidates: Tensor | None = None,
     metric: str = "cosine",
     max_block: int = 2**24,
+    search: str = "auto",
+    exact_pairs: int = 2**30,
+    nprobe: int = 8,
 ) -> dict[int, list[int]]:
     r"""DNS: for each node, the union over teachers of its ``k`` nearest neighbours in that teacher's
     embedding space, de-duplicated (first occurrence kept, teachers in order), never the node itself.
@@ -156,6 +159,15 @@ def dns_neighbours(
     :math:`M N \le` ``max_block`` (every shipped graph at the default) there is a single block, the dense
     computation itself.
 
+    Exact search costs :math:`O(M N D)` time, quadratic in the graph size since the budget :math:`M` grows
+    with :math:`N`. ``search="ivf"`` is the inverted-file approximation (Jégou et al., "Product
+    quantization for nearest neighbor search", TPAMI 2011, without the quantisation): seeded k-means
+    (10 Lloyd rounds on a sample of :math:`64L` nodes) splits the allowed nodes into
+    :math:`L = \lceil\sqrt{N}\rceil` cells, and each query is compared exactly with the members of its
+    ``nprobe`` nearest cells only, :math:`O(M \cdot \text{nprobe} \cdot N/L \cdot D)` time.
+    ``search="auto"`` (the default) is exact when :math:`M N \le` ``exact_pairs`` (up to about 30k nodes
+    at the default budget) and IVF beyond it.
+
     Args:
         embeddings (list of Tensor): one ``[N, D_b]`` embedding per teacher.
         nodes (Tensor): the ``[M]`` query node ids.
@@ -164,6 +176,9 @@ def dns_neighbours(
         metric (str, optional): ``"cosine"`` or ``"euclidean"``. (default: ``"cosine"``)
         max_block (int, optional): most distance entries held at once (rows per block: ``max_block // N``,
             at least 1). (default: ``2**24``, 64 MB of float32)
+        search (str, optional): ``"auto"``, ``"exact"`` or ``"ivf"``. (default: ``"auto"``)
+        exact_pairs (int, optional): the ``"auto"`` threshold on :math:`M N`. (default: ``2**30``)
+        nprobe (int, optional): cells searched per query by IVF. (default: ``8``)
 
     Returns:
         dict mapping each query node id to its neighbour ids (a plain mapping, which is what the text
@@ -177,6 +192,10 @@ def dns_neighbours(
         raise ValueError("dns_neighbours needs at least one teacher embedding")
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
+    if search not in ("auto", "exact", "ivf"):
+        raise ValueError(f"unknown search {search!r}; valid: auto, exact, ivf")
+    if nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
     n = embeddings[0].size(0)
     device = embeddings[0].device
     nodes = nodes.view(-1).long().to(device)
@@ -196,6 +215,10 @@ def dns_neighbours(
         e = emb.detach().float()
         if metric == "cosine":
             e = F.normalize(e, dim=1)
+        if search == "ivf" or (search == "auto" and nodes.numel() * n > exact_pairs):
+            for row, ids in enumerate(_ivf_nearest(e, nodes, allowed, kk, metric, nprobe, max_block)):
+                lists[row].extend(ids)
+            continue
         nearest = (
             torch.cat(
                 [
@@ -218,6 +241,67 @@ def _nearest_block(e: Tensor, block: Tensor, allowed: Tensor, k: int, metric: st
     dist = dist.masked_fill(~allowed.view(1, -1), float("inf"))
     dist[torch.arange(block.numel(), device=e.device), block] = float("inf")
     return dist.topk(k, dim=1, largest=False).indices.cpu()
+
+
+def _distances(a: Tensor, b: Tensor, metric: str) -> Tensor:
+    """``[len(a), len(b)]`` distances (negative dot products for cosine on unit rows)."""
+    return -(a @ b.T) if metric == "cosine" else torch.cdist(a, b)
+
+
+def _ivf_nearest(
+    e: Tensor, nodes: Tensor, allowed: Tensor, k: int, metric: str, nprobe: int, max_block: int
+) -> list[list[int]]:
+    """Approximate ``k`` nearest allowed nodes of each query by the inverted file of
+    :func:`dns_neighbours`: ascending distance, the query itself excluded, fewer than ``k`` only when the
+    probed cells hold fewer allowed nodes."""
+    device = e.device
+    members_all = allowed.nonzero().view(-1)
+    cells = max(1, min(math.ceil(math.sqrt(e.size(0))), members_all.numel()))
+    generator = torch.Generator().manual_seed(0)
+    sample = members_all[torch.randperm(members_all.numel(), generator=generator)[: 64 * cells].to(device)]
+    centroids = e[sample[:cells]].clone()
+
+    def nearest_cells(x: Tensor, count: int) -> Tensor:
+        step = max(1, max_block // cells)
+        return torch.cat(
+            [
+                _distances(x[i : i + step], centroids, metric).topk(count, dim=1, largest=False).indices
+                for i in range(0, x.size(0), step)
+            ]
+        )
+
+    for _ in range(10):  # Lloyd rounds on the sample
+        assign = nearest_cells(e[sample], 1).view(-1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, e[sample])
+        counts = torch.bincount(assign, minlength=cells).view(-1, 1)
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        if metric == "cosine":
+            centroids = F.normalize(centroids, dim=1)
+    cell_of = nearest_cells(e[members_all], 1).view(-1)
+    order = torch.argsort(cell_of, stable=True)
+    members = members_all[order]
+    bounds = torch.searchsorted(cell_of[order], torch.arange(cells + 1, device=device)).tolist()
+    probes = nearest_cells(e[nodes], min(nprobe, cells))  # [M, P]
+    best_d = torch.full((nodes.numel(), probes.size(1) * k), float("inf"), device=device)
+    best_i = torch.full_like(best_d, -1, dtype=torch.long)
+    flat = probes.reshape(-1)  # (query, probe rank) pairs grouped by cell: one pass per cell
+    by_cell = torch.argsort(flat, stable=True)
+    q_bounds = torch.searchsorted(flat[by_cell], torch.arange(cells + 1, device=device)).tolist()
+    for c in range(cells):
+        pairs = by_cell[q_bounds[c] : q_bounds[c + 1]]
+        cand = members[bounds[c] : bounds[c + 1]]
+        if pairs.numel() == 0 or cand.numel() == 0:
+            continue
+        rows, rank = pairs // probes.size(1), pairs % probes.size(1)
+        d = _distances(e[nodes[rows]], e[cand], metric)
+        d = d.masked_fill(nodes[rows].view(-1, 1) == cand.view(1, -1), float("inf"))
+        top = d.topk(min(k, cand.numel()), dim=1, largest=False)
+        slots = rank.view(-1, 1) * k + torch.arange(top.indices.size(1), device=device).view(1, -1)
+        best_d[rows.view(-1, 1), slots] = top.values
+        best_i[rows.view(-1, 1), slots] = cand[top.indices]
+    top = best_d.topk(k, dim=1, largest=False)
+    ids = best_i.gather(1, top.indices).masked_fill(torch.isinf(top.values), -1).cpu().tolist()
+    return [[v for v in row if v >= 0] for row in ids]
 
 
 def ngs_state(

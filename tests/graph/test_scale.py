@@ -149,3 +149,25 @@ def test_eval_every_validates_less_and_one_is_the_default_behaviour():
     assert runs[1].history[3]["val_acc"] == runs[4].history[3]["val_acc"]  # same model at epoch 4
     with pytest.raises(ValueError, match="eval_every"):
         TrainConfig(eval_every=0)
+
+
+def test_ivf_dns_finds_most_exact_neighbours_and_respects_the_rules():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 16, generator=g)
+    y = torch.randint(0, 10, (1500,), generator=g)
+    emb = centres[y] + 0.8 * torch.randn(1500, 16, generator=g)
+    nodes = torch.randperm(1500, generator=g)[:300]
+    allowed = torch.rand(1500, generator=g) > 0.1
+    exact = dns_neighbours([emb], nodes, k=4, candidates=allowed, search="exact")
+    ivf = dns_neighbours([emb], nodes, k=4, candidates=allowed, search="ivf")
+    auto = dns_neighbours([emb], nodes, k=4, candidates=allowed, exact_pairs=1000)
+    assert auto == ivf and dns_neighbours([emb], nodes, k=4, candidates=allowed) == exact
+    found = sum(len(set(exact[v]) & set(ivf[v])) for v in exact)
+    assert found / (4 * len(exact)) > 0.9
+    e = torch.nn.functional.normalize(emb, dim=1)
+    for v, ids in ivf.items():
+        assert v not in ids and all(bool(allowed[i]) for i in ids) and len(ids) == 4
+        d = (-(e[v] @ e[ids].T)).tolist()
+        assert d == sorted(d)
+    with pytest.raises(ValueError, match="search"):
+        dns_neighbours([emb], nodes, search="hnsw")
