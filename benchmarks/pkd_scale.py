@@ -204,6 +204,26 @@ class StageTimer:
         pkd_module._attach_dns = timed("dns", pkd_module._attach_dns, lambda: "dns")
 
 
+def schedule_overrides(args: argparse.Namespace) -> dict:
+    """PKDConfig fields changed from the defaults by ``--epochs``, ``--ngs-rounds``, ``--round-epochs`` and
+    ``--final-epochs`` (a short schedule measures memory and per-epoch growth at sizes where the default
+    schedule does not fit the time at hand; the JSON records it)."""
+    from dataclasses import replace
+
+    from graphspike_kd.graph.pkd import PKDConfig
+
+    out: dict = {}
+    if args.epochs is not None:
+        out["train"] = replace(PKDConfig.train, epochs=args.epochs)
+    if args.ngs_rounds is not None:
+        out["ngs_rounds"] = args.ngs_rounds
+    if args.round_epochs is not None:
+        out["student_epochs_per_round"] = args.round_epochs
+    if args.final_epochs is not None:
+        out["final_epochs"] = args.final_epochs
+    return out
+
+
 def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
     from graphspike_kd.graph.annotators.oracle import OracleAnnotator
     from graphspike_kd.graph.pkd import PKD, PKDConfig
@@ -213,14 +233,21 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
     classes = args.classes or (7 if num_nodes < 10_000 else 40)
     t0 = time.perf_counter()
     data = citation_graph(
-        num_nodes, classes, avg_degree=args.avg_degree, homophily=args.homophily, features=args.features,
+        num_nodes,
+        classes,
+        avg_degree=args.avg_degree,
+        homophily=args.homophily,
+        features=args.features,
         seed=args.seed,
     )
     generate_s = time.perf_counter() - t0
     split = few_shot_split(data.y, args.shots, protocol="paper", seed=args.seed)
     annotator = OracleAnnotator(data, accuracy=args.oracle_accuracy, seed=args.seed)
+    if args.dns:
+        annotator.neighbours = None  # take DNS context like the text annotators (the oracle ignores it)
     fields = PKDConfig.__dataclass_fields__
-    config = PKDConfig(**({"device": args.device} if "device" in fields else {}))
+    overrides = schedule_overrides(args)
+    config = PKDConfig(**({"device": args.device} if "device" in fields else {}), **overrides)
     pkd = PKD(config)
     timer = StageTimer()
     timer.wrap(pkd)
@@ -251,6 +278,8 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
         "sum_squared_degree": float((degree**2).sum()),
         "budget": expansion.diagnostics["budget"],
         "teachers": list(config.teachers),
+        "schedule": "default" if not overrides else {k: str(v) for k, v in overrides.items()},
+        "dns": args.dns,
         "device": getattr(config, "device", "cpu"),
         "generate_s": round(generate_s, 2),
         "stage_s": {k: round(v, 2) for k, v in timer.seconds.items()},
@@ -336,6 +365,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--oracle-accuracy", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--no-dns",
+        dest="dns",
+        action="store_false",
+        help="do not give the oracle a neighbours option (then PKD skips DNS, as for the oracle)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="teacher epochs (default: PKDConfig's 200)")
+    p.add_argument("--ngs-rounds", type=int, default=None, help="default: PKDConfig's 40")
+    p.add_argument("--round-epochs", type=int, default=None, help="student epochs per NGS round (default 5)")
+    p.add_argument("--final-epochs", type=int, default=None, help="default: PKDConfig's 200")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", type=Path, default=DEFAULT_JSON)
     p.add_argument("--plot", type=Path, default=DEFAULT_PNG)
@@ -364,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
                 j += 1
             del child[i:j]
         cmd = [sys.executable, __file__, "--child", "--nodes", str(n), *child]
+        load_at_start = list(os.getloadavg())
         proc = subprocess.run(cmd, capture_output=True, text=True)
         sys.stderr.write(proc.stderr[-4000:])
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -371,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         if proc.returncode != 0 or not lines:
             raise SystemExit(f"the run at {n} nodes failed (exit {proc.returncode})")
         record = json.loads(lines[-1][len("RESULT ") :])
+        record["load_average_at_start"] = load_at_start
         command = f"python benchmarks/pkd_scale.py --nodes {n} " + " ".join(child)
         merge(args.output, record, command.strip())
         print(json.dumps({k: record[k] for k in ("nodes", "total_s", "peak_rss_mb", "test_acc")}), flush=True)
