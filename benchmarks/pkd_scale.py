@@ -265,7 +265,7 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
-        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(35)
     total = time.perf_counter() - start
     degree = torch.bincount(data.edge_index[0], minlength=num_nodes).double()
     return {
