@@ -80,6 +80,22 @@ PKD_ROWS = ("pkd", "pkd_random_teacher", "pkd_majority_teacher", "pkd_confident_
             "pkd_no_denoise")
 
 
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here, or ``None``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        return f"not a device ({exc})"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"only {torch.cuda.device_count()} CUDA device(s) here"
+    elif dev.type != "cpu":
+        return f"unsupported device type {dev.type!r} (cpu or cuda)"
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m graphspike_kd.benchmarks.pkd",
@@ -176,9 +192,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=None, metavar="CACHE_DIR",
                    help="cache root for text embeddings and annotator answers during the run (default: "
                    "$GRAPHSPIKE_KD_CACHE or ~/.cache/graphspike_kd)")
+    p.add_argument("--device", default="cpu",
+                   help="where models, features and adjacency live: cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--output", type=Path, default=None, help="write the results JSON here (checked first)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    device_problem = _device_problem(args.device)
+    if device_problem:
+        p.error(f"--device {args.device}: {device_problem}")
     if args.output is not None:
         problem = output_problem(args.output)
         if problem:
@@ -264,12 +285,14 @@ def run_seed(
     )
     num_classes = len(data.class_names)
 
+    x, edge_index = data.x.to(args.device), data.edge_index.to(args.device)
+
     def fit(name: str, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        model = build_model(name, data.num_features, args.hidden, num_classes)
+        model = build_model(name, data.num_features, args.hidden, num_classes).to(args.device)
         train_node_classifier(
             model,
-            data.x,
-            data.edge_index,
+            x,
+            edge_index,
             targets,
             mask,
             val_mask=val_mask,
@@ -280,7 +303,7 @@ def run_seed(
         if bar is not None:
             bar.set_postfix_str(f"seed {seed}: {name}")
             bar.update(1)
-        return predict(model, data.x, data.edge_index)
+        return predict(model, x, edge_index).cpu()
 
     results: dict[str, float] = {}
     shots_only = torch.where(split.train_mask, data.y, torch.full_like(data.y, -1))
@@ -359,7 +382,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
         referee_check=args.pkd_referee_check,
         posterior_threshold=args.pkd_posterior_threshold,
         posterior_iterations=args.pkd_posterior_iterations, self_training_rounds=args.pkd_self_training,
-        ngs_rounds=args.pkd_ngs_rounds, final_epochs=args.epochs)
+        ngs_rounds=args.pkd_ngs_rounds, final_epochs=args.epochs, device=args.device)
     results: dict[str, float] = {}
     diagnostics: dict[str, object] = {}
     rules = {"pkd": "ngs", "pkd_random_teacher": "random", "pkd_majority_teacher": "majority",

@@ -30,9 +30,12 @@ its weight gradient reuses a cached transpose of the feature matrix (:mod:`~grap
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -554,8 +557,29 @@ class H2GCN(NodeClassifier):
     normalised adjacency of the nodes exactly :math:`h` hops away. The classifier input has
     :math:`(2^{K+1}-1)` times ``hidden_channels`` features.
 
+    The exact two-hop adjacency has up to :math:`\sum_i d_i^2` non-zeros (every length-2 walk), which on a
+    large heavy-tailed graph outgrows memory (tens of millions of entries at 169k nodes). ``two_hop="walk"``
+    replaces it by the normalised matrix of non-backtracking length-2 walks, applied as two sparse products
+    with the one-hop adjacency and never formed:
+
+    .. math::
+        \mathbf{W} = \mathbf{A}\mathbf{A} - \mathrm{diag}(\mathbf{A}\mathbf{A}),\qquad
+        \bar{\mathbf{A}}_2 \mathbf{h} \approx \mathbf{S}\big(\mathbf{A}(\mathbf{A}\,\mathbf{S}\mathbf{h})
+        - \mathrm{diag}(\mathbf{A}\mathbf{A})\,\mathbf{S}\mathbf{h}\big),\qquad
+        \mathbf{S} = \mathrm{diag}(\mathbf{W}\mathbf{1})^{-1/2}
+
+    (:math:`\mathbf{A}` binary without self loops; :math:`\mathbf{W}` weights a two-hop neighbour by its
+    number of paths and keeps one-hop neighbours that close a triangle). It costs :math:`O(|E|)` memory
+    and time per product instead of :math:`O(\sum_i d_i^2)`. ``two_hop="auto"`` (the default) uses the exact
+    matrix when its size bound :math:`\sum_i d_i^2 - \sum_i d_i` is at most ``two_hop_budget`` non-zeros
+    (the shipped graphs need at most about :math:`10^5`; a 30k-node citation-like graph about
+    :math:`10^7`) and the walk form beyond it.
+
     Args:
         num_layers (int, optional): aggregation rounds :math:`K`. (default: ``2``)
+        two_hop (str, optional): ``"auto"``, ``"exact"`` or ``"walk"``. (default: ``"auto"``)
+        two_hop_budget (int, optional): the ``"auto"`` threshold on the estimated two-hop non-zeros.
+            (default: ``2_000_000``, about 24 MB as CSR)
         others as :class:`GCN`.
     """
 
@@ -566,8 +590,15 @@ class H2GCN(NodeClassifier):
         out_channels: int,
         num_layers: int = 2,
         dropout: float = 0.5,
+        two_hop: str = "auto",
+        two_hop_budget: int = 2_000_000,
     ):
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
+        if two_hop not in TWO_HOP_FORMS:
+            raise ValueError(f"H2GCN: unknown two_hop {two_hop!r}; valid: {', '.join(TWO_HOP_FORMS)}")
+        if two_hop_budget < 0:
+            raise ValueError(f"H2GCN: two_hop_budget must be >= 0, got {two_hop_budget}")
+        self.two_hop, self.two_hop_budget = two_hop, two_hop_budget
         self.lin_ego = nn.Linear(in_channels, hidden_channels)
         self.lin_out = nn.Linear(hidden_channels * (2 ** (num_layers + 1) - 1), out_channels)
         self._adj = _AdjacencyCache()
@@ -577,14 +608,26 @@ class H2GCN(NodeClassifier):
         x = input_dropout(x, self.dropout, self.training)
         r = F.relu(self.lin_ego(x))
         rounds = [r]
+        walk = self.two_hop_form(edge_index, x.size(0)) == "walk"
         for _ in range(self.num_layers):
             hop1 = self._adj.matmul(edge_index, "hop1", r)
-            r = torch.cat([hop1, self._adj.matmul(edge_index, "hop2", r)], dim=1)
+            hop2 = self._adj.walk2(edge_index, r) if walk else self._adj.matmul(edge_index, "hop2", r)
+            r = torch.cat([hop1, hop2], dim=1)
             rounds.append(r)
         return dropout(torch.cat(rounds, dim=1), self.dropout, self.training)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         return self.lin_out(self.embed(x, edge_index))
+
+    def two_hop_form(self, edge_index: Tensor, num_nodes: int) -> str:
+        """``"exact"`` or ``"walk"``: the two-hop form used on this graph (see the class docstring)."""
+        if self.two_hop != "auto":
+            return self.two_hop
+        estimate = self._adj.two_hop_estimate(edge_index, num_nodes)
+        return "exact" if estimate <= self.two_hop_budget else "walk"
+
+
+TWO_HOP_FORMS = ("auto", "exact", "walk")
 
 
 class _CachedSpMM(torch.autograd.Function):
@@ -601,31 +644,112 @@ class _CachedSpMM(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.adj_t, grad)
 
 
+def graph_fingerprint(edge_index: Tensor) -> str:
+    """BLAKE2b digest of an ``edge_index``'s dtype, shape and values: two equal edge lists have the same
+    fingerprint wherever they live in memory, and different ones (almost surely) different fingerprints."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{edge_index.dtype}{tuple(edge_index.shape)}".encode())
+    h.update(edge_index.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _AdjacencyStore:
+    """Process-wide store of the normalised adjacency matrices of the last ``max_graphs`` graphs, keyed by
+    content: ``(graph_fingerprint(edge_index), num_nodes, device)``. Every model (and every retraining of
+    one) on the same graph shares one copy of each matrix; the least recently used graph is dropped."""
+
+    def __init__(self, max_graphs: int = 4) -> None:
+        self.max_graphs = max_graphs
+        self._graphs: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def entry(self, key: tuple) -> dict[str, Any]:
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:
+            self._graphs[key] = {}
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        return self._graphs[key]
+
+    def clear(self) -> None:
+        self._graphs.clear()
+
+
+ADJACENCY_STORE = _AdjacencyStore()
+
+
 class _AdjacencyCache:
-    """Normalised sparse adjacency matrices (and their transposes), recomputed only when ``edge_index``
-    changes."""
+    """One model's view of :data:`ADJACENCY_STORE`: normalised sparse adjacency matrices (and their
+    transposes) of the graph it is called on, keyed by the graph's content. The fingerprint of an
+    ``edge_index`` is computed once per tensor object and version (the tensor is held, so its memory
+    cannot be reused by another graph while it is remembered); an equal copy anywhere, on the same device,
+    finds the same matrices."""
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._mats: dict[str, tuple[Tensor, Tensor]] = {}
+        self._last: tuple[Tensor, int, str] | None = None
+
+    def key(self, edge_index: Tensor, num_nodes: int) -> tuple:
+        """``(fingerprint, num_nodes, device)`` of the graph."""
+        last = self._last
+        if last is not None and last[0] is edge_index and last[1] == edge_index._version:
+            fingerprint = last[2]
+        else:
+            fingerprint = graph_fingerprint(edge_index)
+            self._last = (edge_index, edge_index._version, fingerprint)
+        return (fingerprint, int(num_nodes), str(edge_index.device))
 
     def _pair(self, edge_index: Tensor, num_nodes: int, kind: str) -> tuple[Tensor, Tensor]:
-        key = (edge_index.data_ptr(), tuple(edge_index.shape), num_nodes, edge_index.device)
-        if key != self._key:
-            self._key, self._mats = key, {}
-        if kind not in self._mats:
+        mats = ADJACENCY_STORE.entry(self.key(edge_index, num_nodes))
+        if kind not in mats:
             adj = _build_adjacency(edge_index, num_nodes, kind)
-            self._mats[kind] = (adj, _transpose_csr(adj))
-        return self._mats[kind]
+            mats[kind] = (adj, _transpose_csr(adj))
+        return mats[kind]
 
     def get(self, edge_index: Tensor, num_nodes: int, kind: str) -> Tensor:
-        """The ``kind`` adjacency (``"gcn"``, ``"hop1"``, ``"hop2"``) as sparse CSR ``[N, N]``."""
+        """The ``kind`` adjacency (``"gcn"``, ``"hop1"``, ``"hop2"``, ``"adj"``) as sparse CSR ``[N, N]``."""
         return self._pair(edge_index, num_nodes, kind)[0]
 
     def matmul(self, edge_index: Tensor, kind: str, h: Tensor) -> Tensor:
         """``adj @ h`` with the ``kind`` adjacency, differentiable in ``h`` (cached transpose)."""
         adj, adj_t = self._pair(edge_index, h.size(0), kind)
         return _CachedSpMM.apply(adj, adj_t, h)
+
+    def two_hop_estimate(self, edge_index: Tensor, num_nodes: int) -> int:
+        r""":math:`\sum_i d_i^2 - \sum_i d_i` of the binary graph without self loops: the number of
+        length-2 walks between distinct endpoints, a bound on the exact two-hop adjacency's non-zeros."""
+        mats = ADJACENCY_STORE.entry(self.key(edge_index, num_nodes))
+        if "two_hop_estimate" not in mats:
+            adj = self.get(edge_index, num_nodes, "adj")
+            deg = adj.crow_indices().diff().double()
+            mats["two_hop_estimate"] = int((deg * deg).sum() - deg.sum())
+        return mats["two_hop_estimate"]
+
+    def walk2(self, edge_index: Tensor, h: Tensor) -> Tensor:
+        r"""Normalised non-backtracking two-walk product :math:`\mathbf{S}(\mathbf{A}(\mathbf{A}\mathbf{S}h)
+        - \mathrm{diag}(\mathbf{A}\mathbf{A})\mathbf{S}h)` (see :class:`H2GCN`), differentiable in ``h``;
+        never forms :math:`\mathbf{A}^2`."""
+        n = h.size(0)
+        mats = ADJACENCY_STORE.entry(self.key(edge_index, n))
+        if "walk2_scale" not in mats:
+            adj = self.get(edge_index, n, "adj")
+            back = _backtrack_counts(adj)  # diag(A A)
+            ones = torch.ones(n, 1, dtype=adj.dtype, device=adj.device)
+            rows = torch.sparse.mm(adj, torch.sparse.mm(adj, ones)).view(-1) - back
+            mats["walk2_scale"] = (rows.clamp(min=1).pow(-0.5).view(-1, 1), back.view(-1, 1))
+        scale, back = mats["walk2_scale"]
+        sh = h * scale
+        return (self.matmul(edge_index, "adj", self.matmul(edge_index, "adj", sh)) - back * sh) * scale
+
+
+def _backtrack_counts(adj: Tensor) -> Tensor:
+    r""":math:`\mathrm{diag}(\mathbf{A}\mathbf{A})_i = \sum_j A_{ij}A_{ji}` of a binary CSR matrix: the
+    number of reciprocated edges of node :math:`i` (its degree on an undirected graph)."""
+    n = adj.size(0)
+    rows = torch.repeat_interleave(torch.arange(n, device=adj.device), adj.crow_indices().diff())
+    cols = adj.col_indices()
+    forward, backward = rows * n + cols, cols * n + rows
+    mutual = torch.isin(backward, forward).to(adj.dtype)
+    return torch.zeros(n, dtype=adj.dtype, device=adj.device).index_add_(0, rows, mutual)
 
 
 class _AdjacencyOperator:
@@ -676,6 +800,9 @@ def _adjacency_cpu(edge_index: Tensor, num_nodes: int, kind: str) -> Tensor:
         ei, w = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
         return torch.sparse_coo_tensor(ei, w, (num_nodes, num_nodes)).coalesce().to_sparse_csr()
     ei, _ = remove_self_loops(coalesce(edge_index, num_nodes=num_nodes))
+    if kind == "adj":
+        ones = torch.ones(ei.size(1))
+        return torch.sparse_coo_tensor(ei, ones, (num_nodes, num_nodes)).coalesce().to_sparse_csr()
     if kind == "hop1":
         return _sym_norm(ei, num_nodes).to_sparse_csr()
     if kind == "hop2":

@@ -71,6 +71,7 @@ instead: raw labels below ``denoise_min_shots`` labelled nodes per class (defaul
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -216,6 +217,9 @@ class PKDConfig:
         student (str): student model. (default: ``"gcn"``)
         hidden (int): hidden width of teachers and student. (default: ``128``)
         train (TrainConfig): optimiser and schedule of every teacher (Adam lr 1e-2, wd 5e-4).
+        device (str): where the teachers, the student, the features and the adjacency live (``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``, ...); labels, the annotator's answers, the selectors and the PPO policy
+            stay on the CPU, and every returned tensor is on the CPU. (default: ``"cpu"``)
         budget_fraction (float | None): expand the labelled set to this fraction of all nodes.
             (default: ``0.48``)
         budget_count (int | None): absolute number of annotated nodes; overrides the fraction.
@@ -262,6 +266,7 @@ class PKDConfig:
     student: str = "gcn"
     hidden: int = 128
     train: TrainConfig = TrainConfig(epochs=200, patience=50)
+    device: str = "cpu"
     budget_fraction: float | None = 0.48
     budget_count: int | None = None
     uncertainty: str = "pairwise"
@@ -290,6 +295,10 @@ class PKDConfig:
     referee_margin: float = 0.0
 
     def __post_init__(self) -> None:
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"bad device={self.device!r}: {exc}") from None
         if len(self.teachers) < 2:
             raise ValueError(f"PKD needs at least 2 teachers, got {self.teachers}")
         for name, value, valid in (
@@ -408,10 +417,28 @@ class PKD:
         )
 
     # ----------------------------------------------------------------------------------- helpers
+    def on_device(self, data):
+        """``data`` with its features (as :func:`prepare_features` gives them) and ``edge_index`` on
+        ``config.device``: ``data`` itself on the CPU, else a shallow copy, made once per graph and kept
+        while the same ``data`` object is used. Labels stay where they are."""
+        device = torch.device(self.config.device)
+        if device.type == "cpu":
+            return data
+        cached = getattr(self, "_placed", None)
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        placed = copy.copy(data)
+        placed.x = prepare_features(data.x).to(device)
+        placed.edge_index = data.edge_index.to(device)
+        self._placed = (data, placed)
+        return placed
+
     def _fit_model(
         self, name: str, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
     ) -> nn.Module:
+        data = self.on_device(data)
         model = build_teacher(name, data.num_features, self.config.hidden, len(data.class_names))
+        model = model.to(self.config.device)
         val_mask = split.val_mask if split.has_validation else None
         config = self.config.train if val_mask is not None else replace(self.config.train, patience=None)
         if is_trainable(model):
@@ -434,12 +461,14 @@ class PKD:
         self, data, x: Tensor, targets: Tensor, mask: Tensor, split: FewShotSplit, seed: int
     ) -> tuple[list[nn.Module], Tensor]:
         """Train every teacher on ``targets[mask]`` (model selection on the validation nodes when the split
-        has them); returns the models and their softmax ``[B, N, C]``."""
+        has them); returns the models and their softmax ``[B, N, C]`` (on the CPU). ``x`` is on
+        ``config.device``."""
         models, probs = [], []
+        edge_index = self.on_device(data).edge_index
         for b, name in enumerate(self.config.teachers):
             model = self._fit_model(name, data, x, targets, mask, split, seed * 101 + b)
             models.append(model)
-            probs.append(predict(model, x, data.edge_index).softmax(-1))
+            probs.append(predict(model, x, edge_index).softmax(-1).cpu())
         return models, torch.stack(probs)
 
     # ------------------------------------------------------------------------------ expansion steps
@@ -502,7 +531,9 @@ class PKD:
         c = self.config
         restore = None
         if c.dns_k > 0:
-            restore = _attach_dns(annotator, shot_models, data, prepare_features(data.x), selected, c.dns_k)
+            placed = self.on_device(data)
+            x = prepare_features(placed.x)
+            restore = _attach_dns(annotator, shot_models, placed, x, selected, c.dns_k)
         try:
             ann = annotator.annotate(selected.numpy()) if selected.numel() else None
         finally:
@@ -548,7 +579,7 @@ class PKD:
         Returns:
             ``(labels [N], teachers, their softmax [B, N, C])`` after the last round.
         """
-        x = prepare_features(data.x)
+        x = prepare_features(self.on_device(data).x)
         reference = shot_probs
         for rnd in range(1 + self.config.self_training_rounds):
             labels = self.denoise_once(
@@ -719,7 +750,7 @@ class PKD:
         ``shot_teachers`` (the ``shot_teachers`` of an earlier :class:`Expansion` on the same split, seed
         and teacher set) skips retraining the shot-trained teachers, so that ablations share them."""
         c = self.config
-        x = prepare_features(data.x)
+        x = prepare_features(self.on_device(data).x)
         y = visible_labels(data.y, split)
         shots = torch.where(split.train_mask, y, torch.full_like(y, -1))
         if shot_teachers is None:
@@ -857,18 +888,21 @@ class PKD:
         """Train ``student`` on :func:`student_loss_terms` with the chosen teacher's softmax per node."""
         c = self.config
         val_mask = split.val_mask if split.has_validation and config.patience is not None else None
+        device = x.device
+        chosen_probs, distill_mask = chosen_probs.to(device), distill_mask.to(device)
+        labels, label_mask = expansion.labels.to(device), expansion.label_mask.to(device)
         train_node_classifier(
             student,
             x,
-            data.edge_index,
+            self.on_device(data).edge_index,
             None,
-            expansion.label_mask,
+            label_mask,
             extra_loss=lambda logits: student_loss_terms(
                 logits,
                 chosen_probs,
-                expansion.labels,
+                labels,
                 distill_mask=distill_mask,
-                label_mask=expansion.label_mask,
+                label_mask=label_mask,
                 alpha=c.alpha,
                 beta=c.beta,
                 gamma=c.gamma,
@@ -928,7 +962,7 @@ class PKD:
                 student, data, x, split, expansion, chosen, distill_mask, round_cfg, seed * 1000 + rnd, False
             )
             with torch.no_grad():
-                logits = predict(student, x, data.edge_index)
+                logits = predict(student, x, self.on_device(data).edge_index).cpu()
             rewards = ngs_rewards(logits[perm], probs[actions, perm], labels[perm], eta=c.eta)
             stats = agent.update(states[perm], actions, old_logp, rewards, old_values)  # student frozen
             trace.append({"reward": float(rewards.mean()), "entropy": stats.entropy})
@@ -964,13 +998,13 @@ class PKD:
         rule = teacher_selection or c.teacher_selection
         if rule not in TEACHER_SELECTIONS:
             raise ValueError(f"unknown teacher_selection {rule!r}; valid: {', '.join(TEACHER_SELECTIONS)}")
-        x = prepare_features(data.x)
+        x = prepare_features(self.on_device(data).x)
         probs = expansion.teacher_probs
         b, n, _ = probs.shape
         distill_mask = (
             torch.ones(n, dtype=torch.bool) if c.distill_on == "all" else expansion.label_mask.clone()
         )
-        student = build_model(c.student, data.num_features, c.hidden, len(data.class_names))
+        student = build_model(c.student, data.num_features, c.hidden, len(data.class_names)).to(c.device)
         diagnostics: dict[str, Any] = {"teacher_selection": rule}
         if rule == "ngs":
             choice, ngs_diagnostics = self.ngs(student, data, x, split, expansion, distill_mask, seed)
@@ -984,7 +1018,7 @@ class PKD:
         self._train_student(
             student, data, x, split, expansion, chosen, distill_mask, final_cfg, seed * 1000 + 999, reset
         )
-        logits = predict(student, x, data.edge_index)
+        logits = predict(student, x, self.on_device(data).edge_index).cpu()
         diagnostics["choice_counts"] = torch.bincount(choice[distill_mask], minlength=b).tolist()
         return PKDResult(student, logits, expansion, choice, diagnostics)
 

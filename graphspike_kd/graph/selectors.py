@@ -144,6 +144,10 @@ def dns_neighbours(
     k: int = 4,
     candidates: Tensor | None = None,
     metric: str = "cosine",
+    max_block: int = 2**24,
+    search: str = "auto",
+    exact_pairs: int = 2**30,
+    nprobe: int = 8,
 ) -> dict[int, list[int]]:
     r"""DNS: for each node, the union over teachers of its ``k`` nearest neighbours in that teacher's
     embedding space, de-duplicated (first occurrence kept, teachers in order), never the node itself.
@@ -152,12 +156,32 @@ def dns_neighbours(
     up to :math:`B \cdot k` neighbours per node. The distance metric is not stated in the paper
     (cosine here by default, Euclidean as an option: a reconstruction).
 
+    The search is exact and runs in blocks of query rows: a block's distances to all :math:`N` nodes
+    (at most ``max_block`` entries) are formed, masked and reduced to their top :math:`k` before the next
+    block, so memory is :math:`O(\text{max\_block} + M k)` rather than :math:`O(M N)`. When
+    :math:`M N \le` ``max_block`` (every shipped graph at the default) there is a single block, the dense
+    computation itself.
+
+    Exact search costs :math:`O(M N D)` time, quadratic in the graph size since the budget :math:`M` grows
+    with :math:`N`. ``search="ivf"`` is the inverted-file approximation (Jégou et al., "Product
+    quantization for nearest neighbor search", TPAMI 2011, without the quantisation): seeded k-means
+    (10 Lloyd rounds on a sample of :math:`64L` nodes) splits the allowed nodes into
+    :math:`L = \lceil\sqrt{N}\rceil` cells, and each query is compared exactly with the members of its
+    ``nprobe`` nearest cells only, :math:`O(M \cdot \text{nprobe} \cdot N/L \cdot D)` time.
+    ``search="auto"`` (the default) is exact when :math:`M N \le` ``exact_pairs`` (up to about 30k nodes
+    at the default budget) and IVF beyond it.
+
     Args:
         embeddings (list of Tensor): one ``[N, D_b]`` embedding per teacher.
         nodes (Tensor): the ``[M]`` query node ids.
         k (int, optional): neighbours per teacher. (default: ``4``)
         candidates (Tensor, optional): bool ``[N]`` nodes allowed as neighbours. (default: all)
         metric (str, optional): ``"cosine"`` or ``"euclidean"``. (default: ``"cosine"``)
+        max_block (int, optional): most distance entries held at once (rows per block: ``max_block // N``,
+            at least 1). (default: ``2**24``, 64 MB of float32)
+        search (str, optional): ``"auto"``, ``"exact"`` or ``"ivf"``. (default: ``"auto"``)
+        exact_pairs (int, optional): the ``"auto"`` threshold on :math:`M N`. (default: ``2**30``)
+        nprobe (int, optional): cells searched per query by IVF. (default: ``8``)
 
     Returns:
         dict mapping each query node id to its neighbour ids (a plain mapping, which is what the text
@@ -165,32 +189,122 @@ def dns_neighbours(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if max_block < 1:
+        raise ValueError(f"max_block must be >= 1, got {max_block}")
     if not embeddings:
         raise ValueError("dns_neighbours needs at least one teacher embedding")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
+    if search not in ("auto", "exact", "ivf"):
+        raise ValueError(f"unknown search {search!r}; valid: auto, exact, ivf")
+    if nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
     n = embeddings[0].size(0)
-    nodes = nodes.view(-1).long()
-    allowed = torch.ones(n, dtype=torch.bool) if candidates is None else candidates.bool().clone()
+    device = embeddings[0].device
+    nodes = nodes.view(-1).long().to(device)
+    allowed = (
+        torch.ones(n, dtype=torch.bool, device=device)
+        if candidates is None
+        else candidates.bool().to(device).clone()
+    )
+    kk = min(k, max(int(allowed.sum()) - 1, 0))
+    rows_per_block = max(1, max_block // max(n, 1))
     lists: list[list[int]] = [[] for _ in range(nodes.numel())]
     for emb in embeddings:
         if emb.dim() != 2 or emb.size(0) != n:
             raise ValueError(f"every embedding must be [N={n}, D], got {tuple(emb.shape)}")
+        if kk == 0:
+            continue
         e = emb.detach().float()
         if metric == "cosine":
             e = F.normalize(e, dim=1)
-            dist = -(e[nodes] @ e.T)
-        elif metric == "euclidean":
-            dist = torch.cdist(e[nodes], e)
-        else:
-            raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
-        dist = dist.masked_fill(~allowed.view(1, -1), float("inf"))
-        dist[torch.arange(nodes.numel()), nodes] = float("inf")
-        kk = min(k, max(int(allowed.sum()) - 1, 0))
-        if kk == 0:
+        if search == "ivf" or (search == "auto" and nodes.numel() * n > exact_pairs):
+            for row, ids in enumerate(_ivf_nearest(e, nodes, allowed, kk, metric, nprobe, max_block)):
+                lists[row].extend(ids)
             continue
-        nearest = dist.topk(kk, dim=1, largest=False).indices
+        nearest = (
+            torch.cat(
+                [
+                    _nearest_block(e, nodes[lo : lo + rows_per_block], allowed, kk, metric)
+                    for lo in range(0, nodes.numel(), rows_per_block)
+                ]
+            )
+            if nodes.numel()
+            else torch.empty(0, kk, dtype=torch.long)
+        )
         for row, ids in enumerate(nearest.tolist()):
             lists[row].extend(ids)
     return {int(v): list(dict.fromkeys(ids)) for v, ids in zip(nodes.tolist(), lists, strict=True)}
+
+
+def _nearest_block(e: Tensor, block: Tensor, allowed: Tensor, k: int, metric: str) -> Tensor:
+    """Indices ``[m, k]`` of the ``k`` nearest allowed nodes (self excluded) of the ``m`` nodes of
+    ``block`` in the (already normalised, for cosine) embedding ``e``."""
+    dist = -(e[block] @ e.T) if metric == "cosine" else torch.cdist(e[block], e)
+    dist = dist.masked_fill(~allowed.view(1, -1), float("inf"))
+    dist[torch.arange(block.numel(), device=e.device), block] = float("inf")
+    return dist.topk(k, dim=1, largest=False).indices.cpu()
+
+
+def _distances(a: Tensor, b: Tensor, metric: str) -> Tensor:
+    """``[len(a), len(b)]`` distances (negative dot products for cosine on unit rows)."""
+    return -(a @ b.T) if metric == "cosine" else torch.cdist(a, b)
+
+
+def _ivf_nearest(
+    e: Tensor, nodes: Tensor, allowed: Tensor, k: int, metric: str, nprobe: int, max_block: int
+) -> list[list[int]]:
+    """Approximate ``k`` nearest allowed nodes of each query by the inverted file of
+    :func:`dns_neighbours`: ascending distance, the query itself excluded, fewer than ``k`` only when the
+    probed cells hold fewer allowed nodes."""
+    device = e.device
+    members_all = allowed.nonzero().view(-1)
+    cells = max(1, min(math.ceil(math.sqrt(e.size(0))), members_all.numel()))
+    generator = torch.Generator().manual_seed(0)
+    sample = members_all[torch.randperm(members_all.numel(), generator=generator)[: 64 * cells].to(device)]
+    centroids = e[sample[:cells]].clone()
+
+    def nearest_cells(x: Tensor, count: int) -> Tensor:
+        step = max(1, max_block // cells)
+        return torch.cat(
+            [
+                _distances(x[i : i + step], centroids, metric).topk(count, dim=1, largest=False).indices
+                for i in range(0, x.size(0), step)
+            ]
+        )
+
+    for _ in range(10):  # Lloyd rounds on the sample
+        assign = nearest_cells(e[sample], 1).view(-1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, e[sample])
+        counts = torch.bincount(assign, minlength=cells).view(-1, 1)
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        if metric == "cosine":
+            centroids = F.normalize(centroids, dim=1)
+    cell_of = nearest_cells(e[members_all], 1).view(-1)
+    order = torch.argsort(cell_of, stable=True)
+    members = members_all[order]
+    bounds = torch.searchsorted(cell_of[order], torch.arange(cells + 1, device=device)).tolist()
+    probes = nearest_cells(e[nodes], min(nprobe, cells))  # [M, P]
+    best_d = torch.full((nodes.numel(), probes.size(1) * k), float("inf"), device=device)
+    best_i = torch.full_like(best_d, -1, dtype=torch.long)
+    flat = probes.reshape(-1)  # (query, probe rank) pairs grouped by cell: one pass per cell
+    by_cell = torch.argsort(flat, stable=True)
+    q_bounds = torch.searchsorted(flat[by_cell], torch.arange(cells + 1, device=device)).tolist()
+    for c in range(cells):
+        pairs = by_cell[q_bounds[c] : q_bounds[c + 1]]
+        cand = members[bounds[c] : bounds[c + 1]]
+        if pairs.numel() == 0 or cand.numel() == 0:
+            continue
+        rows, rank = pairs // probes.size(1), pairs % probes.size(1)
+        d = _distances(e[nodes[rows]], e[cand], metric)
+        d = d.masked_fill(nodes[rows].view(-1, 1) == cand.view(1, -1), float("inf"))
+        top = d.topk(min(k, cand.numel()), dim=1, largest=False)
+        slots = rank.view(-1, 1) * k + torch.arange(top.indices.size(1), device=device).view(1, -1)
+        best_d[rows.view(-1, 1), slots] = top.values
+        best_i[rows.view(-1, 1), slots] = cand[top.indices]
+    top = best_d.topk(k, dim=1, largest=False)
+    ids = best_i.gather(1, top.indices).masked_fill(torch.isinf(top.values), -1).cpu().tolist()
+    return [[v for v in row if v >= 0] for row in ids]
 
 
 NGS_STATE_PARTS = (

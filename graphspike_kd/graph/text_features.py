@@ -24,7 +24,16 @@ DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: int = 2) -> Tensor:
-    """TF-IDF bag-of-words features (L2-normalised rows, sublinear term frequency, English stop words).
+    r"""TF-IDF bag-of-words features (L2-normalised rows, sublinear term frequency, English stop words),
+    as a sparse CSR tensor: memory grows with the number of stored terms, never with :math:`N F`.
+
+    .. math::
+        x_{it} = \frac{w_{it}}{\lVert w_i \rVert_2},\qquad
+        w_{it} = \big(1 + \log \mathrm{tf}_{it}\big)\,\Big(1 + \log\frac{1 + N}{1 + \mathrm{df}_t}\Big)
+
+    (Salton & Buckley, "Term-weighting approaches in automatic text retrieval", 1988; scikit-learn's
+    smoothed form). Every model of :mod:`~graphspike_kd.graph.models` takes the CSR matrix as it is;
+    ``x.to_dense()`` gives the dense matrix when a caller needs one.
 
     Args:
         texts: one string per node.
@@ -32,8 +41,11 @@ def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: in
         min_df (int, optional): ignore terms that occur in fewer documents. (default: ``2``)
 
     Shapes:
-        - **output:** :math:`(N, F)` float32 with :math:`F \\le` ``max_features``
+        - **output:** :math:`(N, F)` float32 sparse CSR (column indices sorted within each row) with
+          :math:`F \le` ``max_features``
     """
+    import warnings
+
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if len(texts) == 0:
@@ -45,8 +57,17 @@ def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: in
         sublinear_tf=True,
         dtype=np.float32,
     )
-    matrix = vectorizer.fit_transform(list(texts))
-    return torch.from_numpy(np.asarray(matrix.todense(), dtype=np.float32))
+    matrix = vectorizer.fit_transform(list(texts)).tocsr()
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32, copy=False)),
+            matrix.shape,
+        )
 
 
 def default_cache_dir() -> Path:

@@ -22,8 +22,9 @@ def test_tfidf_rows_are_normalised_and_sized():
         "database queries",
     ]
     x = tfidf_features(texts, max_features=50, min_df=1)
+    assert x.layout == torch.sparse_csr
     assert x.dtype == torch.float32 and x.shape[0] == 4 and x.shape[1] <= 50
-    torch.testing.assert_close(x.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(x.to_dense().norm(dim=1), torch.ones(4))
     with pytest.raises(ValueError, match="empty"):
         tfidf_features([])
 
