@@ -675,7 +675,9 @@ def check_tag_graph(data: Any) -> None:
     if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != n or x.size(1) == 0:
         shape = None if not isinstance(x, Tensor) else tuple(x.shape)
         raise ValueError(f"{name}: `x` must be a [{n}, F] feature tensor with F >= 1, got {shape}")
-    if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+    # sparse features (TF-IDF is CSR): their stored values are what can be non-finite
+    stored = x.values() if x.layout == torch.sparse_csr else x._values() if x.is_sparse else x
+    if not x.is_floating_point() or not bool(torch.isfinite(stored).all()):
         raise ValueError(f"{name}: `x` must hold finite floating-point values (dtype {x.dtype})")
     ei = data.edge_index
     if not isinstance(ei, Tensor) or ei.dtype != torch.long or ei.dim() != 2 or ei.size(0) != 2:

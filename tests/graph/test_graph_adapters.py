@@ -260,3 +260,20 @@ def test_shipped_graphs_have_the_layout_the_adapters_produce(name):
     from graphspike_kd.graph.datasets import load_tag_dataset
 
     check_tag_graph(load_tag_dataset(name))
+
+
+@pytest.mark.parametrize("layout", ["csr", "coo", "dense"])
+def test_check_tag_graph_reads_sparse_features_and_rejects_their_non_finite_values(layout):
+    y, edge_index, texts = _toy()
+    graph = Data(edge_index=edge_index, y=y, num_nodes=y.numel())
+    data = from_pyg(graph, texts=texts, class_names=["a", "b", "c"])
+    dense = data.x.to_dense() if data.x.layout != torch.strided else data.x
+    layouts = {"csr": torch.Tensor.to_sparse_csr, "coo": torch.Tensor.to_sparse, "dense": torch.clone}
+    as_layout = layouts[layout]
+    data.x = as_layout(dense.clone())
+    check_tag_graph(data)
+    bad = dense.clone()
+    bad[3, int(dense[3].nonzero()[0])] = float("nan")
+    data.x = as_layout(bad)
+    with pytest.raises(ValueError, match="finite"):
+        check_tag_graph(data)
