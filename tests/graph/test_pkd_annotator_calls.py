@@ -8,7 +8,7 @@ import json
 import re
 import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from graphspike_kd.graph.annotators import OpenAIAnnotator
 from graphspike_kd.graph.pkd import PKD, PKDConfig
 from graphspike_kd.graph.splits import few_shot_split
 from graphspike_kd.graph.training import TrainConfig
+from tests._local_http import start_local_server
 
 from .test_pkd import NoisyAnnotator, _sbm
 
@@ -105,12 +106,8 @@ class CountingServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02})
-        self.thread.daemon = True
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.httpd, port = start_local_server(Handler)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -7,12 +7,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 
 from graphspike_kd.graph.annotators import AnnotatorError, OpenAIAnnotator, get_annotator
+from tests._local_http import start_local_server
 
 from .conftest import make_tag
 
@@ -62,13 +63,8 @@ class FakeServer:
                 finally:
                     FakeServer.leave(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.httpd, port = start_local_server(Handler)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
 
     def respond(self, handler, body):
         if "messages" in body:

@@ -10,13 +10,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 
 from graphspike_kd.graph.annotators import AnnotatorError, get_annotator
 from graphspike_kd.graph.annotators.prompts import _json_objects, parse_category
+from tests._local_http import start_local_server
 
 from .conftest import make_tag
 
@@ -67,13 +68,7 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-        self.port = self.httpd.server_address[1]
+        self.httpd, self.port = start_local_server(Handler)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     def close(self):
