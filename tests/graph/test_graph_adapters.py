@@ -60,12 +60,7 @@ def _short_pkd(data):
     assert bool(torch.isfinite(result.logits).all())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_from_pyg_normalises_and_runs_pkd():

@@ -17,13 +17,7 @@ from graphspike_kd.graph.models import (
 )
 from graphspike_kd.graph.training import TrainConfig, accuracy, train_node_classifier
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _path(n=6):

@@ -21,13 +21,7 @@ from graphspike_kd.graph.pkd import (
 from graphspike_kd.graph.splits import FewShotSplit, few_shot_split
 from graphspike_kd.graph.training import TrainConfig, accuracy
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ------------------------------------------------------------------------------------- loss terms

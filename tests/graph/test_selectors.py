@@ -19,14 +19,7 @@ from graphspike_kd.graph.selectors import (
     teacher_oracle,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: on a shared 2-core machine, intra-op threads only add contention (measured 15x slower)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _kl(p, q):
