@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch_geometric.data import Data
 
 from graphspike_kd.benchmarks.pkd import _device_problem
 from graphspike_kd.graph.annotators.oracle import OracleAnnotator
@@ -16,20 +14,7 @@ from graphspike_kd.graph.pkd import PKD, PKDConfig
 from graphspike_kd.graph.splits import few_shot_split
 from graphspike_kd.graph.training import TrainConfig, predict
 
-
-def _sbm(n_per_class: int = 40, classes: int = 3, seed: int = 0) -> Data:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(classes).repeat_interleave(n_per_class)
-    n = y.numel()
-    prob = torch.where(y.view(-1, 1) == y.view(1, -1), torch.tensor(0.1), torch.tensor(0.005))
-    adj = torch.triu(torch.rand(n, n, generator=g) < prob, 1)
-    ei = adj.nonzero().T
-    x = torch.cat(
-        [F.one_hot(y, classes).float() + torch.randn(n, classes, generator=g), torch.randn(n, 9)], 1
-    )
-    data = Data(x=x, edge_index=torch.cat([ei, ei.flip(0)], 1), y=y)
-    data.name, data.class_names = "sbm_device", [f"c{i}" for i in range(classes)]
-    return data
+from .test_pkd import _sbm
 
 
 def _config(device: str) -> PKDConfig:
@@ -56,7 +41,7 @@ def test_device_option_is_validated_and_cpu_is_the_default():
 
 
 def test_cpu_device_uses_the_graph_itself():
-    data = _sbm()
+    data = _sbm(n_per_class=40)
     assert PKD(_config("cpu")).on_device(data) is data
 
 
@@ -74,7 +59,7 @@ def test_cli_rejects_an_unusable_device_before_any_work(capsys, monkeypatch):
 
 def test_adjacency_cache_key_holds_content_size_and_device():
     ADJACENCY_STORE.clear()
-    data = _sbm()
+    data = _sbm(n_per_class=40)
     cache = _AdjacencyCache()
     key = cache.key(data.edge_index, 120)
     assert key == _AdjacencyCache().key(data.edge_index.clone(), 120)
@@ -86,7 +71,7 @@ def test_adjacency_cache_key_holds_content_size_and_device():
 @pytest.mark.gpu
 def test_models_adjacency_and_features_on_cuda_match_cpu():
     ADJACENCY_STORE.clear()
-    data = _sbm()
+    data = _sbm(n_per_class=40)
     for name in ("gcn", "gat", "appnp", "h2gcn", "gprgnn", "mlp"):
         torch.manual_seed(0)
         cpu = build_model(name, data.num_features, 8, 3).eval()
@@ -106,7 +91,7 @@ def test_models_adjacency_and_features_on_cuda_match_cpu():
 
 @pytest.mark.gpu
 def test_pkd_fit_on_cuda_keeps_models_there_and_returns_cpu_tensors():
-    data = _sbm()
+    data = _sbm(n_per_class=40)
     split = few_shot_split(data.y, 3, seed=0)
     annotator = OracleAnnotator(data, accuracy=0.8)
     annotator.neighbours = None  # DNS runs, on the device
