@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import socket
 import subprocess
 import sys
@@ -136,8 +138,15 @@ def main(argv: list[str] | None = None) -> dict:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    commit = git.stdout.strip()
+    cli_args = sys.argv[1:] if argv is None else argv
     result = {
         "benchmark": "annotator_valid_rate",
+        "command": " ".join(["python", "benchmarks/annotator_valid_rate.py", *cli_args]),
+        "git_commit": commit or None,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads},
         "model": gguf.name,
         "dataset": "citeseer",
         "nodes": int(len(nodes)),
