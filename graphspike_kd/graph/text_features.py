@@ -57,7 +57,14 @@ def tfidf_features(texts: Sequence[str], *, max_features: int = 2000, min_df: in
         sublinear_tf=True,
         dtype=np.float32,
     )
-    matrix = vectorizer.fit_transform(list(texts)).tocsr()
+    try:
+        matrix = vectorizer.fit_transform(list(texts)).tocsr()
+    except ValueError as exc:  # scikit-learn: "empty vocabulary" / "After pruning, no terms remain"
+        raise ValueError(
+            f"tfidf_features: no term of the {len(texts)} texts survives the English stop words and "
+            f"min_df={min_df} (a term must occur in at least that many texts); pass min_df=1, or give the "
+            f"graph its own features ({exc})"
+        ) from None
     matrix.eliminate_zeros()
     matrix.sort_indices()
     with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction

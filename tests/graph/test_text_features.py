@@ -29,6 +29,15 @@ def test_tfidf_rows_are_normalised_and_sized():
         tfidf_features([])
 
 
+def test_tfidf_names_the_fix_when_no_term_survives():
+    texts = ["graph networks", "relational databases", "spiking neurons"]  # no word in two texts
+    with pytest.raises(ValueError, match="min_df=2.*pass min_df=1"):
+        tfidf_features(texts)
+    with pytest.raises(ValueError, match="stop words"):
+        tfidf_features(["the and of", "a an the"], min_df=1)
+    assert tfidf_features(texts, min_df=1).shape[0] == 3
+
+
 def test_cache_key_depends_on_texts_model_and_boundaries():
     a = texts_cache_key(["ab", "c"], "m")
     assert a == texts_cache_key(["ab", "c"], "m")
