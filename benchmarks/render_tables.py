@@ -153,6 +153,19 @@ def _annotator_throughput(results: Path) -> str:
     return rows(["client", "annotations/s (median)", "ideal (c / latency)", "per round"], body)
 
 
+@table("annotator-valid-rate", "annotator_valid_rate_smollm2.json")
+def _annotator_valid_rate(results: Path) -> str:
+    r = load(results, "annotator_valid_rate_smollm2.json")
+    labels = {"structured_auto": "JSON schema with a class enum (`structured=\"auto\"`)",
+              "structured_off": "prompt only (`structured=\"off\"`)"}
+    body = [
+        [label, f"{100 * m['valid_rate']:.1f}", f"{100 * m['accuracy']:.1f}", f"{m['seconds']:.1f}"]
+        for key, label in labels.items()
+        for m in [r["modes"][key]]
+    ]
+    return rows(["request", "valid answers (%)", "accuracy (%)", "seconds"], body)
+
+
 # ---------------------------------------------------------------------------------------------- common
 
 
