@@ -25,13 +25,7 @@ from graphspike_kd.spiking.train import (
     step_logits,
     write_json_atomic,
 )
-
-CFG = [4, 8, "A", 8, "A"]
-
-
-def _data(n=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
+from tests.spiking.test_train import CFG, _data
 
 
 def _model(seed=0, neuron=None):
