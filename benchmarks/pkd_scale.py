@@ -213,8 +213,11 @@ def schedule_overrides(args: argparse.Namespace) -> dict:
     from graphspike_kd.graph.pkd import PKDConfig
 
     out: dict = {}
+    if getattr(args, "teachers", None):
+        out["teachers"] = tuple(args.teachers)
     if args.epochs is not None:
-        out["train"] = replace(PKDConfig.train, epochs=args.epochs)
+        base = PKDConfig.at_scale() if getattr(args, "preset", "default") == "at-scale" else PKDConfig()
+        out["train"] = replace(base.train, epochs=args.epochs)
     if args.ngs_rounds is not None:
         out["ngs_rounds"] = args.ngs_rounds
     if args.round_epochs is not None:
@@ -228,6 +231,7 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
     from graphspike_kd.graph.annotators.oracle import OracleAnnotator
     from graphspike_kd.graph.pkd import PKD, PKDConfig
     from graphspike_kd.graph.splits import few_shot_split
+    from graphspike_kd.graph.training import accuracy
 
     torch.set_num_threads(args.threads)
     classes = args.classes or (7 if num_nodes < 10_000 else 40)
@@ -247,7 +251,8 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
         annotator.neighbours = None  # take DNS context like the text annotators (the oracle ignores it)
     fields = PKDConfig.__dataclass_fields__
     overrides = schedule_overrides(args)
-    config = PKDConfig(**({"device": args.device} if "device" in fields else {}), **overrides)
+    build = PKDConfig.at_scale if args.preset == "at-scale" else PKDConfig
+    config = build(**({"device": args.device} if "device" in fields else {}), **overrides)
     pkd = PKD(config)
     timer = StageTimer()
     timer.wrap(pkd)
@@ -278,7 +283,12 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
         "sum_squared_degree": float((degree**2).sum()),
         "budget": expansion.diagnostics["budget"],
         "teachers": list(config.teachers),
-        "schedule": "default" if not overrides else {k: str(v) for k, v in overrides.items()},
+        "preset": args.preset,
+        "schedule": "preset" if not overrides else {k: str(v) for k, v in overrides.items()},
+        "train": str(config.train),
+        "ngs_rounds": config.ngs_rounds,
+        "student_epochs_per_round": config.student_epochs_per_round,
+        "final_epochs": config.final_epochs,
         "dns": args.dns,
         "device": getattr(config, "device", "cpu"),
         "generate_s": round(generate_s, 2),
@@ -286,6 +296,7 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
         "total_s": round(total, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "test_acc": measured["test_acc"],
+        "val_acc": accuracy(result.logits, data.y, split.val_mask) if bool(split.val_mask.any()) else None,
         "llm_acc_selected": measured["expansion"].get("llm_acc_selected"),
         "teacher_test_acc": measured["expansion"].get("teacher_test_acc"),
         "denoise_gate": expansion.diagnostics.get("denoise_gate"),
@@ -361,6 +372,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--avg-degree", type=float, default=7.0)
     p.add_argument("--homophily", type=float, default=0.65)
     p.add_argument("--features", default="bow", choices=["bow", "dense"])
+    p.add_argument(
+        "--preset",
+        default="at-scale",
+        choices=["at-scale", "default"],
+        help="PKDConfig.at_scale() (the large-graph configuration) or PKDConfig() (default: at-scale)",
+    )
+    p.add_argument("--teachers", nargs="+", default=None, help="teacher names (default: the preset's)")
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--oracle-accuracy", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)

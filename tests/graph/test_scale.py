@@ -171,3 +171,46 @@ def test_ivf_dns_finds_most_exact_neighbours_and_respects_the_rules():
         assert d == sorted(d)
     with pytest.raises(ValueError, match="search"):
         dns_neighbours([emb], nodes, search="hnsw")
+
+
+def test_at_scale_preset_is_linear_and_overridable():
+    from graphspike_kd.graph.pkd import PKD, SCALE_TEACHERS, PKDConfig
+
+    config = PKDConfig.at_scale()
+    assert config.teachers == SCALE_TEACHERS
+    # no per-edge attention and no two-hop operator: their memory or time grows faster than the edges
+    assert not {"gat", "h2gcn"} & set(config.teachers)
+    assert config.train.eval_every > 1 and config.train.epochs < PKDConfig().train.epochs
+    assert config.ngs_rounds < PKDConfig().ngs_rounds and config.final_epochs < PKDConfig().final_epochs
+    # what the preset does not name keeps the defaults; overrides win over the preset
+    assert config.denoise == PKDConfig().denoise and config.student == PKDConfig().student
+    assert PKDConfig.at_scale(ngs_rounds=3, device="cpu").ngs_rounds == 3
+    with pytest.raises(TypeError, match="ngs_round"):
+        PKDConfig.at_scale(ngs_round=3)
+
+    # the preset runs end to end (a tiny graph, a short schedule)
+    from graphspike_kd.graph.annotators.oracle import OracleAnnotator
+    from graphspike_kd.graph.splits import few_shot_split
+
+    g = torch.Generator().manual_seed(0)
+    n, c = 120, 3
+    y = torch.arange(n) % c
+    x = torch.nn.functional.one_hot(y, c).float() + 0.8 * torch.randn(n, c, generator=g)
+    src = torch.randint(0, n, (400,), generator=g)
+    same_class = (src + c * torch.randint(1, 5, (400,), generator=g)) % n
+    anywhere = torch.randint(0, n, (400,), generator=g)
+    dst = torch.where(torch.rand(400, generator=g) < 0.8, same_class, anywhere)
+    from torch_geometric.data import Data
+    from torch_geometric.utils import to_undirected
+
+    data = Data(x=x, edge_index=to_undirected(torch.stack([src, dst])), y=y, num_nodes=n)
+    data.name, data.class_names = "at_scale_toy", ["a", "b", "c"]
+    split = few_shot_split(y, 3, protocol="paper", seed=0)
+    short = TrainConfig(epochs=10, patience=5, eval_every=5)
+    config = PKDConfig.at_scale(
+        train=short, ngs_rounds=1, student_epochs_per_round=2, final_epochs=5, dns_k=0
+    )
+    pkd = PKD(config)
+    result = pkd.fit(data, OracleAnnotator(data, accuracy=0.8, seed=0), split, seed=0)
+    assert result.expansion.teacher_probs.shape[0] == len(SCALE_TEACHERS)
+    assert pkd.evaluate(data, split, result)["test_acc"] > 1.0 / c
