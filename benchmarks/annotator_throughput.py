@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from graphspike_kd.benchmarks import provenance  # noqa: E402
 
 CLASSES = ["AI", "ML", "IR", "DB", "Agents", "HCI"]
 CONFIGS = {  # name -> (server speaks HTTP/1.1, concurrency)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)  # fail on a bad --out before any work
+    started = provenance.now()
 
     servers, urls = {}, {}
     for http11 in sorted({CONFIGS[c][0] for c in args.configs}):
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
             proc.wait(timeout=10)
     result = {
         "benchmark": "annotator_throughput",
-        "command": "python benchmarks/annotator_throughput.py " + " ".join(argv or sys.argv[1:]),
+        "command": provenance.command_line(
+            ["benchmarks/annotator_throughput.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "latency_s": args.latency,
         "nodes_per_measurement": args.nodes,
         "rounds": args.rounds,
@@ -185,13 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
             for name in args.configs
         },
         "goal": ">= 250 annotations/s at concurrency 32 and 100 ms latency",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = provenance.write_json(
+        args.out, result, command=result["command"], started=started, repo_dir=ROOT
+    )
     print(json.dumps(result["configs"], indent=2))
     return result
 

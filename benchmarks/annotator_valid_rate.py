@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -33,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from graphspike_kd.benchmarks import provenance  # noqa: E402
 
 
 def free_port() -> int:
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    started = provenance.now()
 
     from graphspike_kd.graph.annotators import get_annotator
     from graphspike_kd.graph.annotators.hf import smollm2_gguf_path
@@ -138,15 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    commit = git.stdout.strip()
     cli_args = sys.argv[1:] if argv is None else argv
     result = {
         "benchmark": "annotator_valid_rate",
-        "command": " ".join(["python", "benchmarks/annotator_valid_rate.py", *cli_args]),
-        "git_commit": commit or None,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads},
+        "command": provenance.command_line(["benchmarks/annotator_valid_rate.py", *cli_args]),
+        "threads": args.threads,
         "model": gguf.name,
         "dataset": "citeseer",
         "nodes": int(len(nodes)),
@@ -154,7 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
         "max_tokens": args.max_tokens,
         "modes": modes,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = provenance.write_json(
+        args.out, result, command=result["command"], started=started, repo_dir=ROOT
+    )
     return result
 
 

@@ -23,9 +23,7 @@ Benchmark: multi-step LIF (soft reset, sigmoid surrogate, decay_input, k = 0.5) 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import re
 import statistics
 import subprocess
@@ -38,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from graphspike_kd.benchmarks import provenance  # noqa: E402
 from graphspike_kd.spiking import functional  # noqa: E402
 from graphspike_kd.spiking.kernels import cupy_status  # noqa: E402
 from graphspike_kd.spiking.kernels import ops as kernel_ops  # noqa: E402
@@ -123,7 +122,7 @@ def run_tests(quiet: bool) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    log.write_text(f"$ {' '.join(cmd)}\n\n{proc.stdout}\n{proc.stderr}")
+    provenance.atomic_write_text(log, f"$ {' '.join(cmd)}\n\n{proc.stdout}\n{proc.stderr}")
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     found = re.findall(r"(\d+) (passed|failed|skipped|error|errors)", summary)
     counts = {key: int(num) for num, key in found}
@@ -197,13 +196,14 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "gpu_check.json")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    started = provenance.now()
+    command = provenance.command_line(["benchmarks/gpu_check.py", *sys.argv[1:]])
 
     ok, reason = cupy_status()
-    report: dict = {"cupy_status": [ok, reason], "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_cuda": torch.version.cuda}
+    report: dict = {"command": command, "cupy_status": [ok, reason], "torch_cuda": torch.version.cuda}
     if not ok or not torch.cuda.is_available():
         report["error"] = f"cannot run the GPU check: {reason}"
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        provenance.write_json(args.output, report, command=command, started=started, repo_dir=ROOT)
         print(report["error"], file=sys.stderr)
         return 1
     import cupy
@@ -229,7 +229,7 @@ def main() -> int:
         row["fraction_of_copy"] = round(row["gbps"] / copy_gbps, 3)
         row["fraction_of_nominal_peak"] = None if peak is None else round(row["gbps"] / peak, 3)
     report.update({"copy_gbps": round(copy_gbps, 1), "nominal_peak_gbps": peak, "benchmark": rows})
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    provenance.write_json(args.output, report, command=command, started=started, repo_dir=ROOT)
     if not args.quiet:
         best = max(rows, key=lambda r: r["gbps"])
         print(f"measured copy {copy_gbps:.0f} GB/s, nominal peak {peak} GB/s; best kernels "

@@ -18,11 +18,7 @@ Writes ``benchmarks/results/losses.json`` by default.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -32,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.common.losses import dist_loss, dkd_loss, kd_loss, pld_loss
 
 TEMPERATURE = {"kd": 4.0, "dkd": 4.0, "dist": 1.0, "pld": 1.0}  # each library default
@@ -236,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    started = provenance.now()
     load_before = os.getloadavg()[0]
     rows = [measure(c, args.batch, args.rounds, args.inner) for c in args.classes]
     print(f"{'C':>6} {'CE (us)':>9} " + " ".join(f"{n + ' /base':>10} {n + ' xCE':>9}" for n in LOSSES)
@@ -246,23 +244,18 @@ def main(argv: list[str] | None = None) -> dict:
               f" {r['pld_ratio_to_previous']:>10.2f} {r['pld_previous_ratio_to_ce']:>9.2f}")
     argv_used = sys.argv[1:] if argv is None else argv
     result = {
-        "command": " ".join(["python", "benchmarks/losses.py", *map(shlex.quote, argv_used)]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": provenance.command_line(["benchmarks/losses.py", *argv_used]),
         "batch": args.batch,
         "rounds": args.rounds,
         "inner": args.inner,
         "threads": args.threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_count": os.cpu_count(),
         # 1-minute load averages before and after: other processes on the machine slow every timed
         # function alike within a round, but a heavy load makes the small-C ratios noisy
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "results": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    result = provenance.write_json(args.output, result, command=result["command"], started=started,
+                                   repo_dir=Path(__file__).resolve().parent)
     print(f"wrote {args.output}")
     return result
 

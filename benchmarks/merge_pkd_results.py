@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from graphspike_kd.benchmarks import provenance
 
 _SAME = ("dataset", "shots", "protocol", "annotator", "llm_model", "features")
 
@@ -40,7 +43,7 @@ def merge(payloads: list[dict]) -> dict:
     merged = {
         key: first[key]
         for key in first
-        if key not in ("seeds", "methods", "wall_time_s", "per_seed", "command")
+        if key not in ("seeds", "methods", "wall_time_s", "per_seed", "command", "provenance")
     }
     merged.update(
         seeds=seeds,
@@ -49,6 +52,7 @@ def merge(payloads: list[dict]) -> dict:
         wall_time_s_per_part=[p["wall_time_s"] for p in payloads],
         per_seed=[d for p in payloads for d in p.get("per_seed", [])],
         command=[p.get("command") for p in payloads],
+        parts_provenance=[p.get("provenance") for p in payloads],
     )
     for name in methods:
         accs = [a for p in payloads for a in p["methods"][name]["acc"]]
@@ -66,9 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     problem = output_problem(args.output)
     if problem:
         p.error(f"--output {args.output}: {problem}")
+    started = provenance.now()
     merged = merge([json.loads(path.read_text()) for path in args.parts])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(merged, indent=2) + "\n")
+    command = provenance.command_line(
+        ["benchmarks/merge_pkd_results.py", *(sys.argv[1:] if argv is None else argv)])
+    merged = provenance.write_json(args.output, merged, command=command, started=started,
+                                   repo_dir=Path(__file__).resolve().parent)
     print(format_table(merged))
 
 

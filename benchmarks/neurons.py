@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from graphspike_kd.benchmarks import provenance  # noqa: E402
 from graphspike_kd.spiking.neurons import LIF  # noqa: E402
 from graphspike_kd.spiking.surrogate import Sigmoid  # noqa: E402
 
@@ -351,11 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    started = provenance.now()
     result: dict = {
-        "command": "python benchmarks/neurons.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_start": os.getloadavg()},
+        "command": provenance.command_line(
+            ["benchmarks/neurons.py", *(sys.argv[1:] if argv is None else argv)]),
+        "load_average_start": os.getloadavg(),
         "config": {"tau": TAU, "surrogate": f"sigmoid(alpha={ALPHA})", "reset": args.reset,
                    "threads": args.threads, "reps": args.reps, "warmup": args.warmup},
     }
@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         result["gpu"] = bench_gpu(args, progress)
         if not args.quiet:
             print("\nGPU:", json.dumps(result["gpu"], indent=1))
-    result["machine"]["load_average_end"] = os.getloadavg()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    result["load_average_end"] = os.getloadavg()
+    provenance.write_json(args.output, result, command=result["command"], started=started, indent=1,
+                          repo_dir=ROOT)
     print(f"wrote {args.output}")
     return 0
 

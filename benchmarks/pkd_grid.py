@@ -118,7 +118,9 @@ def write_between_markers(path: Path, name: str, text: str) -> None:
         raise SystemExit(f"{path}: no {start} ... {end} markers to write between")
     head, rest = doc.split(start, 1)
     _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    from graphspike_kd.benchmarks.provenance import atomic_write_text
+
+    atomic_write_text(path, f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:

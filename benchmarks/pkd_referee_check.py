@@ -15,8 +15,6 @@ quantities the check estimates from the shots alone.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import prepare_features
 from graphspike_kd.graph.pkd import PKD, PKDConfig, default_models
@@ -40,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
+    started = provenance.now()
     from graphspike_kd.graph.annotators import get_annotator
 
     data = load_tag_dataset(args.dataset, show_progress=False)
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"LLM {llm_test:.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         payload = _payload(args, teachers, rows, start, argv)  # written after every seed
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(payload, indent=1) + "\n")
+        payload = provenance.write_json(args.output, payload, command=payload["command"], started=started,
+                                        indent=1, repo_dir=Path(__file__).resolve().parent)
     return payload
 
 
@@ -83,8 +83,8 @@ def _payload(args, teachers, rows, start, argv) -> dict:
         "mean_referee_cv_acc": float(np.mean([r["referee_cv_acc"] for r in rows])),
         "mean_llm_shot_acc": float(np.mean([r["llm_shot_acc"] for r in rows])),
         "wall_time_s": time.perf_counter() - start,
-        "command": "python benchmarks/pkd_referee_check.py "
-                   + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": provenance.command_line(
+            ["benchmarks/pkd_referee_check.py", *(argv if argv is not None else sys.argv[1:])]),
     }
 
 

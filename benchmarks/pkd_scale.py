@@ -40,7 +40,6 @@ import cProfile
 import json
 import math
 import os
-import platform
 import pstats
 import resource
 import subprocess
@@ -50,6 +49,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from graphspike_kd.benchmarks import provenance  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS / "pkd_scale.json"
@@ -306,18 +311,19 @@ def run_one(args: argparse.Namespace, num_nodes: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- the driver
-def merge(path: Path, record: dict, command: str) -> dict:
+def merge(path: Path, record: dict, command: str, *, file_command: str | None = None,
+          started: float | None = None, run_started: float | None = None) -> dict:
+    """Add (or replace) the run at ``record["nodes"]`` in the JSON at ``path``. The run keeps its own
+    ``command`` and provenance record (runs of one file may come from separate invocations); the file's
+    ``provenance`` is that of the invocation that wrote it last (``file_command``, ``started``)."""
     payload = json.loads(path.read_text()) if path.exists() else {}
+    payload.pop("provenance", None)
     runs = [r for r in payload.get("runs", []) if r["nodes"] != record["nodes"]]
-    runs.append({**record, "command": command})
-    payload.update(
-        benchmark="pkd_scale",
-        machine={"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        runs=sorted(runs, key=lambda r: r["nodes"]),
-    )
+    runs.append({**record, "command": command,
+                 "provenance": provenance.collect(command, started=run_started, repo_dir=ROOT)})
+    payload.update(benchmark="pkd_scale", runs=sorted(runs, key=lambda r: r["nodes"]))
     payload["exponents_30k_to_largest"] = exponents(payload["runs"])
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return payload
+    return provenance.write_json(path, payload, command=file_command, started=started, repo_dir=ROOT)
 
 
 def exponents(runs: list[dict], low: int = 30_000) -> dict[str, float]:
@@ -362,7 +368,8 @@ def plot(path: Path, output: Path) -> None:
     ax.legend(fontsize=8, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(output, dpi=120)
+    provenance.atomic_savefig(fig, output, dpi=120)
+    plt.close(fig)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -412,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(run_one(args, args.nodes[0])), flush=True)
         return
     argv = list(sys.argv[1:] if argv is None else argv)
+    file_command = provenance.command_line(["benchmarks/pkd_scale.py", *argv])
+    started = provenance.now()
     for n in args.nodes:
         child = [a for a in argv if a != "--child"]
         i = child.index("--nodes") if "--nodes" in child else None
@@ -422,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
             del child[i:j]
         cmd = [sys.executable, __file__, "--child", "--nodes", str(n), *child]
         load_at_start = list(os.getloadavg())
+        run_started = provenance.now()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         sys.stderr.write(proc.stderr[-4000:])
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -430,8 +440,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"the run at {n} nodes failed (exit {proc.returncode})")
         record = json.loads(lines[-1][len("RESULT ") :])
         record["load_average_at_start"] = load_at_start
-        command = f"python benchmarks/pkd_scale.py --nodes {n} " + " ".join(child)
-        merge(args.output, record, command.strip())
+        command = provenance.command_line(["benchmarks/pkd_scale.py", "--nodes", str(n), *child])
+        merge(args.output, record, command, file_command=file_command, started=started,
+              run_started=run_started)
         print(json.dumps({k: record[k] for k in ("nodes", "total_s", "peak_rss_mb", "test_acc")}), flush=True)
         plot(args.output, args.plot)
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import shlex
 import sys
 import time
 from dataclasses import replace
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import prepare_features
 from graphspike_kd.graph.pkd import PKD, PKDConfig, default_models
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
+    started = provenance.now()
     from graphspike_kd.graph.annotators import get_annotator
 
     data = load_tag_dataset(args.dataset, show_progress=False)
@@ -184,11 +184,11 @@ def main(argv: list[str] | None = None) -> dict:
         "ranked_by_validation": ranked,
         "distill": distill,
         "wall_time_s": time.perf_counter() - start,
-        "command": "python benchmarks/pkd_teacher_pool.py "
-                   + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": provenance.command_line(
+            ["benchmarks/pkd_teacher_pool.py", *(argv if argv is not None else sys.argv[1:])]),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(payload, indent=1) + "\n")
+    payload = provenance.write_json(args.output, payload, command=payload["command"], started=started,
+                                    indent=1, repo_dir=Path(__file__).resolve().parent)
     print(f"{'composition':<34} {'val ens':>8} {'val orc':>8} {'test ens':>9} {'test best':>9} "
           f"{'test orc':>9} {'test gap':>9}")
     for name in kept:

@@ -64,8 +64,9 @@ def plot(panels: dict[tuple[str, str], dict[int, dict]], output: Path) -> None:
         ax.grid(alpha=0.3)
     flat[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
+    from graphspike_kd.benchmarks.provenance import atomic_savefig
+
+    atomic_savefig(fig, output, dpi=120)
     plt.close(fig)
 
 

@@ -52,6 +52,16 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("bptt", "ratebp", "ratebp_chunked", "ratebp_multistep")
 
 
+def _provenance():
+    """:mod:`graphspike_kd.benchmarks.provenance`, imported by the parent process only (a worker's
+    memory baseline stays free of it)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from graphspike_kd.benchmarks import provenance
+
+    return provenance
+
+
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -166,7 +176,7 @@ def breakdown(args: argparse.Namespace) -> dict:
            "backend": args.backend, "threads": args.threads, "steps": args.steps, "median_s": med,
            "all_s": {k: [round(v, 4) for v in vals] for k, vals in parts.items()},
            "spike_conv_macs": spike_macs, "spike_conv_gflops": round(gflops, 1),
-           "command": " ".join(["python benchmarks/ratebp.py", *args.cli_args])}
+           "command": _provenance().command_line(["benchmarks/ratebp.py", *args.cli_args])}
     print(f"{args.arch}, batch {args.batch}, T = {T}, chunks of {min(args.steps_per_call, T)} steps, neuron "
           f"backend {args.backend}, {args.threads} thread(s); medians of {args.steps} steps (s):")
     print(f"  spike pass {med['spike_pass']:.3f} = convolutions {med['spike_conv']:.3f} "
@@ -209,21 +219,24 @@ def main(argv: list[str] | None = None) -> dict:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.breakdown:
+        provenance = _provenance()
         args.cli_args = sys.argv[1:] if argv is None else list(argv)
+        started = provenance.now()
         res = breakdown(args)
-        Path(args.breakdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.breakdown).write_text(json.dumps(res, indent=2) + "\n")
-        return res
+        return provenance.write_json(args.breakdown, res, command=res["command"], started=started,
+                                     repo_dir=ROOT)
 
     from tqdm import tqdm
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(args.threads))
     cli_args = sys.argv[1:] if argv is None else list(argv)
+    provenance = _provenance()
+    started = provenance.now()
     results: dict = {"T": list(args.T), "arch": args.arch, "batch": args.batch, "input": [3, 32, 32],
                      "threads": args.threads, "steps": args.steps, "backend": args.backend,
                      "steps_per_call": args.steps_per_call, "repeats": args.repeats,
-                     "command": " ".join(["python benchmarks/ratebp.py", *cli_args]),
+                     "command": provenance.command_line(["benchmarks/ratebp.py", *cli_args]),
                      "memory_measure": "peak RSS (VmHWM) minus RSS before the first step, fresh process "
                                        "per configuration"}
     nT = len(args.T)
@@ -282,10 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
             ratios[key] = round(speedup, 3)
     results["ratios"] = ratios
     print("\n".join(lines))
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return provenance.write_json(args.output, results, command=results["command"], started=started,
+                                 repo_dir=ROOT)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import copy
 import hashlib
 import importlib
 import inspect
-import json
 import platform
 import sys
 import time
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.common.losses import (
     acceptance_rate,
     adaspec_loss,
@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
         "k": args.k, "seeds": args.seeds, "results": summary,
         "target_test_ce": [r["target_test_ce"] for r in runs],
         "wall_time_s": round(time.time() - start, 1),
-        "command": "python -m graphspike_kd.benchmarks.adaspec "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": provenance.command_line(["", *(sys.argv[1:] if argv is None else argv)],
+                                           module="graphspike_kd.benchmarks.adaspec"),
     }
     print(f"corpus: {len(docs)} docstrings, {len(corpus)} bytes; target test CE "
           f"{np.mean(report['target_test_ce']):.3f} nats/byte")
@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in summary.items():
         cells = [f"{np.mean(r[m]):.4f} ± {np.std(r[m]):.4f}" for m in metrics]
         print(f"{name:<11}" + "".join(f"{c:>17}" for c in cells))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    report = provenance.write_json(args.output, report, command=report["command"], started=start)
     print(f"wrote {args.output} ({report['wall_time_s']} s)")
     return report
 

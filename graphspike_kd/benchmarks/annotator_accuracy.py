@@ -17,12 +17,14 @@ annotator's persistent cache (``--cache-dir``, default ``$GRAPHSPIKE_KD_CACHE`` 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from graphspike_kd.benchmarks import provenance
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.backend == "openai" and not args.model:
         parser.error("--backend openai needs --model")
+    started = provenance.now()
     rows = [evaluate(args, name) for name in args.datasets]
     header = (
         f"{'dataset':<11} {'model':<28} {'nodes':>5} {'acc':>6} {'acc|valid':>9} {'invalid':>7} "
@@ -138,10 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{r['accuracy_valid']:>9.3f} {r['n_invalid']:>7} {r['mean_confidence']:>5.2f} {r['ece']:>5.3f} "
             f"{r['majority_class_rate']:>8.3f} {r['load_s'] + r['annotate_s']:>7.1f}"
         )
-    result = {"command": vars(args), "results": rows}
+    command = provenance.command_line(["", *(sys.argv[1:] if argv is None else argv)],
+                                      module="graphspike_kd.benchmarks.annotator_accuracy")
+    result = {"command": command, "arguments": vars(args), "results": rows}
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        result = provenance.write_json(args.output, result, command=command, started=started)
     return result
 
 

@@ -12,8 +12,8 @@ written as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.common import get_loss
 
 METHODS = ("ce", "kd", "dkd", "dist", "pld")
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
+    started = provenance.now()
     seeds = tqdm(args.seeds, disable=args.quiet, desc="seeds")
     per_seed = [run_seed(s, args.student_hidden, args.steps) for s in seeds]
     methods = {}
@@ -116,10 +118,11 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": args.steps,
         "methods": methods,
         "wall_time_s": round(time.perf_counter() - start, 2),
+        "command": provenance.command_line(["", *(sys.argv[1:] if argv is None else argv)],
+                                           module="graphspike_kd.benchmarks.distill_digits"),
     }
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        result = provenance.write_json(args.output, result, command=result["command"], started=started)
         print(f"wrote {args.output}")
     return result
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.benchmarks._digits import (
     MLP,
     accuracy,
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset": "sklearn digits", "clients": args.clients, "alpha": args.alpha, "rounds": args.rounds,
         "local_epochs": args.local_epochs, "lr": args.lr, "archs": {a: list(h) for a, h in ARCHS.items()},
         "seeds": args.seeds, "methods": results, "wall_time_s": round(time.time() - start, 1),
-        "command": "python -m graphspike_kd.benchmarks.federated "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": provenance.command_line(["", *(sys.argv[1:] if argv is None else argv)],
+                                           module="graphspike_kd.benchmarks.federated"),
     }
     header = f"{'method':<8} {'global acc':>16} {'local acc':>16}  " + "  ".join(f"{a:>9}" for a in ARCHS)
     print(header)
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         arch_cols = "  ".join(f"{r['per_arch_global'][a]:>9.4f}" for a in ARCHS)
         print(f"{m:<8} {r['global_mean']:.4f} ± {r['global_std']:.4f} {r['local_mean']:.4f} ± "
               f"{r['local_std']:.4f}  {arch_cols}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    report = provenance.write_json(args.output, report, command=report["command"], started=start)
     print(f"wrote {args.output} ({report['wall_time_s']} s)")
     return report
 

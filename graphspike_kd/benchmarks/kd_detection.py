@@ -15,7 +15,6 @@ students, and the pairwise AUC over all (student, teacher) pairs including the i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.benchmarks._digits import (
     MLP,
     accuracy,
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_acc": [r["teacher_acc"] for r in runs],
         "student_acc_mean": [float(np.mean(r["student_acc"])) for r in runs],
         "wall_time_s": round(time.time() - start, 1),
-        "command": "python -m graphspike_kd.benchmarks.kd_detection "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": provenance.command_line(["", *(sys.argv[1:] if argv is None else argv)],
+                                           module="graphspike_kd.benchmarks.kd_detection"),
     }
     print(f"{'probes':<12} {'score':<5} {'accuracy':>15} {'AUC (ovr)':>15} {'AUC (pairs)':>15}")
     for pr in PROBES:
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
                 v = table[pr][sc][m]
                 cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}")
             print(f"{pr:<12} {sc:<5} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    report = provenance.write_json(args.output, report, command=report["command"], started=start)
     print(f"wrote {args.output} ({report['wall_time_s']} s)")
     return report
 

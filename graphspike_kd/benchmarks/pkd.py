@@ -68,6 +68,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphspike_kd._cache import CACHE_ENV
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import build_model
 from graphspike_kd.graph.pkd import DENOISE, PKD, PKDConfig, default_models
@@ -525,12 +526,12 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark (arguments as on the command line); prints the table, writes ``--output`` and
     returns the results payload."""
     args = parse_args(argv)  # validates the output path before any work
+    started = provenance.now()
     with cache_root_set_to(args.cache_dir):
         payload = _run(args, argv)
     print(format_table(payload))
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(payload, indent=2) + "\n")
+        payload = provenance.write_json(args.output, payload, command=payload["command"], started=started)
     return payload
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from graphspike_kd.benchmarks import provenance
 from graphspike_kd.spiking.data.digits import DIGITS_CFG, DIGITS_CFG3, DIGITS_MODELS, load_digits_split
 from graphspike_kd.spiking.esd import ESDNet
 from graphspike_kd.spiking.models import SpikingVGG, available_models, get_model
@@ -62,7 +63,6 @@ from graphspike_kd.spiking.train import (
     check_writable_path,
     init_distributed,
     plot_history,
-    write_json_atomic,
 )
 
 DATASETS = ("digits", "cifar10dvs")
@@ -178,23 +178,6 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def _provenance() -> dict[str, Any]:
-    """Where and how a results file was made: git commit, versions, threads, machine, UTC date."""
-    import datetime
-    import platform
-    import subprocess
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"git_commit": commit, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
 def _check_paths(args: argparse.Namespace, main: bool) -> None:
     """Fail before any work when an output, plot or checkpoint path cannot be written."""
     try:
@@ -220,12 +203,16 @@ def _check_paths(args: argparse.Namespace, main: bool) -> None:
         raise SystemExit(f"--root {args.root!r} is not a folder")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    """Train and evaluate every method x T x seed of ``args``; prints the table, writes ``--output`` (with
+    its provenance record, :mod:`graphspike_kd.benchmarks.provenance`) and ``--plot`` and returns the
+    results. ``argv`` (default ``sys.argv[1:]``) is the command line recorded as ``command``."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dist_info = init_distributed(torch.device(args.device) if args.device else None)
     main = dist_info.is_main
     _check_paths(args, main)
+    started = provenance.now()
     world = dist_info.world_size
     if args.batch_size % world:
         raise SystemExit(f"--batch-size {args.batch_size} is the global batch; it must be divisible by the "
@@ -238,12 +225,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             torch.distributed.barrier()
     results: dict[str, Any] = {
         "dataset": args.dataset,
-        "command": " ".join(["python -m graphspike_kd.benchmarks.snn", *sys.argv[1:]]),
+        "command": provenance.command_line(["", *(sys.argv[1:] if argv is None else argv)],
+                                           module="graphspike_kd.benchmarks.snn"),
         "neuron": args.neuron, "backend": args.backend, "model": args.model, "seeds": args.seeds, "T": args.T,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "esd_beta": args.esd_beta, "grad_scale": args.grad_scale, "accuracy_unit": "percent",
         "world_size": world, "per_process_batch_size": per_process_batch, "methods": {}, "runs": {},
-        "device": None, "provenance": _provenance(),
+        "device": None,
     }
     if args.dataset == "cifar10dvs":
         results["paper_cifar10dvs_vgg9_T5"] = PAPER_CIFAR10DVS_VGG9_T5
@@ -298,7 +286,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if main:
         print(format_table(results))
         if args.output:
-            write_json_atomic(args.output, {**results, "histories": histories})
+            provenance.write_json(args.output, {**results, "histories": histories},
+                                  command=results["command"], started=started, indent=1)
             print(f"wrote {args.output}")
         if args.plot:
             plot_history(histories, args.plot, title=f"{args.dataset}: test accuracy")
@@ -442,7 +431,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return run(parse_args(argv))
+    return run(parse_args(argv), argv)
 
 
 if __name__ == "__main__":

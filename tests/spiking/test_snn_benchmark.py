@@ -16,7 +16,9 @@ def test_digits_cli_writes_json_and_png(tmp_path):
     assert set(data["methods"]) == {"w2s"}
     assert data["methods"]["w2s"]["2"]["acc"] == res["methods"]["w2s"]["2"]["acc"]
     assert data["command"].startswith("python -m graphspike_kd.benchmarks.snn")
-    assert {"git_commit", "torch", "threads", "machine", "date_utc"} <= set(data["provenance"])
+    assert {"git_commit", "dirty", "packages", "torch_threads", "platform", "date_utc"} <= set(
+        data["provenance"])
+    assert data["provenance"]["command"] == data["command"]
     assert data["accuracy_unit"] == "percent" and 0.0 <= data["methods"]["w2s"]["2"]["acc"][0] <= 100.0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
     assert set(data["methods"]["w2s"]["2"]["acc_at_steps_mean"]) == {"1", "2"}
