@@ -4,12 +4,14 @@
         --output benchmarks/results/pkdsel_referee_check_citeseer_strict_3.json
 
 Under the ``strict`` protocol (no validation labels) :meth:`PKD.referee_check` cross-validates the
-shot-trained teachers on the shots and compares them with the annotator's accuracy on the same shots; PKD
-denoises the LLM labels only when the referees are at least as accurate. For each seed this script draws
-the split, asks the benchmark's annotator about the shots and records the check (``referee_cv_acc``,
-``llm_shot_acc``, ``denoise``). Beside it, as a diagnostic read from the test labels after the check, it
-records the shot-trained teachers' mean test accuracy and the annotator's accuracy on the test nodes: the
-quantities the check estimates from the shots alone.
+shot-trained teachers on the shots and compares them with the annotator on the same held-out shots; PKD
+denoises the LLM labels only when the exact paired lower confidence bound of the referees' accuracy gain
+exceeds the margin. For each seed this script draws the split, asks the benchmark's annotator about the
+shots and records the check (``referee_cv_acc``, ``llm_shot_acc``, the discordant counts
+``referee_only_right`` / ``llm_only_right``, ``gain_lower_bound``, ``p_value``, ``denoise``). Beside it,
+as a diagnostic read from the test labels after the check, it records the shot-trained teachers' mean test
+accuracy and the annotator's accuracy on the test nodes: the quantities the check estimates from the shots
+alone.
 """
 
 from __future__ import annotations

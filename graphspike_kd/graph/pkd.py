@@ -62,9 +62,11 @@ The **denoise gate** (``denoise_gate="auto"``, the default) decides whether the 
 With validation labels (the ``"paper"`` protocol) it also trains the teachers on the raw LLM labels and
 keeps the denoised set only when its teachers' mean validation accuracy is at least as high. Without them
 (``"strict"``) the **referee check** (:meth:`PKD.referee_check`, ``referee_check="cv"``) cross-validates the
-shot-trained teachers on the shots and denoises only when they are at least as accurate there as the
-annotator is on the same shots: weak referees discard more right labels than wrong ones. With one shot per
-class nothing can be held out and the raw labels are kept. ``referee_check="shots"`` is the fixed rule
+shot-trained teachers on the shots and denoises only when they are *confidently* more accurate there than
+the annotator is on the same shots (a one-sided exact paired bound at ``referee_confidence``, see
+:func:`paired_gain_lower_bound`): weak referees discard more right labels than wrong ones, and a handful of
+held-out shots cannot tell a small gain from noise. With one shot per class nothing can be held out and
+the raw labels are kept. ``referee_check="shots"`` is the fixed rule
 instead: raw labels below ``denoise_min_shots`` labelled nodes per class (default 3).
 ``denoise_gate="off"`` always denoises.
 """
@@ -260,8 +262,12 @@ class PKDConfig:
             from ``denoise_min_shots`` shots per class). (default: ``"cv"``)
         referee_folds (int): folds of the ``"cv"`` check, each holding out one shot per class.
             (default: ``3``)
-        referee_margin (float): the ``"cv"`` check denoises when the referees' accuracy is at least the
-            annotator's plus this margin. (default: ``0.0``)
+        referee_margin (float): the ``"cv"`` check denoises when the lower confidence bound of the
+            referees' accuracy minus the annotator's, on the held-out shots, exceeds this margin.
+            (default: ``0.0``)
+        referee_confidence (float): the one-sided confidence level of that bound, in ``(0, 1)``
+            (:func:`paired_gain_lower_bound`); with margin 0 the check is the exact one-sided McNemar test
+            at level ``1 - referee_confidence``. (default: ``0.9``)
     """
 
     teachers: tuple[str, ...] = HOMOPHILY_TEACHERS
@@ -295,6 +301,7 @@ class PKDConfig:
     referee_check: str = "cv"
     referee_folds: int = 3
     referee_margin: float = 0.0
+    referee_confidence: float = 0.9
 
     @classmethod
     def at_scale(cls, **overrides: Any) -> PKDConfig:
@@ -358,6 +365,8 @@ class PKDConfig:
             raise ValueError(f"posterior_iterations must be >= 1, got {self.posterior_iterations}")
         if self.referee_folds < 1:
             raise ValueError(f"referee_folds must be >= 1, got {self.referee_folds}")
+        if not 0.0 < self.referee_confidence < 1.0:
+            raise ValueError(f"referee_confidence must be in (0, 1), got {self.referee_confidence}")
         bad = [q for q in self.ngs_state_parts if q not in NGS_STATE_PARTS]
         if bad or not self.ngs_state_parts:
             raise ValueError(f"unknown or no ngs_state_parts {bad}; valid: {', '.join(NGS_STATE_PARTS)}")
@@ -649,22 +658,24 @@ class PKD:
         self, data, split: FewShotSplit, shot_llm: Tensor | None, seed: int = 0
     ) -> dict[str, Any]:
         r"""Label-free estimate of whether the referees (the teachers trained on the shots) can vet the
-        annotator: cross-validation on the shots, against the annotator's own accuracy on them.
+        annotator: cross-validation on the shots, paired with the annotator's answers on the same shots.
 
         Fold :math:`f < F` (:math:`F` = ``referee_folds``, at most the shots per class) holds out the
         :math:`f`-th shot of every class that has at least two, trains the teachers on the other shots and
-        predicts the held-out ones with their mean softmax. With :math:`H` the held-out shots and
-        :math:`Q` all shots,
+        predicts the held-out ones with their mean softmax. Every held-out shot :math:`i \in H` then has a
+        referee verdict :math:`r_i = [\arg\max_c \bar p^{(-f)}_i(c) = y_i]` and an annotator verdict
+        :math:`a_i = [\ell_i = y_i]`, and
 
         .. math::
-            \mathrm{acc}_{ref} = \frac{1}{|H|}\sum_{i\in H}\big[\arg\max_c \bar p^{(-f)}_i(c) = y_i\big],
-            \qquad
-            \mathrm{acc}_{LLM} = \frac{1}{|Q|}\sum_{i\in Q}[\ell_i = y_i]
+            \mathrm{acc}_{ref} - \mathrm{acc}_{LLM} = \frac{b - c}{|H|},\qquad
+            b = \#\{i \in H: r_i > a_i\},\quad c = \#\{i \in H: r_i < a_i\}.
 
-        and the check denoises when :math:`\mathrm{acc}_{ref} \ge \mathrm{acc}_{LLM}` + ``referee_margin``:
-        the posterior denoiser overrides the annotator where the referees disagree, which helps only when
-        they are the more reliable of the two. The referees of the estimate see one shot per class fewer
-        than the real ones, so it errs towards keeping the raw labels. Reads the shots' labels only.
+        The check denoises only when a one-sided lower confidence bound of that gain (level
+        ``referee_confidence``, :func:`paired_gain_lower_bound`) exceeds ``referee_margin``: with three
+        shots per class a few classes give only a dozen held-out pairs, and a point comparison would denoise
+        on noise. The posterior denoiser overrides the annotator where the referees disagree, which helps only
+        when they are the more reliable of the two; the referees of the estimate see one shot per class fewer
+        than the real ones, so the check errs towards keeping the raw labels. Reads the shots' labels only.
 
         Args:
             data: the graph.
@@ -674,8 +685,10 @@ class PKD:
             seed (int, optional): seeds the fold teachers. (default: ``0``)
 
         Returns:
-            dict with ``denoise`` (bool), ``referee_cv_acc``, ``llm_shot_acc``, ``folds``, ``held_out``
-            and ``reason``.
+            dict with ``denoise`` (bool), ``referee_cv_acc`` and ``llm_shot_acc`` (both on the held-out
+            shots), ``referee_only_right`` (:math:`b`), ``llm_only_right`` (:math:`c`), ``gain_lower_bound``,
+            ``p_value`` (exact one-sided McNemar, :math:`P(B \ge b)` for :math:`B \sim \mathrm{Bin}(b + c,
+            1/2)`), ``confidence``, ``folds``, ``held_out`` and ``reason``.
         """
         c = self.config
         y = visible_labels(data.y, split)
@@ -690,32 +703,44 @@ class PKD:
         eligible = size >= 2
         asked = shot_llm is not None and idx.numel() > 0
         llm_acc = float((shot_llm == cls).float().mean()) if asked else math.nan
-        out: dict[str, Any] = {"referee_cv_acc": math.nan, "llm_shot_acc": llm_acc, "folds": 0, "held_out": 0}
+        out: dict[str, Any] = {
+            "referee_cv_acc": math.nan, "llm_shot_acc": llm_acc, "confidence": c.referee_confidence,
+            "folds": 0, "held_out": 0,
+        }
         if shot_llm is None or not bool(eligible.any()):
             why = "no class has two shots to cross-validate" if asked else "no annotator answers on the shots"
             return {**out, "denoise": False, "reason": f"{why}: raw labels"}
         folds = min(c.referee_folds, int(rank[eligible].max()) + 1)
         x = prepare_features(data.x)
-        hits = []
+        ref_hits, llm_hits = [], []
         for f in range(folds):
             held = eligible & (rank == f)
             train = split.train_mask.clone()
             train[idx[held]] = False
             targets = torch.where(train, y, torch.full_like(y, -1))
             _, probs = self.train_teachers(data, x, targets, train, split, seed * 1009 + 500 + f)
-            hits.append(probs.mean(0).argmax(-1)[idx[held]] == cls[held])
-        right = torch.cat(hits)
-        ref_acc = float(right.float().mean())
-        denoise = ref_acc >= llm_acc + c.referee_margin
-        relation = ">=" if denoise else "<"
+            ref_hits.append(probs.mean(0).argmax(-1).cpu()[idx[held]] == cls[held])
+            llm_hits.append(shot_llm[held] == cls[held])
+        ref, llm = torch.cat(ref_hits), torch.cat(llm_hits)
+        b, d = int((ref & ~llm).sum()), int((~ref & llm).sum())
+        bound = paired_gain_lower_bound(b, d, int(ref.numel()), c.referee_confidence)
+        denoise = bound > c.referee_margin
+        relation = ">" if denoise else "<="
+        ref_acc, llm_held = float(ref.float().mean()), float(llm.float().mean())
         return {
             **out,
             "referee_cv_acc": ref_acc,
+            "llm_shot_acc": llm_held,
+            "referee_only_right": b,
+            "llm_only_right": d,
+            "gain_lower_bound": bound,
+            "p_value": _binomial_upper_tail(b, b + d, 0.5),
             "folds": folds,
-            "held_out": int(right.numel()),
+            "held_out": int(ref.numel()),
             "denoise": denoise,
-            "reason": f"referees' cross-validated accuracy on the shots {ref_acc:.3f} {relation} the "
-            f"annotator's {llm_acc:.3f} + margin {c.referee_margin}",
+            "reason": f"referees {ref_acc:.3f} vs annotator {llm_held:.3f} on {ref.numel()} held-out shots "
+            f"({b} referee-only, {d} annotator-only right): {c.referee_confidence:.0%} lower bound of the "
+            f"gain {bound:+.3f} {relation} margin {c.referee_margin}",
         }
 
     def gate(
@@ -1143,6 +1168,68 @@ class PKD:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _binomial_upper_tail(k: int, n: int, p: float) -> float:
+    """:math:`P(X \\ge k)` for :math:`X \\sim \\mathrm{Bin}(n, p)`, exactly (1 when ``k <= 0``)."""
+    if k <= 0:
+        return 1.0
+    return float(sum(math.comb(n, j) * p**j * (1.0 - p) ** (n - j) for j in range(k, n + 1)))
+
+
+def paired_gain_lower_bound(wins: int, losses: int, total: int, confidence: float = 0.9) -> float:
+    r"""One-sided lower confidence bound of the accuracy gain of a method A over a method B judged on the
+    same ``total`` items, from the discordant pairs only: ``wins`` items only A gets right, ``losses`` items
+    only B gets right.
+
+    The gain is :math:`\Delta = P(A\,\text{only}) - P(B\,\text{only}) = \pi_d\,(2\theta - 1)` with
+    :math:`\pi_d` the discordance rate and :math:`\theta` the chance that a discordant pair goes to A.
+    Conditionally on the :math:`n_d` = ``wins + losses`` discordant pairs, ``wins`` is
+    :math:`\mathrm{Bin}(n_d, \theta)` whatever the concordant pairs do (McNemar, "Note on the sampling
+    error of the difference between correlated proportions or percentages", Psychometrika 1947). The
+    exact Clopper–Pearson lower bound (Clopper & Pearson, "The use of confidence or fiducial limits
+    illustrated in the case of the binomial", Biometrika 1934) of :math:`\theta` at level
+    :math:`\gamma` is
+
+    .. math::
+        \theta_L = \inf\{\theta : P(\mathrm{Bin}(n_d, \theta) \ge w) > 1 - \gamma\}
+                  = \mathrm{Beta}^{-1}(1 - \gamma;\ w,\ n_d - w + 1)\quad(\theta_L = 0 \text{ if } w = 0),
+
+    and the bound is :math:`\Delta_L = \frac{n_d}{\text{total}}\,(2\theta_L - 1)`, the observed
+    discordance rate standing in for :math:`\pi_d` (the inference is conditional on it). Its sign is
+    exact: :math:`\Delta_L > 0` iff the exact one-sided McNemar test rejects :math:`\theta \le 1/2` at
+    level :math:`1 - \gamma`. The exact test is chosen over the Wald/Wilson bounds of the two accuracies
+    because the two verdicts are made on the same items (paired, so only the discordant pairs carry
+    information) and the counts are tiny (a dozen held-out shots), where the normal approximation fails.
+
+    Args:
+        wins (int): items only method A gets right.
+        losses (int): items only method B gets right.
+        total (int): items judged, at least ``wins + losses``.
+        confidence (float, optional): one-sided level :math:`\gamma \in (0, 1)`. (default: ``0.9``)
+
+    Returns:
+        float: :math:`\Delta_L \in [-1, 1]`; ``0`` when no pair is discordant (no evidence either way).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if min(wins, losses) < 0 or total < wins + losses:
+        raise ValueError(f"need 0 <= wins, losses and wins + losses <= total; got {wins}, {losses}, {total}")
+    n = wins + losses
+    if n == 0:
+        return 0.0
+    alpha = 1.0 - confidence
+    if wins == 0:
+        theta = 0.0
+    elif wins == n:
+        theta = alpha ** (1.0 / n)  # P(Bin(n, t) >= n) = t^n
+    else:
+        lo, hi = 0.0, 1.0  # P(Bin(n, t) >= wins) increases with t: bisect for where it equals alpha
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _binomial_upper_tail(wins, n, mid) < alpha else (lo, mid)
+        theta = 0.5 * (lo + hi)
+    return n / total * (2.0 * theta - 1.0)
+
+
 def _mean_accuracy(probs: Tensor, y: Tensor, mask: Tensor) -> float:
     """Accuracy on ``mask`` averaged over the ``B`` teachers of ``probs`` ``[B, N, C]``."""
     return float((probs.argmax(-1)[:, mask] == y[mask].view(1, -1)).float().mean())

@@ -299,10 +299,18 @@ def test_denoise_gate(protocol, shots, gate):
         return
     g = expansion.diagnostics["denoise_gate"]
     if protocol == "strict":  # the referee check: the annotator is wrong on every shot, the referees are not
-        assert g["llm_shot_acc"] == 0.0 and g["referee_cv_acc"] > 0.0 and g["chosen"] == "denoised"
+        assert g["llm_shot_acc"] == 0.0 and g["referee_cv_acc"] > 0.0
         assert g["folds"] == min(shots, 3) and g["held_out"] == 3 * g["folds"]
-        assert expansion.raw_expansion is None
-        assert not torch.equal(expansion.labels[expansion.selected], llm)
+        # every discordant pair goes to the referees; denoised only when that many is significant at 90 %
+        wins = g["referee_only_right"]
+        assert g["llm_only_right"] == 0 and wins == round(g["referee_cv_acc"] * g["held_out"])
+        assert g["chosen"] == ("denoised" if 0.5**wins < 0.1 else "raw")  # exact McNemar p-value 2^-wins
+        if g["chosen"] == "denoised":
+            assert expansion.raw_expansion is None
+            assert not torch.equal(expansion.labels[expansion.selected], llm)
+        else:
+            assert expansion.raw_expansion is expansion
+            assert torch.equal(expansion.labels[expansion.selected], llm)
         return
     raw = expansion.raw_expansion
     # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
@@ -560,15 +568,19 @@ def test_referee_check_tells_good_from_bad_referees(good):
     split = few_shot_split(data.y, 5, protocol="strict", seed=0)
     shot_y = data.y[split.train_index]
     shot_llm = torch.where(torch.arange(shot_y.numel()) % 3 == 0, (shot_y + 1) % 3, shot_y)  # 2/3 right
-    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60))
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60), referee_folds=5)
     check = PKD(config).referee_check(data, split, shot_llm, seed=0)
+    # five folds of five shots: every shot is held out once
     assert check["llm_shot_acc"] == pytest.approx(float((shot_llm == shot_y).float().mean()))
-    assert check["folds"] == 3 and check["held_out"] == 9
-    if good:
-        assert check["referee_cv_acc"] >= 0.85 and check["denoise"]
+    assert check["folds"] == 5 and check["held_out"] == 15
+    gain = check["referee_cv_acc"] - check["llm_shot_acc"]
+    assert (check["referee_only_right"] - check["llm_only_right"]) / 15 == pytest.approx(gain, abs=1e-6)
+    assert check["gain_lower_bound"] < gain
+    if good:  # 5 discordant pairs, all to the referees: p = 2^-5
+        assert check["referee_cv_acc"] >= 0.85 and check["denoise"] and check["p_value"] < 0.1
     else:
         assert check["referee_cv_acc"] <= 0.6 and not check["denoise"]
-    assert ("<" in check["reason"]) != check["denoise"]
+    assert ("<=" in check["reason"]) != check["denoise"]
     # the check reads only the shots' labels: changing every other label changes nothing
     hidden = copy.copy(data)
     hidden.y = torch.where(split.train_mask, data.y, (data.y + 1) % 3)
@@ -579,6 +591,29 @@ def test_referee_check_tells_good_from_bad_referees(good):
     assert not none["denoise"] and none["folds"] == 0 and "two shots" in none["reason"]
 
 
+def test_referee_check_needs_confident_referees():
+    """Good referees that beat the annotator on only two held-out shots: a point comparison would denoise,
+    the 90 % bound does not (exact McNemar p = 1/4); at confidence 0.7 it does. A tie never denoises."""
+    data = _referee_case(1.0)
+    split = few_shot_split(data.y, 5, protocol="strict", seed=0)
+    shot_y = data.y[split.train_index]
+    wrong = torch.zeros(shot_y.numel(), dtype=torch.bool)
+    wrong[:2] = True
+    shot_llm = torch.where(wrong, (shot_y + 1) % 3, shot_y)  # right on 13 shots of 15
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60), referee_folds=5)
+    check = PKD(config).referee_check(data, split, shot_llm, seed=0)
+    assert check["referee_cv_acc"] == 1.0 and check["llm_shot_acc"] == pytest.approx(13 / 15)
+    assert (check["referee_only_right"], check["llm_only_right"]) == (2, 0) and check["p_value"] == 0.25
+    assert not check["denoise"] and check["gain_lower_bound"] < 0 < 2 / 15
+    loose = PKD(replace(config, referee_confidence=0.7)).referee_check(data, split, shot_llm, seed=0)
+    assert loose["denoise"] and loose["gain_lower_bound"] > 0 and loose["confidence"] == 0.7
+    tie = PKD(config).referee_check(data, split, shot_y.clone(), seed=0)  # both right on every shot
+    assert (tie["referee_only_right"], tie["llm_only_right"]) == (0, 0)
+    assert tie["gain_lower_bound"] == 0.0 and not tie["denoise"]
+    with pytest.raises(ValueError, match="referee_confidence"):
+        PKDConfig(referee_confidence=1.0)
+
+
 def test_referee_check_decides_the_strict_expansion():
     """Under strict, expand denoises exactly when the referee check says so, and records why."""
     for good in (True, False):
@@ -586,8 +621,9 @@ def test_referee_check_decides_the_strict_expansion():
         split = few_shot_split(data.y, 3, protocol="strict", seed=0)
         annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.7)
         annotator.answer[split.train_index.numpy()] = data.y[split.train_index].numpy()  # right on the shots
-        if good:  # make it wrong on one shot in three, so that good referees win
-            wrong = split.train_index.numpy()[::3]
+        if good:  # make it wrong on two shots in three, so that good referees win significantly (p = 2^-6)
+            idx = split.train_index
+            wrong = idx[torch.arange(idx.numel()) % 3 != 0].numpy()
             annotator.answer[wrong] = (annotator.answer[wrong] + 1) % 3
         config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=40), budget_count=30,
                            denoise="posterior", dns_k=0)
@@ -614,3 +650,37 @@ def test_teachers_that_read_labels_train_in_pkd():
         assert torch.equal(probs[b].argmax(-1)[split.train_mask], data.y[split.train_mask])
     with pytest.raises(ValueError, match="student"):
         PKDConfig(student="labelprop")
+
+
+def test_paired_gain_lower_bound():
+    """The exact Clopper-Pearson bound on discordant pairs: closed forms, the defining tail equation, and
+    the duality with the exact one-sided McNemar test."""
+    from math import comb
+
+    from graphspike_kd.graph.pkd import paired_gain_lower_bound
+
+    # all discordant pairs won: theta_L = alpha^(1/n)
+    assert paired_gain_lower_bound(3, 0, 9, 0.9) == pytest.approx(3 / 9 * (2 * 0.1 ** (1 / 3) - 1))
+    assert paired_gain_lower_bound(0, 3, 9, 0.9) == pytest.approx(-3 / 9)  # theta_L = 0
+    assert paired_gain_lower_bound(0, 0, 9, 0.9) == 0.0  # no discordant pair: no evidence
+
+    def tail(w, n, t):
+        return sum(comb(n, j) * t**j * (1 - t) ** (n - j) for j in range(w, n + 1))
+
+    for wins, losses, total in ((6, 2, 15), (10, 3, 20), (20, 5, 40), (1, 4, 10)):
+        n = wins + losses
+        bound = paired_gain_lower_bound(wins, losses, total, 0.9)
+        theta = (bound * total / n + 1) / 2
+        assert tail(wins, n, theta) == pytest.approx(0.1, abs=1e-9)  # P(Bin(n, theta_L) >= wins) = alpha
+        assert bound < (wins - losses) / total  # below the point estimate
+        assert paired_gain_lower_bound(wins, losses, total, 0.95) < bound  # more confident, lower
+    for n in range(1, 13):  # the bound is positive exactly when McNemar's exact one-sided p < 1 - confidence
+        for wins in range(n + 1):
+            p_value = tail(wins, n, 0.5)
+            for conf in (0.8, 0.9, 0.95):
+                if abs(p_value - (1 - conf)) > 1e-9:
+                    assert (paired_gain_lower_bound(wins, n - wins, 20, conf) > 0) == (p_value < 1 - conf)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_gain_lower_bound(1, 0, 2, 1.0)
+    with pytest.raises(ValueError, match="total"):
+        paired_gain_lower_bound(3, 2, 4)
