@@ -166,6 +166,37 @@ def _annotator_valid_rate(results: Path) -> str:
     return rows(["request", "valid answers (%)", "accuracy (%)", "seconds"], body)
 
 
+@table("pkd-scale", "pkd_scale.json")
+def _pkd_scale(results: Path) -> str:
+    d = load(results, "pkd_scale.json")
+    stages = (
+        ("teachers_shots", "teachers on shots"),
+        ("dns", "DNS"),
+        ("teachers_expanded", "teachers on expansion"),
+        ("ngs", "NGS (PPO + student)"),
+        ("student_final", "final student"),
+    )
+    header = ["nodes", "edges", "classes", *(label + " (s)" for _, label in stages)]
+    header += ["total (min)", "peak RSS (GB)", "test acc (%)", "load avg"]
+    body = []
+    for r in d["runs"]:
+        load_avg = 0.5 * (r["load_average_at_start"][0] + r["load_average_at_end"][0])
+        body.append(
+            [f"{r['nodes']:,}", f"{r['edges_undirected']:,}", str(r["classes"])]
+            + [f"{r['stage_s'][k]:.0f}" for k, _ in stages]
+            + [f"{r['total_s'] / 60:.1f}", f"{r['peak_rss_mb'] / 1024:.1f}", f"{100 * r['test_acc']:.1f}"]
+            + [f"{load_avg:.1f}"]
+        )
+    exps = d.get("exponents_30k_to_largest") or {}
+    if exps:
+        body.append(
+            ["growth 30k → largest", "", ""]
+            + [f"N^{exps[k]:.2f}" if k in exps else "–" for k, _ in stages]
+            + [f"N^{exps['total']:.2f}" if "total" in exps else "–", "", "", ""]
+        )
+    return rows(header, body)
+
+
 # ---------------------------------------------------------------------------------------------- common
 
 
