@@ -33,10 +33,13 @@ The record holds
 ``date_utc``       start of the run (``started``, else the time of the call), ISO 8601 in UTC
 ``wall_time_s``    seconds since ``started`` (``None`` without it)
 =================  ====================================================================================
+
+``python -m graphspike_kd.benchmarks.provenance`` prints the record this checkout and machine would give.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import importlib.metadata
@@ -65,6 +68,7 @@ __all__ = [
     "command_line",
     "git_state",
     "is_results_path",
+    "main",
     "now",
     "write_json",
 ]
@@ -311,3 +315,19 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any], *,
     text = json.dumps(out, indent=indent) + "\n"
     atomic_write_text(path, text)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Print the provenance record of this checkout and machine as JSON (``--command`` sets its command)."""
+    p = argparse.ArgumentParser(prog="python -m graphspike_kd.benchmarks.provenance",
+                                description="Print the provenance record a results file written now "
+                                "would carry.")
+    p.add_argument("--command", default=None, help="the command to record (default: this one)")
+    args = p.parse_args(argv)
+    record = collect(args.command)
+    print(json.dumps(record, indent=2))
+    return record
+
+
+if __name__ == "__main__":
+    main()

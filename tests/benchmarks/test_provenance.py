@@ -187,3 +187,10 @@ def test_collect_accepts_an_argv_list_and_optional_packages(monkeypatch, repo):
     assert "snntorch" in rec["packages"]
     rec = provenance.collect("c", repo_dir=repo, optional_packages=("not_imported_pkg_xyz",))
     assert "not_imported_pkg_xyz" not in rec["packages"]
+
+
+def test_cli_prints_the_record(capsys):
+    rec = provenance.main(["--command", "python x.py --y"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == rec and rec["command"] == "python x.py --y"
+    assert set(provenance.REQUIRED_KEYS) <= set(rec)
