@@ -48,6 +48,7 @@ import json
 import os
 import platform
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -99,11 +100,19 @@ def now() -> float:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder (created with the
     parents), flushed and fsynced, then ``os.replace``. On any error the temporary file is removed and an
-    existing ``path`` is left untouched. Returns the path."""
+    existing ``path`` is left untouched. The file keeps the mode of the one it replaces; a new file gets
+    the usual ``0o666`` less the umask. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the mode of the file replaced, else that of a new file (mkstemp's own is 0600)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
