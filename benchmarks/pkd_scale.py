@@ -317,7 +317,8 @@ def merge(path: Path, record: dict, command: str, *, file_command: str | None = 
     ``command`` and provenance record (runs of one file may come from separate invocations); the file's
     ``provenance`` is that of the invocation that wrote it last (``file_command``, ``started``)."""
     payload = json.loads(path.read_text()) if path.exists() else {}
-    payload.pop("provenance", None)
+    payload.pop("provenance", None)  # the file's command and record are those of this invocation
+    payload.pop("command", None)
     runs = [r for r in payload.get("runs", []) if r["nodes"] != record["nodes"]]
     runs.append({**record, "command": command,
                  "provenance": provenance.collect(command, started=run_started, repo_dir=ROOT)})

@@ -33,10 +33,13 @@ The record holds
 ``date_utc``       start of the run (``started``, else the time of the call), ISO 8601 in UTC
 ``wall_time_s``    seconds since ``started`` (``None`` without it)
 =================  ====================================================================================
+
+``python -m graphspike_kd.benchmarks.provenance`` prints the record this checkout and machine would give.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import importlib.metadata
@@ -45,6 +48,7 @@ import json
 import os
 import platform
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -65,6 +69,7 @@ __all__ = [
     "command_line",
     "git_state",
     "is_results_path",
+    "main",
     "now",
     "write_json",
 ]
@@ -95,11 +100,19 @@ def now() -> float:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder (created with the
     parents), flushed and fsynced, then ``os.replace``. On any error the temporary file is removed and an
-    existing ``path`` is left untouched. Returns the path."""
+    existing ``path`` is left untouched. The file keeps the mode of the one it replaces; a new file gets
+    the usual ``0o666`` less the umask. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the mode of the file replaced, else that of a new file (mkstemp's own is 0600)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -311,3 +324,19 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any], *,
     text = json.dumps(out, indent=indent) + "\n"
     atomic_write_text(path, text)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Print the provenance record of this checkout and machine as JSON (``--command`` sets its command)."""
+    p = argparse.ArgumentParser(prog="python -m graphspike_kd.benchmarks.provenance",
+                                description="Print the provenance record a results file written now "
+                                "would carry.")
+    p.add_argument("--command", default=None, help="the command to record (default: this one)")
+    args = p.parse_args(argv)
+    record = collect(args.command)
+    print(json.dumps(record, indent=2))
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -187,3 +187,24 @@ def test_collect_accepts_an_argv_list_and_optional_packages(monkeypatch, repo):
     assert "snntorch" in rec["packages"]
     rec = provenance.collect("c", repo_dir=repo, optional_packages=("not_imported_pkg_xyz",))
     assert "not_imported_pkg_xyz" not in rec["packages"]
+
+
+def test_cli_prints_the_record(capsys):
+    rec = provenance.main(["--command", "python x.py --y"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == rec and rec["command"] == "python x.py --y"
+    assert set(provenance.REQUIRED_KEYS) <= set(rec)
+
+
+def test_atomic_write_gives_the_usual_mode_and_keeps_an_existing_one(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        new = provenance.atomic_write_text(tmp_path / "new.json", "{}")
+        assert new.stat().st_mode & 0o777 == 0o644
+        old = tmp_path / "old.json"
+        old.write_text("x")
+        old.chmod(0o640)
+        provenance.atomic_write_text(old, "y")
+        assert old.stat().st_mode & 0o777 == 0o640 and old.read_text() == "y"
+    finally:
+        os.umask(umask)
