@@ -166,9 +166,7 @@ def _annotator_valid_rate(results: Path) -> str:
     return rows(["request", "valid answers (%)", "accuracy (%)", "seconds"], body)
 
 
-@table("pkd-scale", "pkd_scale.json")
-def _pkd_scale(results: Path) -> str:
-    d = load(results, "pkd_scale.json")
+def _scale_table(d: dict) -> str:
     stages = (
         ("teachers_shots", "teachers on shots"),
         ("dns", "DNS"),
@@ -180,7 +178,8 @@ def _pkd_scale(results: Path) -> str:
     header += ["total (min)", "peak RSS (GB)", "test acc (%)", "load avg"]
     body = []
     for r in d["runs"]:
-        load_avg = 0.5 * (r["load_average_at_start"][0] + r["load_average_at_end"][0])
+        loads = [r[k][0] for k in ("load_average_at_start", "load_average_at_end") if k in r]
+        load_avg = sum(loads) / len(loads) if loads else float("nan")
         body.append(
             [f"{r['nodes']:,}", f"{r['edges_undirected']:,}", str(r["classes"])]
             + [f"{r['stage_s'][k]:.0f}" for k, _ in stages]
@@ -195,6 +194,67 @@ def _pkd_scale(results: Path) -> str:
             + [f"N^{exps['total']:.2f}" if "total" in exps else "–", "", "", ""]
         )
     return rows(header, body)
+
+
+@table("pkd-scale", "pkd_scale.json")
+def _pkd_scale(results: Path) -> str:
+    return _scale_table(load(results, "pkd_scale.json"))
+
+
+@table("pkd-scale-short", "pkd_scale_short.json")
+def _pkd_scale_short(results: Path) -> str:
+    return _scale_table(load(results, "pkd_scale_short.json"))
+
+
+@table("pkd-scale-before-after", "pkd_scale_30k_before.json", "pkd_scale_30k_after.json")
+def _pkd_scale_before_after(results: Path) -> str:
+    body = []
+    forms = (("dense forms", "pkd_scale_30k_before.json"), ("linear forms", "pkd_scale_30k_after.json"))
+    for label, name in forms:
+        r = load(results, name)["runs"][0]
+        gb, acc = r["peak_rss_mb"] / 1024, 100 * r["test_acc"]
+        body.append([label, f"{r['total_s']:.0f}", f"{gb:.1f}", f"{acc:.1f}"])
+    return rows(["30k nodes, short schedule", "total (s)", "peak RSS (GB)", "test acc (%)"], body)
+
+
+OGBN_PRODUCTS = (2_449_029, 123_718_280)  # nodes, directed edges (61,859,140 undirected)
+SCALE_FITS = (
+    ("GCN, GAT, APPNP, H2GCN (`PKDConfig()`)", "pkd_scale_short.json", "pkd_scale_short_degree14.json"),
+    ("GCN, SGC, C&S, MLP (`PKDConfig.at_scale()`)", "pkd_scale.json", "pkd_scale_degree14.json"),
+)
+
+
+def rss_fit(runs: list[dict], dense: dict) -> tuple[float, float, float]:
+    """Peak RSS (MiB) ≈ a + b·N + c·E (E directed edges), fitted exactly through three runs: the 30k-node
+    run and the largest of ``runs``, and ``dense``, a run at 30k nodes with more edges per node. Returns
+    ``(a, b, c)`` in MiB, MiB per node and MiB per directed edge."""
+    small = next(r for r in runs if r["nodes"] == 30_000)
+    big = max(runs, key=lambda r: r["nodes"])
+    e = {id(r): 2 * r["edges_undirected"] for r in (small, big, dense)}
+    c = (dense["peak_rss_mb"] - small["peak_rss_mb"]) / (e[id(dense)] - e[id(small)])
+    b = (big["peak_rss_mb"] - small["peak_rss_mb"] - c * (e[id(big)] - e[id(small)])) / (
+        big["nodes"] - small["nodes"]
+    )
+    return small["peak_rss_mb"] - b * small["nodes"] - c * e[id(small)], b, c
+
+
+@table("pkd-scale-memory", *(f for _, *files in SCALE_FITS for f in files))
+def _pkd_scale_memory(results: Path) -> str:
+    body = []
+    for label, runs_file, dense_file in SCALE_FITS:
+        a, b, c = rss_fit(load(results, runs_file)["runs"], load(results, dense_file)["runs"][0])
+        n, e = OGBN_PRODUCTS
+        body.append(
+            [
+                label,
+                f"{a / 1024:.1f}",
+                f"{b * 1024:.1f}",
+                f"{c * 1024 * 1024:.0f}",
+                f"{(a + b * n + c * e) / 1024:.0f}",
+            ]
+        )
+    header = ["teachers", "a (GiB)", "b (KiB per node)", "c (bytes per directed edge)"]
+    return rows([*header, "ogbn-products estimate (GiB)"], body)
 
 
 # ---------------------------------------------------------------------------------------------- common
