@@ -83,6 +83,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from graphspike_kd._atomic import atomic_savefig, atomic_write_text
 from graphspike_kd.spiking.esd import ESDNet, esd_step_loss
 from graphspike_kd.spiking.neurons import reset_net
 from graphspike_kd.spiking.ratebp import bptt_loss, check_rate_compatible, ratebp_loss, scale_grad, set_mode
@@ -957,21 +958,9 @@ def check_writable_path(path: str | os.PathLike, what: str = "output") -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> None:
     """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, flushed, then
-    ``os.replace`` (a reader sees the old file or the complete new one, never a partial one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=indent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    ``os.replace`` (a reader sees the old file or the complete new one, never a partial one). The file
+    keeps the mode of the one it replaces; a new one gets ``0o666`` less the umask."""
+    atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
 def plot_history(histories: dict[str, list[dict[str, Any]]], path: str | os.PathLike,
@@ -997,17 +986,10 @@ def plot_history(histories: dict[str, list[dict[str, Any]]], path: str | os.Path
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".").lower() or "png")
-        os.replace(tmp, path)
+        atomic_savefig(fig, path, dpi=120)
     finally:
         plt.close(fig)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def accuracy(logits: Tensor, target: Tensor) -> float:
