@@ -193,10 +193,16 @@ inline F surrogate_grad(F x, F alpha) {
   }
 }
 
+// p + i, or nullptr for an absent (nullptr) array: grad_v_last (a zero gradient) and grad_v0 (not wanted).
+template <typename F>
+inline F* offset(F* p, int64_t i) {
+  return p == nullptr ? nullptr : p + i;
+}
+
 // The reverse-time loop over one block of n neurons. h points at the block's h[0] with row stride
 // h_stride (N when reading the saved h_seq, n when reading a block recomputed by recompute_membrane);
-// gs, gx and x at the block's row 0 with row stride N. Writes grad_x and grad_v0 (the block's slice) and
-// returns the block's part of dL/dk.
+// gs, gx and x at the block's row 0 with row stride N. gv_last == nullptr reads as zeros; gv0 == nullptr
+// skips writing grad_v0. Writes grad_x and grad_v0 (the block's slice) and returns the block's part of dL/dk.
 template <typename F, int SG, bool SOFT>
 double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_last, const F* x, const F* v0,
                       F* gx, F* gv0, int64_t T, int64_t N, int64_t n, F k, F th, F v_r, F alpha, bool detach,
@@ -206,7 +212,7 @@ double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_las
   F c[kBlock];
   F acc[kBlock];
   for (int64_t i = 0; i < n; ++i) {
-    c[i] = gv_last[i];
+    c[i] = gv_last != nullptr ? gv_last[i] : F(0);
     acc[i] = F(0);
   }
   for (int64_t t = T - 1; t >= 0; --t) {
@@ -252,10 +258,8 @@ double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_las
     }
   }
   double local = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    gv0[i] = c[i];
-    local += acc[i];
-  }
+  if (gv0 != nullptr) std::memcpy(gv0, c, static_cast<size_t>(n) * sizeof(F));
+  for (int64_t i = 0; i < n; ++i) local += acc[i];
   return local;
 }
 
@@ -269,9 +273,10 @@ double backward_impl(const F* h_seq, const F* grad_spikes, const F* grad_v_last,
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : acc_total)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
-    acc_total += backward_block<F, SG, SOFT>(h_seq + i0, N, grad_spikes + i0, grad_v_last + i0,
+    acc_total += backward_block<F, SG, SOFT>(h_seq + i0, N, grad_spikes + i0, offset(grad_v_last, i0),
                                              want_k ? x + i0 : nullptr, want_k ? v0 + i0 : nullptr, grad_x + i0,
-                                             grad_v0 + i0, T, N, n, k, th, v_r, alpha, detach, decay_input, want_k);
+                                             offset(grad_v0, i0), T, N, n, k, th, v_r, alpha, detach, decay_input,
+                                             want_k);
   }
   return acc_total;
 }
@@ -294,9 +299,9 @@ double backward_recompute_impl(const F* x, const F* v0, const F* grad_spikes, co
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t i0 = b * block, n = std::min(block, N - i0);
       recompute_membrane<F, SOFT>(x + i0, v0 + i0, hbuf.data(), T, N, n, k, th, v_r, decay_input);
-      acc_total += backward_block<F, SG, SOFT>(hbuf.data(), n, grad_spikes + i0, grad_v_last + i0, x + i0,
-                                               v0 + i0, grad_x + i0, grad_v0 + i0, T, N, n, k, th, v_r, alpha,
-                                               detach, decay_input, want_k);
+      acc_total += backward_block<F, SG, SOFT>(hbuf.data(), n, grad_spikes + i0, offset(grad_v_last, i0),
+                                               x + i0, v0 + i0, grad_x + i0, offset(grad_v0, i0), T, N, n, k, th,
+                                               v_r, alpha, detach, decay_input, want_k);
     }
   }
   return acc_total;
