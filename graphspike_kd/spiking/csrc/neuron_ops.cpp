@@ -15,8 +15,11 @@
 // dispatcher, so torch.compile's AOTAutograd traces both as single graph nodes. Built with neuron_cpu.cpp
 // into one library by graphspike_kd/spiking/native.py (torch.utils.cpp_extension.load).
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -28,7 +31,11 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <mutex>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <string>
 #include <tuple>
 
@@ -50,6 +57,86 @@ int gsk_neuron_backward_f64(const double* h, const double* gs, const double* gv,
 namespace {
 
 using at::Tensor;
+
+// The allocator of the operators' outputs (spikes, v_last, grad_x, grad_v_init): buffers of at least
+// kPoolMinBytes come from a small cache of freed buffers of the same size before the system allocator.
+// A training loop allocates and frees the same [T, N] outputs at every iteration; glibc serves each such
+// request with a fresh mmap (a same-size request stays at its dynamic mmap threshold), so every call would
+// page-fault and zero every page of its outputs again, which costs about as much as the kernels' own
+// memory traffic. Freed buffers are kept only up to kPoolMaxBlocks and kPoolMaxBytes in all (the rest go
+// back to the system); contents are never read before the kernels overwrite them.
+class OutputPool final : public c10::Allocator {
+ public:
+  static constexpr size_t kPoolMinBytes = 256 * 1024;
+  static constexpr size_t kPoolMaxBlocks = 8;
+  static constexpr size_t kPoolMaxBytes = size_t(512) << 20;
+  static constexpr size_t kAlignment = 64;
+
+  c10::DataPtr allocate(size_t n) override {
+    if (n < kPoolMinBytes) return c10::GetCPUAllocator()->allocate(n);
+    void* ptr = take(n);
+    if (ptr == nullptr) {
+      ptr = std::aligned_alloc(kAlignment, (n + kAlignment - 1) / kAlignment * kAlignment);
+      TORCH_CHECK(ptr != nullptr, "graphspike_kd native neuron: out of memory allocating ", n, " bytes");
+    }
+    return {ptr, new Block{ptr, n}, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  static OutputPool& get() {
+    static OutputPool* pool = new OutputPool();  // never destroyed: tensors may outlive static destructors
+    return *pool;
+  }
+
+ private:
+  struct Block {
+    void* ptr;
+    size_t bytes;
+  };
+
+  void* take(size_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < free_.size(); ++i) {
+      if (free_[i].bytes == n) {
+        void* ptr = free_[i].ptr;
+        cached_ -= n;
+        free_[i] = free_.back();
+        free_.pop_back();
+        return ptr;
+      }
+    }
+    return nullptr;
+  }
+
+  static void release(void* ctx) {
+    Block* block = static_cast<Block*>(ctx);
+    OutputPool& pool = get();
+    bool kept = false;
+    {
+      std::lock_guard<std::mutex> lock(pool.mutex_);
+      if (pool.free_.size() < kPoolMaxBlocks && pool.cached_ + block->bytes <= kPoolMaxBytes) {
+        pool.free_.push_back(*block);
+        pool.cached_ += block->bytes;
+        kept = true;
+      }
+    }
+    if (!kept) std::free(block->ptr);
+    delete block;
+  }
+
+  std::mutex mutex_;
+  std::vector<Block> free_;
+  size_t cached_ = 0;
+};
+
+// An uninitialised contiguous CPU tensor from OutputPool.
+Tensor pooled_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::detail::empty_generic(sizes, &OutputPool::get(), c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
+                                   std::nullopt);
+}
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -86,8 +173,8 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x_seq, const Tensor& v_init
   const int64_t T = x.size(0), N = x.numel() / T;
   const double k = decay.item<double>(), v_r = v_reset.value_or(0.0), th = v_threshold - v_r;
   const int soft = v_reset.has_value() ? 0 : 1;
-  Tensor spikes = at::empty_like(x, at::MemoryFormat::Contiguous);
-  Tensor v_last = at::empty(v_init.sizes(), x.options());
+  Tensor spikes = pooled_empty(x.sizes(), x.scalar_type());
+  Tensor v_last = pooled_empty(v_init.sizes(), x.scalar_type());
   const int threads = at::get_num_threads();
   int64_t non_finite;
   if (x.scalar_type() == at::kFloat) {
@@ -134,8 +221,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const std::optional<Tensor>& gra
   const int64_t T = x.size(0), N = x.numel() / T;
   const double k = decay.item<double>(), v_r = v_reset.value_or(0.0), th = v_threshold - v_r;
   const int soft = v_reset.has_value() ? 0 : 1;
-  Tensor grad_x = at::empty_like(x, at::MemoryFormat::Contiguous);
-  Tensor grad_v = want_v ? at::empty(v_init.sizes(), x.options()) : at::empty({0}, x.options());
+  Tensor grad_x = pooled_empty(x.sizes(), dtype);
+  Tensor grad_v = want_v ? pooled_empty(v_init.sizes(), dtype) : at::empty({0}, x.options());
   const Tensor gv_out = want_v ? grad_v : Tensor();
   double grad_k = 0.0;
   const int threads = at::get_num_threads();
