@@ -211,10 +211,12 @@ double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_las
   const F keep_surrogate_reset = detach ? F(0) : F(1);  // gradient through the spike used in the reset
   F c[kBlock];
   F acc[kBlock];
-  for (int64_t i = 0; i < n; ++i) {
-    c[i] = gv_last != nullptr ? gv_last[i] : F(0);
-    acc[i] = F(0);
+  if (gv_last != nullptr) {
+    std::memcpy(c, gv_last, static_cast<size_t>(n) * sizeof(F));
+  } else {
+    std::fill(c, c + n, F(0));
   }
+  if (want_k) std::fill(acc, acc + n, F(0));
   for (int64_t t = T - 1; t >= 0; --t) {
     const F* ht = h + t * h_stride;
     const F* gst = gs + t * N;
@@ -257,9 +259,12 @@ double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_las
       }
     }
   }
-  double local = 0.0;
   if (gv0 != nullptr) std::memcpy(gv0, c, static_cast<size_t>(n) * sizeof(F));
-  for (int64_t i = 0; i < n; ++i) local += acc[i];
+  // dL/dk's partial sum, in neuron order (a serial chain of double adds: only when dL/dk is wanted)
+  double local = 0.0;
+  if (want_k) {
+    for (int64_t i = 0; i < n; ++i) local += acc[i];
+  }
   return local;
 }
 
