@@ -23,6 +23,9 @@
 namespace {
 
 constexpr int64_t kBlock = 1024;
+// Neurons per block of the neuron forward and backward (at most kBlock): a [T, 256] row segment per tensor
+// keeps a block's per-step working set within L1 and was the fastest of 256 / 1024 / 4096 with cold caches.
+constexpr int64_t kNeuronBlock = 256;
 
 // Surrogate ids: the kernel_id of the surrogate classes in graphspike_kd/spiking/surrogate.py (the one table;
 // tests/spiking/test_backend_layout.py parses this enum and compares).
@@ -53,12 +56,12 @@ inline F reset(F h, F s, F th) {
 template <typename F, bool SOFT>
 int64_t forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64_t T, int64_t N, F k, F th,
                      F v_r, bool decay_input, int threads) {
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t blocks = (N + kNeuronBlock - 1) / kNeuronBlock;
   const bool store_h = h_seq != nullptr;  // the recomputing backward needs no h_seq
   int64_t non_finite = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : non_finite)
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
+    const int64_t i0 = b * kNeuronBlock, n = std::min(kNeuronBlock, N - i0);
     F u[kBlock];
     for (int64_t i = 0; i < n; ++i) u[i] = v0[i0 + i] - v_r;
     for (int64_t t = 0; t < T; ++t) {
@@ -94,7 +97,7 @@ int64_t forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, in
 // Neurons per block for the recomputing backward: the [T, block] buffer of h stays within ~256 KiB (L2).
 inline int64_t recompute_block_size(int64_t T, size_t elem) {
   const int64_t fit = static_cast<int64_t>((256 * 1024) / (static_cast<size_t>(std::max<int64_t>(T, 1)) * elem));
-  return std::max<int64_t>(16, std::min<int64_t>(kBlock, fit - fit % 16));
+  return std::max<int64_t>(16, std::min<int64_t>(kNeuronBlock, fit - fit % 16));
 }
 
 // forward_impl's recursion for one block of n <= kBlock neurons, writing h into hbuf [T, n] (no spikes):
@@ -273,11 +276,11 @@ template <typename F, int SG, bool SOFT>
 double backward_impl(const F* h_seq, const F* grad_spikes, const F* grad_v_last, const F* x, const F* v0,
                      F* grad_x, F* grad_v0, int64_t T, int64_t N, F k, F th, F v_r, F alpha, bool detach,
                      bool decay_input, bool want_k, int threads) {
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t blocks = (N + kNeuronBlock - 1) / kNeuronBlock;
   double acc_total = 0.0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : acc_total)
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
+    const int64_t i0 = b * kNeuronBlock, n = std::min(kNeuronBlock, N - i0);
     acc_total += backward_block<F, SG, SOFT>(h_seq + i0, N, grad_spikes + i0, offset(grad_v_last, i0),
                                              want_k ? x + i0 : nullptr, want_k ? v0 + i0 : nullptr, grad_x + i0,
                                              offset(grad_v0, i0), T, N, n, k, th, v_r, alpha, detach, decay_input,
