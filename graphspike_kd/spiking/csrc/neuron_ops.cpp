@@ -60,10 +60,9 @@ using at::Tensor;
 
 // The allocator of the operators' outputs (spikes, v_last, grad_x, grad_v_init): buffers of at least
 // kPoolMinBytes come from a small cache of freed buffers of the same size before the system allocator.
-// A training loop allocates and frees the same [T, N] outputs at every iteration; glibc serves each such
-// request with a fresh mmap (a same-size request stays at its dynamic mmap threshold), so every call would
-// page-fault and zero every page of its outputs again, which costs about as much as the kernels' own
-// memory traffic. Freed buffers are kept only up to kPoolMaxBlocks and kPoolMaxBytes in all (the rest go
+// A training loop allocates and frees the same [T, N] outputs at every iteration; glibc serves requests
+// this large with a fresh mmap each time (and unmaps them on free), so every call would page-fault and zero
+// every page of its outputs again, which costs about as much as the kernels' own memory traffic. Freed buffers are kept only up to kPoolMaxBlocks and kPoolMaxBytes in all (the rest go
 // back to the system); contents are never read before the kernels overwrite them.
 class OutputPool final : public c10::Allocator {
  public:
