@@ -37,7 +37,7 @@ def test_operator_is_bit_identical_to_the_ctypes_path(built, v_reset, detach_res
                                                       dtype):
     gen = torch.Generator().manual_seed(3)
     cfg = make_config(1.0, v_reset, decay_input, detach_reset, surrogate, None)
-    shape = (5, 3, 700)  # more than one 1024-neuron block
+    shape = (5, 3, 700)  # more than one neuron block
     x = (torch.rand(shape, generator=gen, dtype=dtype) * 2.4 - 0.2).requires_grad_()
     v0 = (torch.rand(shape[1:], generator=gen, dtype=dtype) - 0.1).requires_grad_()
     decay = torch.tensor(0.37, dtype=torch.float32, requires_grad=True)  # PLIF's decay is float32
