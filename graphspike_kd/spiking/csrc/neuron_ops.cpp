@@ -32,7 +32,12 @@
 
 #include <cmath>
 #include <cstdlib>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define GSK_HAVE_PTHREAD_ATFORK 1
+#endif
 #include <mutex>
+#include <new>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -86,7 +91,14 @@ class OutputPool final : public c10::Allocator {
   }
 
   static OutputPool& get() {
-    static OutputPool* pool = new OutputPool();  // never destroyed: tensors may outlive static destructors
+    static OutputPool* pool = [] {
+      auto* created = new OutputPool();  // never destroyed: tensors may outlive static destructors
+#ifdef GSK_HAVE_PTHREAD_ATFORK
+      // A child forked while another thread held the lock would deadlock on it: give the child a new one.
+      pthread_atfork(nullptr, nullptr, [] { new (&get().mutex_) std::mutex(); });
+#endif
+      return created;
+    }();
     return *pool;
   }
 
