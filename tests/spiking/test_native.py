@@ -34,7 +34,7 @@ def test_cpp_equals_torch_path(built, v_reset, detach_reset, decay_input):
     cases = [(sg, T, torch.float32) for sg in available_surrogates() for T in (1, 7)]
     cases.append(("atan", 16, torch.float64))
     for surrogate, T, dtype in cases:
-        shape = (T, 2, 1031)  # odd N, more than one 1024-neuron block
+        shape = (T, 2, 1031)  # odd N, more than one neuron block
         x = (torch.rand(shape, generator=gen, dtype=dtype) * 2.4 - 0.2).requires_grad_()
         v0 = (torch.rand(shape[1:], generator=gen, dtype=dtype) - 0.1).requires_grad_()
         w = torch.tensor(0.3, dtype=dtype, requires_grad=True)
@@ -151,13 +151,13 @@ def test_cpp_backend_ratebp_step_matches_torch_backend(built):
 @pytest.mark.parametrize("want_decay_grad", [False, True])
 @pytest.mark.parametrize("v_reset", [None, 0.0])
 def test_cpp_backward_recomputes_membranes_for_long_sequences(built, want_decay_grad, v_reset):
-    # T = 100: the recomputing backward's block shrinks below 1024 neurons (its [T, block] buffer stays in
-    # cache); N = 2600 leaves a partial last block
+    # T = 300: the recomputing backward's block shrinks below the 256-neuron block of the forward (its
+    # [T, block] buffer stays in cache); N = 2600 leaves a partial last block
     gen = torch.Generator().manual_seed(7)
-    x = (torch.rand(100, 2600, generator=gen) * 1.2).requires_grad_()
+    x = (torch.rand(300, 2600, generator=gen) * 1.2).requires_grad_()
     v0 = torch.rand(2600, generator=gen).requires_grad_()
     w = torch.tensor(0.4, requires_grad=want_decay_grad)
-    gs, gv = torch.randn(100, 2600, generator=gen), torch.randn(2600, generator=gen)
+    gs, gv = torch.randn(300, 2600, generator=gen), torch.randn(2600, generator=gen)
     kw = dict(v_threshold=1.0, v_reset=v_reset, decay_input=True, detach_reset=False,
               surrogate_name="sigmoid")
     inputs = (x, v0, w) if want_decay_grad else (x, v0)

@@ -37,7 +37,7 @@ def test_operator_is_bit_identical_to_the_ctypes_path(built, v_reset, detach_res
                                                       dtype):
     gen = torch.Generator().manual_seed(3)
     cfg = make_config(1.0, v_reset, decay_input, detach_reset, surrogate, None)
-    shape = (5, 3, 700)  # more than one 1024-neuron block
+    shape = (5, 3, 700)  # more than one neuron block
     x = (torch.rand(shape, generator=gen, dtype=dtype) * 2.4 - 0.2).requires_grad_()
     v0 = (torch.rand(shape[1:], generator=gen, dtype=dtype) - 0.1).requires_grad_()
     decay = torch.tensor(0.37, dtype=torch.float32, requires_grad=True)  # PLIF's decay is float32
@@ -114,3 +114,33 @@ def test_second_derivative_raises(built):
     (g,) = torch.autograd.grad((s * torch.linspace(-1, 1, 5)).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="not implemented"):
         g.sum().backward()
+
+
+def test_backward_with_absent_output_gradients(built):
+    """An unused output's gradient is None (not materialised): same gradients as with explicit zeros."""
+    gen = torch.Generator().manual_seed(8)
+    cfg = make_config(1.0, 0.0, True, False, "sigmoid", None)
+    x = (torch.rand(5, 1100, generator=gen) * 2).requires_grad_()
+    v0 = (torch.rand(1100, generator=gen) - 0.1).requires_grad_()
+    decay = torch.tensor(0.4, requires_grad=True)
+    gs, gv = torch.randn(5, 1100, generator=gen), torch.randn(1100, generator=gen)
+    for use_s, use_v in ((True, False), (False, True)):
+        s, v = native.cpp_neuron(x, v0, decay, cfg)
+        loss = (s * gs).sum() if use_s else (v * gv).sum()
+        ours = torch.autograd.grad(loss, (x, v0, decay))
+        s, v = native.cpp_neuron(x, v0, decay, cfg)
+        ref = torch.autograd.grad((s * gs * use_s).sum() + (v * gv * use_v).sum(), (x, v0, decay))
+        for a, b in zip(ours, ref, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_backward_operator_without_v_gradient(built):
+    cfg = (1.0, 0.0, True, False, 0, 4.0)
+    gen = torch.Generator().manual_seed(9)
+    x, v0, decay = torch.rand(4, 70, generator=gen) * 2, torch.zeros(70), torch.tensor(0.5)
+    gs = torch.randn(4, 70, generator=gen)
+    op = torch.ops.graphspike_kd.neuron_backward.cpu
+    gx, gv, gk = op(gs, None, x, v0, decay, *cfg, True, False)
+    gx_ref, _, gk_ref = op(gs, torch.zeros(70), x, v0, decay, *cfg, True, True)
+    assert gv.shape == (0,) and torch.equal(gx, gx_ref) and torch.equal(gk, gk_ref)
+    torch.library.opcheck(op, (gs, None, x, v0, decay, *cfg, False, False))

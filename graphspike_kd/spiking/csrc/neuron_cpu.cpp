@@ -23,6 +23,9 @@
 namespace {
 
 constexpr int64_t kBlock = 1024;
+// Neurons per block of the neuron forward and backward (at most kBlock): a [T, 256] row segment per tensor
+// keeps a block's per-step working set within L1 and was the fastest of 256 / 1024 / 4096 with cold caches.
+constexpr int64_t kNeuronBlock = 256;
 
 // Surrogate ids: the kernel_id of the surrogate classes in graphspike_kd/spiking/surrogate.py (the one table;
 // tests/spiking/test_backend_layout.py parses this enum and compares).
@@ -53,12 +56,12 @@ inline F reset(F h, F s, F th) {
 template <typename F, bool SOFT>
 int64_t forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, int64_t T, int64_t N, F k, F th,
                      F v_r, bool decay_input, int threads) {
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t blocks = (N + kNeuronBlock - 1) / kNeuronBlock;
   const bool store_h = h_seq != nullptr;  // the recomputing backward needs no h_seq
   int64_t non_finite = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : non_finite)
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
+    const int64_t i0 = b * kNeuronBlock, n = std::min(kNeuronBlock, N - i0);
     F u[kBlock];
     for (int64_t i = 0; i < n; ++i) u[i] = v0[i0 + i] - v_r;
     for (int64_t t = 0; t < T; ++t) {
@@ -94,7 +97,7 @@ int64_t forward_impl(const F* x, const F* v0, F* spikes, F* h_seq, F* v_last, in
 // Neurons per block for the recomputing backward: the [T, block] buffer of h stays within ~256 KiB (L2).
 inline int64_t recompute_block_size(int64_t T, size_t elem) {
   const int64_t fit = static_cast<int64_t>((256 * 1024) / (static_cast<size_t>(std::max<int64_t>(T, 1)) * elem));
-  return std::max<int64_t>(16, std::min<int64_t>(kBlock, fit - fit % 16));
+  return std::max<int64_t>(16, std::min<int64_t>(kNeuronBlock, fit - fit % 16));
 }
 
 // forward_impl's recursion for one block of n <= kBlock neurons, writing h into hbuf [T, n] (no spikes):
@@ -193,10 +196,16 @@ inline F surrogate_grad(F x, F alpha) {
   }
 }
 
+// p + i, or nullptr for an absent (nullptr) array: grad_v_last (a zero gradient) and grad_v0 (not wanted).
+template <typename F>
+inline F* offset(F* p, int64_t i) {
+  return p == nullptr ? nullptr : p + i;
+}
+
 // The reverse-time loop over one block of n neurons. h points at the block's h[0] with row stride
 // h_stride (N when reading the saved h_seq, n when reading a block recomputed by recompute_membrane);
-// gs, gx and x at the block's row 0 with row stride N. Writes grad_x and grad_v0 (the block's slice) and
-// returns the block's part of dL/dk.
+// gs, gx and x at the block's row 0 with row stride N. gv_last == nullptr reads as zeros; gv0 == nullptr
+// skips writing grad_v0. Writes grad_x and grad_v0 (the block's slice) and returns the block's part of dL/dk.
 template <typename F, int SG, bool SOFT>
 double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_last, const F* x, const F* v0,
                       F* gx, F* gv0, int64_t T, int64_t N, int64_t n, F k, F th, F v_r, F alpha, bool detach,
@@ -205,10 +214,12 @@ double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_las
   const F keep_surrogate_reset = detach ? F(0) : F(1);  // gradient through the spike used in the reset
   F c[kBlock];
   F acc[kBlock];
-  for (int64_t i = 0; i < n; ++i) {
-    c[i] = gv_last[i];
-    acc[i] = F(0);
+  if (gv_last != nullptr) {
+    std::memcpy(c, gv_last, static_cast<size_t>(n) * sizeof(F));
+  } else {
+    std::fill(c, c + n, F(0));
   }
+  if (want_k) std::fill(acc, acc + n, F(0));
   for (int64_t t = T - 1; t >= 0; --t) {
     const F* ht = h + t * h_stride;
     const F* gst = gs + t * N;
@@ -251,10 +262,11 @@ double backward_block(const F* h, int64_t h_stride, const F* gs, const F* gv_las
       }
     }
   }
+  if (gv0 != nullptr) std::memcpy(gv0, c, static_cast<size_t>(n) * sizeof(F));
+  // dL/dk's partial sum, in neuron order (a serial chain of double adds: only when dL/dk is wanted)
   double local = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    gv0[i] = c[i];
-    local += acc[i];
+  if (want_k) {
+    for (int64_t i = 0; i < n; ++i) local += acc[i];
   }
   return local;
 }
@@ -264,14 +276,15 @@ template <typename F, int SG, bool SOFT>
 double backward_impl(const F* h_seq, const F* grad_spikes, const F* grad_v_last, const F* x, const F* v0,
                      F* grad_x, F* grad_v0, int64_t T, int64_t N, F k, F th, F v_r, F alpha, bool detach,
                      bool decay_input, bool want_k, int threads) {
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t blocks = (N + kNeuronBlock - 1) / kNeuronBlock;
   double acc_total = 0.0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : acc_total)
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t i0 = b * kBlock, n = std::min(kBlock, N - i0);
-    acc_total += backward_block<F, SG, SOFT>(h_seq + i0, N, grad_spikes + i0, grad_v_last + i0,
+    const int64_t i0 = b * kNeuronBlock, n = std::min(kNeuronBlock, N - i0);
+    acc_total += backward_block<F, SG, SOFT>(h_seq + i0, N, grad_spikes + i0, offset(grad_v_last, i0),
                                              want_k ? x + i0 : nullptr, want_k ? v0 + i0 : nullptr, grad_x + i0,
-                                             grad_v0 + i0, T, N, n, k, th, v_r, alpha, detach, decay_input, want_k);
+                                             offset(grad_v0, i0), T, N, n, k, th, v_r, alpha, detach, decay_input,
+                                             want_k);
   }
   return acc_total;
 }
@@ -294,9 +307,9 @@ double backward_recompute_impl(const F* x, const F* v0, const F* grad_spikes, co
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t i0 = b * block, n = std::min(block, N - i0);
       recompute_membrane<F, SOFT>(x + i0, v0 + i0, hbuf.data(), T, N, n, k, th, v_r, decay_input);
-      acc_total += backward_block<F, SG, SOFT>(hbuf.data(), n, grad_spikes + i0, grad_v_last + i0, x + i0,
-                                               v0 + i0, grad_x + i0, grad_v0 + i0, T, N, n, k, th, v_r, alpha,
-                                               detach, decay_input, want_k);
+      acc_total += backward_block<F, SG, SOFT>(hbuf.data(), n, grad_spikes + i0, offset(grad_v_last, i0),
+                                               x + i0, v0 + i0, grad_x + i0, offset(grad_v0, i0), T, N, n, k, th,
+                                               v_r, alpha, detach, decay_input, want_k);
     }
   }
   return acc_total;

@@ -6,27 +6,41 @@
 //
 //   neuron_forward.cpu(x_seq [T, ...], v_init [...], decay (0-dim), v_threshold, v_reset?, decay_input,
 //                      detach_reset, surrogate, alpha) -> (spikes [T, ...], v_last [...])
-//   neuron_backward.cpu(grad_spikes, grad_v_last, x_seq, v_init, decay, ..., want_k)
-//                      -> (grad_x [T, ...], grad_v_init [...], grad_decay (0-dim; 0 unless want_k))
+//   neuron_backward.cpu(grad_spikes?, grad_v_last?, x_seq, v_init, decay, ..., want_k, want_v=True)
+//                      -> (grad_x [T, ...], grad_v_init [...] ([0] unless want_v), grad_decay (0-dim; 0 unless
+//                          want_k))
 //
 // The autograd kernel saves x_seq, v_init and decay (the backward recomputes the membranes block by block,
 // bit-identical to the forward's, instead of keeping h_seq) and calls neuron_backward.cpu through the
 // dispatcher, so torch.compile's AOTAutograd traces both as single graph nodes. Built with neuron_cpu.cpp
 // into one library by graphspike_kd/spiking/native.py (torch.utils.cpp_extension.load).
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define GSK_HAVE_PTHREAD_ATFORK 1
+#endif
+#include <mutex>
+#include <new>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <string>
 #include <tuple>
 
@@ -48,6 +62,92 @@ int gsk_neuron_backward_f64(const double* h, const double* gs, const double* gv,
 namespace {
 
 using at::Tensor;
+
+// The allocator of the operators' outputs (spikes, v_last, grad_x, grad_v_init): buffers of at least
+// kPoolMinBytes come from a small cache of freed buffers of the same size before the system allocator.
+// A training loop allocates and frees the same [T, N] outputs at every iteration; glibc serves requests
+// this large with a fresh mmap each time (and unmaps them on free), so every call would page-fault and zero
+// every page of its outputs again, which costs about as much as the kernels' own memory traffic. Freed buffers are kept only up to kPoolMaxBlocks and kPoolMaxBytes in all (the rest go
+// back to the system); contents are never read before the kernels overwrite them.
+class OutputPool final : public c10::Allocator {
+ public:
+  static constexpr size_t kPoolMinBytes = 256 * 1024;
+  static constexpr size_t kPoolMaxBlocks = 8;
+  static constexpr size_t kPoolMaxBytes = size_t(512) << 20;
+  static constexpr size_t kAlignment = 64;
+
+  c10::DataPtr allocate(size_t n) override {
+    if (n < kPoolMinBytes) return c10::GetCPUAllocator()->allocate(n);
+    void* ptr = take(n);
+    if (ptr == nullptr) {
+      ptr = std::aligned_alloc(kAlignment, (n + kAlignment - 1) / kAlignment * kAlignment);
+      TORCH_CHECK(ptr != nullptr, "graphspike_kd native neuron: out of memory allocating ", n, " bytes");
+    }
+    return {ptr, new Block{ptr, n}, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  static OutputPool& get() {
+    static OutputPool* pool = [] {
+      auto* created = new OutputPool();  // never destroyed: tensors may outlive static destructors
+#ifdef GSK_HAVE_PTHREAD_ATFORK
+      // A child forked while another thread held the lock would deadlock on it: give the child a new one.
+      pthread_atfork(nullptr, nullptr, [] { new (&get().mutex_) std::mutex(); });
+#endif
+      return created;
+    }();
+    return *pool;
+  }
+
+ private:
+  struct Block {
+    void* ptr;
+    size_t bytes;
+  };
+
+  void* take(size_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < free_.size(); ++i) {
+      if (free_[i].bytes == n) {
+        void* ptr = free_[i].ptr;
+        cached_ -= n;
+        free_[i] = free_.back();
+        free_.pop_back();
+        return ptr;
+      }
+    }
+    return nullptr;
+  }
+
+  static void release(void* ctx) {
+    Block* block = static_cast<Block*>(ctx);
+    OutputPool& pool = get();
+    bool kept = false;
+    {
+      std::lock_guard<std::mutex> lock(pool.mutex_);
+      if (pool.free_.size() < kPoolMaxBlocks && pool.cached_ + block->bytes <= kPoolMaxBytes) {
+        pool.free_.push_back(*block);
+        pool.cached_ += block->bytes;
+        kept = true;
+      }
+    }
+    if (!kept) std::free(block->ptr);
+    delete block;
+  }
+
+  std::mutex mutex_;
+  std::vector<Block> free_;
+  size_t cached_ = 0;
+};
+
+// An uninitialised contiguous CPU tensor from OutputPool.
+Tensor pooled_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::detail::empty_generic(sizes, &OutputPool::get(), c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
+                                   std::nullopt);
+}
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -84,8 +184,8 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x_seq, const Tensor& v_init
   const int64_t T = x.size(0), N = x.numel() / T;
   const double k = decay.item<double>(), v_r = v_reset.value_or(0.0), th = v_threshold - v_r;
   const int soft = v_reset.has_value() ? 0 : 1;
-  Tensor spikes = at::empty_like(x, at::MemoryFormat::Contiguous);
-  Tensor v_last = at::empty(v_init.sizes(), x.options());
+  Tensor spikes = pooled_empty(x.sizes(), x.scalar_type());
+  Tensor v_last = pooled_empty(v_init.sizes(), x.scalar_type());
   const int threads = at::get_num_threads();
   int64_t non_finite;
   if (x.scalar_type() == at::kFloat) {
@@ -100,35 +200,52 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x_seq, const Tensor& v_init
   return {spikes, v_last};
 }
 
-std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_spikes, const Tensor& grad_v_last,
-                                                const Tensor& x_seq, const Tensor& v_init, const Tensor& decay,
-                                                double v_threshold, std::optional<double> v_reset, bool decay_input,
-                                                bool detach_reset, int64_t surrogate, double alpha, bool want_k) {
+// A pointer to t's data, or nullptr for an undefined t (what the kernels read as "absent").
+template <typename F>
+F* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<F>() : nullptr;
+}
+
+// grad_spikes / grad_v_last may be None (a zero gradient: the autograd kernel does not materialise the
+// gradients of unused outputs): a missing grad_v_last costs nothing, a missing grad_spikes reads zeros.
+// want_v=False returns an empty [0] tensor in place of grad_v_init (v_init needs no gradient) and skips
+// its allocation and writes; want_k=False returns a zero grad_decay.
+std::tuple<Tensor, Tensor, Tensor> backward_cpu(const std::optional<Tensor>& grad_spikes,
+                                                const std::optional<Tensor>& grad_v_last, const Tensor& x_seq,
+                                                const Tensor& v_init, const Tensor& decay, double v_threshold,
+                                                std::optional<double> v_reset, bool decay_input, bool detach_reset,
+                                                int64_t surrogate, double alpha, bool want_k, bool want_v) {
   check_operands(x_seq, v_init, decay, "neuron_backward.cpu");
-  TORCH_CHECK_VALUE(grad_spikes.numel() == x_seq.numel() && grad_v_last.numel() == v_init.numel(),
-                    "graphspike_kd::neuron_backward.cpu: gradient shapes ", grad_spikes.sizes(), " and ",
-                    grad_v_last.sizes(), " do not match x_seq ", x_seq.sizes(), " and v_init ", v_init.sizes());
+  const bool has_gs = grad_spikes.has_value() && grad_spikes->defined();
+  const bool has_gv = grad_v_last.has_value() && grad_v_last->defined();
+  TORCH_CHECK_VALUE((!has_gs || grad_spikes->numel() == x_seq.numel()) &&
+                        (!has_gv || grad_v_last->numel() == v_init.numel()),
+                    "graphspike_kd::neuron_backward.cpu: gradient shapes ",
+                    has_gs ? grad_spikes->sizes() : at::IntArrayRef{}, " and ",
+                    has_gv ? grad_v_last->sizes() : at::IntArrayRef{}, " do not match x_seq ", x_seq.sizes(),
+                    " and v_init ", v_init.sizes());
   const Tensor x = x_seq.contiguous();
   const auto dtype = x.scalar_type();
   const Tensor u0 = v_init.to(dtype).contiguous();
-  const Tensor gs = grad_spikes.to(dtype).contiguous();
-  const Tensor gv = grad_v_last.to(dtype).contiguous();
+  const Tensor gs = has_gs ? grad_spikes->to(dtype).contiguous() : at::zeros_like(x, at::MemoryFormat::Contiguous);
+  const Tensor gv = has_gv ? grad_v_last->to(dtype).contiguous() : Tensor();
   const int64_t T = x.size(0), N = x.numel() / T;
   const double k = decay.item<double>(), v_r = v_reset.value_or(0.0), th = v_threshold - v_r;
   const int soft = v_reset.has_value() ? 0 : 1;
-  Tensor grad_x = at::empty_like(x, at::MemoryFormat::Contiguous);
-  Tensor grad_v = at::empty(v_init.sizes(), x.options());
+  Tensor grad_x = pooled_empty(x.sizes(), dtype);
+  Tensor grad_v = want_v ? pooled_empty(v_init.sizes(), dtype) : at::empty({0}, x.options());
+  const Tensor gv_out = want_v ? grad_v : Tensor();
   double grad_k = 0.0;
   const int threads = at::get_num_threads();
   int status;
   if (dtype == at::kFloat) {
-    status = gsk_neuron_backward_f32(nullptr, gs.data_ptr<float>(), gv.data_ptr<float>(), x.data_ptr<float>(),
-                                     u0.data_ptr<float>(), grad_x.data_ptr<float>(), grad_v.data_ptr<float>(), &grad_k,
-                                     T, N, k, th, v_r, alpha, static_cast<int>(surrogate), soft, detach_reset,
-                                     decay_input, want_k, threads);
+    status = gsk_neuron_backward_f32(nullptr, gs.data_ptr<float>(), data_or_null<float>(gv), x.data_ptr<float>(),
+                                     u0.data_ptr<float>(), grad_x.data_ptr<float>(), data_or_null<float>(gv_out),
+                                     &grad_k, T, N, k, th, v_r, alpha, static_cast<int>(surrogate), soft,
+                                     detach_reset, decay_input, want_k, threads);
   } else {
-    status = gsk_neuron_backward_f64(nullptr, gs.data_ptr<double>(), gv.data_ptr<double>(), x.data_ptr<double>(),
-                                     u0.data_ptr<double>(), grad_x.data_ptr<double>(), grad_v.data_ptr<double>(),
+    status = gsk_neuron_backward_f64(nullptr, gs.data_ptr<double>(), data_or_null<double>(gv), x.data_ptr<double>(),
+                                     u0.data_ptr<double>(), grad_x.data_ptr<double>(), data_or_null<double>(gv_out),
                                      &grad_k, T, N, k, th, v_r, alpha, static_cast<int>(surrogate), soft,
                                      detach_reset, decay_input, want_k, threads);
   }
@@ -146,11 +263,13 @@ std::tuple<Tensor, Tensor> forward_meta(const Tensor& x_seq, const Tensor& v_ini
           at::empty_like(v_init, v_init.options().dtype(x_seq.scalar_type()), at::MemoryFormat::Contiguous)};
 }
 
-std::tuple<Tensor, Tensor, Tensor> backward_meta(const Tensor&, const Tensor&, const Tensor& x_seq,
-                                                 const Tensor& v_init, const Tensor& decay, double,
-                                                 std::optional<double>, bool, bool, int64_t, double, bool) {
+std::tuple<Tensor, Tensor, Tensor> backward_meta(const std::optional<Tensor>&, const std::optional<Tensor>&,
+                                                 const Tensor& x_seq, const Tensor& v_init, const Tensor& decay,
+                                                 double, std::optional<double>, bool, bool, int64_t, double, bool,
+                                                 bool want_v) {
   return {at::empty_like(x_seq, at::MemoryFormat::Contiguous),
-          at::empty_like(v_init, v_init.options().dtype(x_seq.scalar_type()), at::MemoryFormat::Contiguous),
+          want_v ? at::empty_like(v_init, v_init.options().dtype(x_seq.scalar_type()), at::MemoryFormat::Contiguous)
+                 : at::empty({0}, v_init.options().dtype(x_seq.scalar_type())),
           at::empty_like(decay)};
 }
 
@@ -174,6 +293,7 @@ class NeuronFunction : public torch::autograd::Function<NeuronFunction> {
                                double v_threshold, std::optional<double> v_reset, bool decay_input, bool detach_reset,
                                int64_t surrogate, double alpha) {
     at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: no zeros to fill
     auto [spikes, v_last] =
         forward_op().call(x_seq, v_init, decay, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha);
     ctx->save_for_backward({x_seq, v_init, decay});
@@ -188,16 +308,20 @@ class NeuronFunction : public torch::autograd::Function<NeuronFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const bool want_k = ctx->needs_input_grad(2);
+    const bool want_k = ctx->needs_input_grad(2), want_v = ctx->needs_input_grad(1);
+    if (!grads[0].defined() && !grads[1].defined()) {  // neither output was used: all gradients are zero
+      return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
     const auto& d = ctx->saved_data;
     const std::optional<double> v_reset =
         d.at("v_reset").isNone() ? std::nullopt : std::optional<double>(d.at("v_reset").toDouble());
-    auto [grad_x, grad_v, grad_k] =
-        backward_op().call(grads[0], grads[1], saved[0], saved[1], saved[2], d.at("v_threshold").toDouble(), v_reset,
-                           d.at("decay_input").toBool(), d.at("detach_reset").toBool(), d.at("surrogate").toInt(),
-                           d.at("alpha").toDouble(), want_k);
-    return {ctx->needs_input_grad(0) ? grad_x : Tensor(), ctx->needs_input_grad(1) ? grad_v : Tensor(),
-            want_k ? grad_k : Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    auto optional_grad = [](const Tensor& g) { return g.defined() ? std::optional<Tensor>(g) : std::nullopt; };
+    auto [grad_x, grad_v, grad_k] = backward_op().call(
+        optional_grad(grads[0]), optional_grad(grads[1]), saved[0], saved[1], saved[2],
+        d.at("v_threshold").toDouble(), v_reset, d.at("decay_input").toBool(), d.at("detach_reset").toBool(),
+        d.at("surrogate").toInt(), d.at("alpha").toDouble(), want_k, want_v);
+    return {ctx->needs_input_grad(0) ? grad_x : Tensor(), want_v ? grad_v : Tensor(), want_k ? grad_k : Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -216,9 +340,9 @@ TORCH_LIBRARY_FRAGMENT(graphspike_kd, m) {
       "neuron_forward.cpu(Tensor x_seq, Tensor v_init, Tensor decay, float v_threshold, float? v_reset, "
       "bool decay_input, bool detach_reset, int surrogate, float alpha) -> (Tensor, Tensor)");
   m.def(
-      "neuron_backward.cpu(Tensor grad_spikes, Tensor grad_v_last, Tensor x_seq, Tensor v_init, Tensor decay, "
+      "neuron_backward.cpu(Tensor? grad_spikes, Tensor? grad_v_last, Tensor x_seq, Tensor v_init, Tensor decay, "
       "float v_threshold, float? v_reset, bool decay_input, bool detach_reset, int surrogate, float alpha, "
-      "bool want_k) -> (Tensor, Tensor, Tensor)");
+      "bool want_k, bool want_v=True) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(graphspike_kd, CPU, m) {
