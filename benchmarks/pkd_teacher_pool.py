@@ -19,6 +19,12 @@ The composition is **chosen on validation only**: the highest mean over seeds of
 With ``--distill``, PKD's student is then trained (:meth:`PKD.distill`, every teacher selector of
 ``--selectors``) on the default set and on the chosen one, and its validation and test accuracy recorded.
 
+A pool entry ``MODEL@VIEW`` is a teacher on another view of the nodes: ``MODEL`` trained on the same
+expanded labels but on the features ``VIEW`` of :func:`load_tag_dataset` (e.g. ``mlp@minilm``: an MLP on
+the MiniLM sentence embeddings of the node text, computed offline by the shipped model), so that it fails
+where the text, not the bag of words and the graph, misleads. ``--distill-set A,B,C`` (repeatable) adds
+compositions to distil beside the default and the chosen one.
+
 The results JSON holds the mean figures of every composition (per seed for the ``--top`` ones by the
 selection criterion and the default set), the chosen one and the command; the table printed lists those.
 """
@@ -64,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill", action="store_true", help="also train PKD's student on the default and "
                    "the chosen set (slow)")
     p.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=SELECTORS)
+    p.add_argument("--distill-set", action="append", default=[], metavar="T1,T2,...",
+                   help="with --distill: also distil this composition of pool teachers (repeatable)")
     p.add_argument("--ngs-rounds", type=int, default=40)
     p.add_argument("--state-ablation", action="store_true", help="with --distill: also run NGS with each "
                    f"state of STATE_VARIANTS ({', '.join(STATE_VARIANTS)}) on both sets")
@@ -72,6 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.sizes) < 2:
         p.error("--sizes must be >= 2 (PKD needs two teachers)")
+    for spec in args.distill_set:
+        unknown = [t for t in spec.split(",") if t not in args.pool]
+        if unknown or len(spec.split(",")) < 2:
+            p.error(f"--distill-set {spec}: needs at least two teachers of --pool; not in it: {unknown}")
     return args
 
 
@@ -106,6 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
     per_combo: dict[str, dict[str, list[dict]]] = {",".join(c): {"val": [], "test": []} for c in combos}
     singles: dict[str, dict[str, list[float]]] = {t: {"val": [], "test": []} for t in pool}
     seed_state = []
+    # the graph with another node view for the MODEL@VIEW teachers (the same nodes, edges and labels)
+    views = {"": data}
+    for view in dict.fromkeys(t.partition("@")[2] for t in pool if "@" in t):
+        views[view] = load_tag_dataset(args.dataset, features=view, show_progress=False)
+        if not torch.equal(views[view].y, data.y):
+            raise ValueError(f"features={view!r} loads {args.dataset} with other labels or nodes")
     for seed in args.seeds:
         split = few_shot_split(data.y, args.shots, protocol="paper", seed=seed,
                                planetoid_test_mask=data.test_mask)
@@ -115,12 +133,14 @@ def main(argv: list[str] | None = None) -> dict:
         models, probs = {}, {}
         for b, t in enumerate(defaults):
             models[t], probs[t] = expansion.teacher_models[b], expansion.teacher_probs[b]
-        if extra:
-            x = prepare_features(data.x)
+        for view in dict.fromkeys(t.partition("@")[2] for t in extra):
+            names = [t for t in extra if t.partition("@")[2] == view]
+            view_data = views[view]
+            x = prepare_features(view_data.x)
             # the same label set and seed stream as the expansion's own teachers (seed + 1)
-            ms, ps = PKD(replace(base, teachers=tuple(extra))).train_teachers(
-                data, x, expansion.labels, expansion.label_mask, split, seed + 1)
-            for t, m, p in zip(extra, ms, ps, strict=True):
+            ms, ps = PKD(replace(base, teachers=tuple(t.partition("@")[0] for t in names))).train_teachers(
+                view_data, x, expansion.labels, expansion.label_mask, split, seed + 1)
+            for t, m, p in zip(names, ms, ps, strict=True):
                 models[t], probs[t] = m, p
         for t in pool:
             singles[t]["val"].append(accuracy(probs[t].log(), data.y, split.val_mask))
@@ -148,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     distill: dict[str, dict[str, dict[str, list[float]]]] = {}
     if args.distill:
-        sets = {"default": tuple(defaults), "chosen": tuple(chosen.split(","))}
+        sets = {"default": tuple(defaults), "chosen": tuple(chosen.split(",")),
+                **{spec: tuple(spec.split(",")) for spec in args.distill_set}}
         for label, teachers in sets.items():
             distill[label] = {"teachers": list(teachers)}
             runs = [(rule, rule, base.ngs_state_parts) for rule in args.selectors]
