@@ -48,7 +48,7 @@ from graphspike_kd.graph.models import prepare_features
 from graphspike_kd.graph.pkd import PKD, PKDConfig, default_models
 from graphspike_kd.graph.selectors import NGS_STATE_PARTS, teacher_oracle
 from graphspike_kd.graph.splits import few_shot_split
-from graphspike_kd.graph.training import TrainConfig, accuracy
+from graphspike_kd.graph.training import TrainConfig, accuracy, predict
 
 POOL = ("gcn", "gat", "appnp", "h2gcn", "mlp", "sgc", "gprgnn", "labelprop", "cs")
 SELECTORS = ("ngs", "random", "majority", "confident")
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         views[view] = load_tag_dataset(args.dataset, features=view, show_progress=False)
         if not torch.equal(views[view].y, data.y):
             raise ValueError(f"features={view!r} loads {args.dataset} with other labels or nodes")
+    view_x = {view: prepare_features(d.x) for view, d in views.items()}
     for seed in args.seeds:
         split = few_shot_split(data.y, args.shots, protocol="paper", seed=seed,
                                planetoid_test_mask=data.test_mask)
@@ -133,15 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
         models, probs = {}, {}
         for b, t in enumerate(defaults):
             models[t], probs[t] = expansion.teacher_models[b], expansion.teacher_probs[b]
-        for view in dict.fromkeys(t.partition("@")[2] for t in extra):
-            names = [t for t in extra if t.partition("@")[2] == view]
-            view_data = views[view]
-            x = prepare_features(view_data.x)
-            # the same label set and seed stream as the expansion's own teachers (seed + 1)
-            ms, ps = PKD(replace(base, teachers=tuple(t.partition("@")[0] for t in names))).train_teachers(
-                view_data, x, expansion.labels, expansion.label_mask, split, seed + 1)
-            for t, m, p in zip(names, ms, ps, strict=True):
-                models[t], probs[t] = m, p
+        # the same label set and seed stream as PKD.train_teachers(..., seed + 1) over ``extra``
+        for b, t in enumerate(extra):
+            name, _, view = t.partition("@")
+            m = pkd._fit_model(name, views[view], view_x[view], expansion.labels, expansion.label_mask, split,
+                               (seed + 1) * 101 + b)
+            models[t], probs[t] = m, predict(m, view_x[view], views[view].edge_index).softmax(-1).cpu()
         for t in pool:
             singles[t]["val"].append(accuracy(probs[t].log(), data.y, split.val_mask))
             singles[t]["test"].append(accuracy(probs[t].log(), data.y, split.test_mask))
