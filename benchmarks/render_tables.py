@@ -116,12 +116,15 @@ def _pkd_paired_test(results: Path) -> str:
     def acc(name: str) -> str:
         return f"{m[name]['mean']:.2f} ± {m[name]['std']:.2f}"
 
+    def pval(p: float) -> str:
+        return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
+
     body = [["**PKD** (PPO teacher selection)", acc("pkd"), "", "", "", "", ""]]
     for name, label in PAIRED_LABELS.items():
         c = out["comparisons"][name]
         body.append([label, acc(name), f"{c['mean_diff']:+.2f} ± {c['std_diff']:.2f}",
-                     f"{c['wins']} / {c['ties']} / {c['losses']}", f"{c['p_t']:.3f}",
-                     f"{c['p_wilcoxon']:.3f}", f"{c['p_sign_flip']:.3f}"])
+                     f"{c['wins']} / {c['ties']} / {c['losses']}", pval(c["p_t"]), pval(c["p_wilcoxon"]),
+                     pval(c["p_sign_flip"])])
     body.append(["best of PKD's final teachers (test labels)", acc("best_final_teacher"), "", "", "", "", ""])
     body.append(["oracle teacher selector (test labels)", acc("pkd_oracle_teacher"), "", "", "", "", ""])
     header = ["selector", f"test accuracy (%), {seeds} seeds", "PKD − it (points, paired)",
