@@ -19,6 +19,12 @@ The composition is **chosen on validation only**: the highest mean over seeds of
 With ``--distill``, PKD's student is then trained (:meth:`PKD.distill`, every teacher selector of
 ``--selectors``) on the default set and on the chosen one, and its validation and test accuracy recorded.
 
+A pool entry ``MODEL@VIEW`` is a teacher on another view of the nodes: ``MODEL`` trained on the same
+expanded labels but on the features ``VIEW`` of :func:`load_tag_dataset` (e.g. ``mlp@minilm``: an MLP on
+the MiniLM sentence embeddings of the node text, computed offline by the shipped model), so that it fails
+where the text, not the bag of words and the graph, misleads. ``--distill-set A,B,C`` (repeatable) adds
+compositions to distil beside the default and the chosen one.
+
 The results JSON holds the mean figures of every composition (per seed for the ``--top`` ones by the
 selection criterion and the default set), the chosen one and the command; the table printed lists those.
 """
@@ -41,7 +47,7 @@ from graphspike_kd.graph.models import prepare_features
 from graphspike_kd.graph.pkd import PKD, PKDConfig, default_models
 from graphspike_kd.graph.selectors import NGS_STATE_PARTS, teacher_oracle
 from graphspike_kd.graph.splits import few_shot_split
-from graphspike_kd.graph.training import TrainConfig, accuracy
+from graphspike_kd.graph.training import TrainConfig, accuracy, predict
 
 POOL = ("gcn", "gat", "appnp", "h2gcn", "mlp", "sgc", "gprgnn", "labelprop", "cs")
 SELECTORS = ("ngs", "random", "majority", "confident")
@@ -63,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill", action="store_true", help="also train PKD's student on the default and "
                    "the chosen set (slow)")
     p.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=SELECTORS)
+    p.add_argument("--distill-set", action="append", default=[], metavar="T1,T2,...",
+                   help="with --distill: also distil this composition of pool teachers (repeatable)")
     p.add_argument("--ngs-rounds", type=int, default=40)
     p.add_argument("--state-ablation", action="store_true", help="with --distill: also run NGS with each "
                    f"state of STATE_VARIANTS ({', '.join(STATE_VARIANTS)}) on both sets")
@@ -71,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.sizes) < 2:
         p.error("--sizes must be >= 2 (PKD needs two teachers)")
+    for spec in args.distill_set:
+        unknown = [t for t in spec.split(",") if t not in args.pool]
+        if unknown or len(spec.split(",")) < 2:
+            p.error(f"--distill-set {spec}: needs at least two teachers of --pool; not in it: {unknown}")
     return args
 
 
@@ -106,6 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
     per_combo: dict[str, dict[str, list[dict]]] = {",".join(c): {"val": [], "test": []} for c in combos}
     singles: dict[str, dict[str, list[float]]] = {t: {"val": [], "test": []} for t in pool}
     seed_state = []
+    # the graph with another node view for the MODEL@VIEW teachers (the same nodes, edges and labels)
+    views = {"": data}
+    for view in dict.fromkeys(t.partition("@")[2] for t in pool if "@" in t):
+        views[view] = load_tag_dataset(args.dataset, features=view, show_progress=False)
+        if not torch.equal(views[view].y, data.y):
+            raise ValueError(f"features={view!r} loads {args.dataset} with other labels or nodes")
+    view_x = {view: prepare_features(d.x) for view, d in views.items()}
     for seed in args.seeds:
         split = few_shot_split(data.y, args.shots, protocol="paper", seed=seed,
                                planetoid_test_mask=data.test_mask)
@@ -115,13 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
         models, probs = {}, {}
         for b, t in enumerate(defaults):
             models[t], probs[t] = expansion.teacher_models[b], expansion.teacher_probs[b]
-        if extra:
-            x = prepare_features(data.x)
-            # the same label set and seed stream as the expansion's own teachers (seed + 1)
-            ms, ps = PKD(replace(base, teachers=tuple(extra))).train_teachers(
-                data, x, expansion.labels, expansion.label_mask, split, seed + 1)
-            for t, m, p in zip(extra, ms, ps, strict=True):
-                models[t], probs[t] = m, p
+        # the same label set and seed stream as PKD.train_teachers(..., seed + 1) over ``extra``
+        for b, t in enumerate(extra):
+            name, _, view = t.partition("@")
+            m = pkd._fit_model(name, views[view], view_x[view], expansion.labels, expansion.label_mask, split,
+                               (seed + 1) * 101 + b)
+            models[t], probs[t] = m, predict(m, view_x[view], views[view].edge_index).softmax(-1).cpu()
         for t in pool:
             singles[t]["val"].append(accuracy(probs[t].log(), data.y, split.val_mask))
             singles[t]["test"].append(accuracy(probs[t].log(), data.y, split.test_mask))
@@ -148,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     distill: dict[str, dict[str, dict[str, list[float]]]] = {}
     if args.distill:
-        sets = {"default": tuple(defaults), "chosen": tuple(chosen.split(","))}
+        sets = {"default": tuple(defaults), "chosen": tuple(chosen.split(",")),
+                **{spec: tuple(spec.split(",")) for spec in args.distill_set}}
         for label, teachers in sets.items():
             distill[label] = {"teachers": list(teachers)}
             runs = [(rule, rule, base.ngs_state_parts) for rule in args.selectors]

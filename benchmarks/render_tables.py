@@ -100,6 +100,38 @@ def _pkd_cora(results: Path) -> str:
     return rows(["method", "test accuracy (%)"], body)
 
 
+PAIRED_LABELS = {
+    "pkd_random_teacher": "random teacher",
+    "pkd_majority_teacher": "majority-agreeing teacher",
+    "pkd_confident_teacher": "most confident teacher",
+    "best_teacher": "best teacher by validation (baseline)",
+}
+
+
+@table("pkd-paired-test", "pkdsel_paired_test_cora_paper_5.json")
+def _pkd_paired_test(results: Path) -> str:
+    out = load(results, "pkdsel_paired_test_cora_paper_5.json")
+    m, seeds = out["methods"], len(out["seeds"])
+
+    def acc(name: str) -> str:
+        return f"{m[name]['mean']:.2f} ± {m[name]['std']:.2f}"
+
+    def pval(p: float) -> str:
+        return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
+
+    body = [["**PKD** (PPO teacher selection)", acc("pkd"), "", "", "", "", ""]]
+    for name, label in PAIRED_LABELS.items():
+        c = out["comparisons"][name]
+        body.append([label, acc(name), f"{c['mean_diff']:+.2f} ± {c['std_diff']:.2f}",
+                     f"{c['wins']} / {c['ties']} / {c['losses']}", pval(c["p_t"]), pval(c["p_wilcoxon"]),
+                     pval(c["p_sign_flip"])])
+    body.append(["best of PKD's final teachers (test labels)", acc("best_final_teacher"), "", "", "", "", ""])
+    body.append(["oracle teacher selector (test labels)", acc("pkd_oracle_teacher"), "", "", "", "", ""])
+    header = ["selector", f"test accuracy (%), {seeds} seeds", "PKD − it (points, paired)",
+              "PKD wins / ties / losses", "p, paired t", "p, Wilcoxon", "p, sign-flip (exact)"]
+    return rows(header, body)
+
+
 def _annotator_rows(results: Path, name: str, key: str) -> list[list[str]]:
     out = []
     for r in load(results, name)["results"]:

@@ -170,7 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    f"(default: {PKDConfig.denoise_min_shots})")
     p.add_argument("--pkd-referee-check", default=PKDConfig.referee_check, choices=("cv", "shots"),
                    help="without validation labels: cv = denoise only when the shot-trained teachers, "
-                   "cross-validated on the shots, are at least as accurate there as the annotator; shots = "
+                   "cross-validated on the shots, are confidently more accurate there than the annotator "
+                   "(an exact paired bound, PKDConfig.referee_confidence); shots = "
                    "denoise from --pkd-denoise-min-shots shots per class "
                    f"(default: {PKDConfig.referee_check})")
     p.add_argument("--pkd-posterior-threshold", type=float, default=0.5,

@@ -258,10 +258,11 @@ class PKDConfig:
             expanded labels). (default: :data:`~graphspike_kd.graph.selectors.NGS_STATE_DEFAULT`)
         referee_check (str): how ``denoise_gate="auto"`` decides without validation labels: ``"cv"``
             (:meth:`PKD.referee_check`: denoise only when the shot-trained teachers, cross-validated on the
-            shots, are at least as accurate there as the annotator) or ``"shots"`` (the fixed rule: denoise
-            from ``denoise_min_shots`` shots per class). (default: ``"cv"``)
-        referee_folds (int): folds of the ``"cv"`` check, each holding out one shot per class.
-            (default: ``3``)
+            shots, are confidently more accurate there than the annotator) or ``"shots"`` (the fixed rule:
+            denoise from ``denoise_min_shots`` shots per class). (default: ``"cv"``)
+        referee_folds (int): folds of the ``"cv"`` check, each holding out one shot per class; up to this
+            many shots per class, every shot is held out once, which gives the paired bound the most
+            pairs. (default: ``5``)
         referee_margin (float): the ``"cv"`` check denoises when the lower confidence bound of the
             referees' accuracy minus the annotator's, on the held-out shots, exceeds this margin.
             (default: ``0.0``)
@@ -299,7 +300,7 @@ class PKDConfig:
     ppo_hidden: int = 128
     ngs_state_parts: tuple[str, ...] = NGS_STATE_DEFAULT
     referee_check: str = "cv"
-    referee_folds: int = 3
+    referee_folds: int = 5
     referee_margin: float = 0.0
     referee_confidence: float = 0.9
 

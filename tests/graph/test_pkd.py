@@ -300,7 +300,7 @@ def test_denoise_gate(protocol, shots, gate):
     g = expansion.diagnostics["denoise_gate"]
     if protocol == "strict":  # the referee check: the annotator is wrong on every shot, the referees are not
         assert g["llm_shot_acc"] == 0.0 and g["referee_cv_acc"] > 0.0
-        assert g["folds"] == min(shots, 3) and g["held_out"] == 3 * g["folds"]
+        assert g["folds"] == min(shots, PKDConfig.referee_folds) and g["held_out"] == 3 * g["folds"]
         # every discordant pair goes to the referees; denoised only when that many is significant at 90 %
         wins = g["referee_only_right"]
         assert g["llm_only_right"] == 0 and wins == round(g["referee_cv_acc"] * g["held_out"])
