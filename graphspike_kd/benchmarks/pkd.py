@@ -174,6 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(an exact paired bound, PKDConfig.referee_confidence); shots = "
                    "denoise from --pkd-denoise-min-shots shots per class "
                    f"(default: {PKDConfig.referee_check})")
+    p.add_argument("--pkd-referee-confidence", type=float, default=PKDConfig.referee_confidence,
+                   help="one-sided confidence level of the cv check's paired bound, in (0, 1) "
+                   f"(default: {PKDConfig.referee_confidence})")
     p.add_argument("--pkd-posterior-threshold", type=float, default=0.5,
                    help="min posterior of a kept label with --pkd-denoise posterior (default: 0.5)")
     p.add_argument("--pkd-posterior-iterations", type=int, default=1,
@@ -216,6 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--budget must be >= 0, got {args.budget}")
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if not 0.0 < args.pkd_referee_confidence < 1.0:
+        p.error(f"--pkd-referee-confidence must be in (0, 1), got {args.pkd_referee_confidence}")
     return args
 
 
@@ -382,6 +387,7 @@ def run_pkd(data, annotator, split, seed: int, args: argparse.Namespace, train: 
         hidden=args.pkd_hidden, train=train, budget_count=args.pkd_budget, denoise=args.pkd_denoise,
         denoise_gate=args.pkd_denoise_gate, denoise_min_shots=args.pkd_denoise_min_shots,
         referee_check=args.pkd_referee_check,
+        referee_confidence=args.pkd_referee_confidence,
         posterior_threshold=args.pkd_posterior_threshold,
         posterior_iterations=args.pkd_posterior_iterations, self_training_rounds=args.pkd_self_training,
         ngs_rounds=args.pkd_ngs_rounds, final_epochs=args.epochs, device=args.device)

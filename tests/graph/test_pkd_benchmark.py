@@ -136,3 +136,15 @@ def test_root_and_cache_dir(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit):
         main(["--dataset", "cora", "--cache-dir", str(tmp_path / "file")])
+
+
+@pytest.mark.parametrize("confidence", ["0", "1", "1.5"])
+def test_referee_confidence_checked_before_any_work(confidence, monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(bench, "load_tag_dataset", no_work)
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "texas", "--protocol", "strict", "--pkd-referee-confidence", confidence])
+    assert exc.value.code == 2
+    assert f"--pkd-referee-confidence must be in (0, 1), got {float(confidence)}" in capsys.readouterr().err
