@@ -314,10 +314,10 @@ class PKDConfig:
 
         - ``teachers`` = :data:`SCALE_TEACHERS`: GCN, SGC (a :math:`K = 2` low-pass filter, one linear
           map), Correct-and-Smooth (an MLP whose residuals and predictions are propagated) and a
-          feature-only MLP. GAT keeps every head's per-edge messages for the backward pass (about
-          2.3 KB per directed edge, 280 GB at 62M edges) and H2GCN's two-hop operator costs several times
-          a GCN epoch; the four kept cost, per epoch on the 169k graph, 0.3 to 1.3 s each against 10 s
-          for GAT. Two of them ignore the graph, so their errors differ from the message-passing ones.
+          feature-only MLP, each a few sparse products per epoch. GAT keeps every head's per-edge messages
+          for the backward pass (its memory grows fastest with the edges, see the estimate in
+          :doc:`/pkd-scale`) and H2GCN's two-hop operator costs several GCN epochs per epoch. Two of the
+          four kept ignore the graph, so their errors differ from the message-passing ones.
         - ``train`` = ``TrainConfig(epochs=50, patience=10, eval_every=5)``: validation every 5 epochs.
         - ``ngs_rounds=10``, ``final_epochs=100`` (the student schedule; 5 student epochs per round as
           in the defaults).
