@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--N", type=int, nargs="+", default=[2**16, 2**18])
     p.add_argument("--N-gpu", type=int, nargs="+", default=[2**20, 2**24], dest="N_gpu")
     p.add_argument("--reps", type=int, default=9)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed calls per runner before timing, >= 1 (the first also compiles and is the "
+                   "one checked against spikingjelly)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the CPU section")
     p.add_argument("--reset", choices=["hard", "soft"], default="hard",
                    help="hard (v_reset=0, spikingjelly's default) or soft")
@@ -342,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--sj-gpu-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.warmup < 1 or args.reps < 1:
+        p.error(f"--warmup and --reps must be >= 1, got {args.warmup} and {args.reps}")
 
     if args.sj_gpu_worker:
         print(json.dumps(sj_gpu_worker(args.sj_gpu_worker, args)))
