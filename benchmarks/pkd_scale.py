@@ -218,10 +218,10 @@ def schedule_overrides(args: argparse.Namespace) -> dict:
     from graphspike_kd.graph.pkd import PKDConfig
 
     out: dict = {}
-    if getattr(args, "teachers", None):
+    if args.teachers:
         out["teachers"] = tuple(args.teachers)
     if args.epochs is not None:
-        base = PKDConfig.at_scale() if getattr(args, "preset", "default") == "at-scale" else PKDConfig()
+        base = PKDConfig.at_scale() if args.preset == "at-scale" else PKDConfig()
         out["train"] = replace(base.train, epochs=args.epochs)
     if args.ngs_rounds is not None:
         out["ngs_rounds"] = args.ngs_rounds

@@ -310,20 +310,31 @@ def build_steps() -> list[Step]:
             400.0,
             LONG,
         ),
-        # est.: the default schedule grows about as N^1.2 from the 70 s recorded at 2,708 nodes
+        # est.: the sum of the recorded runs of PKDConfig.at_scale() (50 s + 265 s + 1,064 s, loaded)
         Step(
             "pkd-scale",
             "pkd-scale",
             "python benchmarks/pkd_scale.py --nodes 2708 30000 169343 --threads 2",
             None,
-            3 * 3600.0,
+            1400.0,
+            LONG,
+        ),
+        # est.: the recorded run (420 s, loaded)
+        Step(
+            "pkd-scale-degree14",
+            "pkd-scale",
+            "python benchmarks/pkd_scale.py --nodes 30000 --avg-degree 14 --threads 2 "
+            f"--output {RESULTS}/pkd_scale_degree14.json --plot {RESULTS}/pkd_scale_degree14.png",
+            None,
+            420.0,
             LONG,
         ),
         # est.: the sum of the recorded runs (2.5 s + 37.5 s + 235.5 s) plus process start-up
         Step(
             "pkd-scale-short",
             "pkd-scale",
-            "python benchmarks/pkd_scale.py --nodes 2708 30000 169343 --threads 2 --epochs 2 --ngs-rounds 1 "
+            "python benchmarks/pkd_scale.py --preset default --nodes 2708 30000 169343 --threads 2 "
+            "--epochs 2 --ngs-rounds 1 "
             f"--round-epochs 2 --final-epochs 2 --output {RESULTS}/pkd_scale_short.json "
             f"--plot {RESULTS}/pkd_scale_short.png",
             None,

@@ -262,14 +262,17 @@ def rss_fit(runs: list[dict], dense: dict) -> tuple[float, float, float]:
     ``(a, b, c)`` in MiB, MiB per node and MiB per directed edge."""
     small = next(r for r in runs if r["nodes"] == 30_000)
     big = max(runs, key=lambda r: r["nodes"])
-    e = {id(r): 2 * r["edges_undirected"] for r in (small, big, dense)}
+
+    def edges(r: dict) -> int:
+        return 2 * r["edges_undirected"]
+
     # a per-edge cost below the run-to-run noise of the peak RSS can come out negative: then it is not
     # resolved, and the edges' cost is left in the per-node term (c = 0)
-    c = max((dense["peak_rss_mb"] - small["peak_rss_mb"]) / (e[id(dense)] - e[id(small)]), 0.0)
-    b = (big["peak_rss_mb"] - small["peak_rss_mb"] - c * (e[id(big)] - e[id(small)])) / (
+    c = max((dense["peak_rss_mb"] - small["peak_rss_mb"]) / (edges(dense) - edges(small)), 0.0)
+    b = (big["peak_rss_mb"] - small["peak_rss_mb"] - c * (edges(big) - edges(small))) / (
         big["nodes"] - small["nodes"]
     )
-    return small["peak_rss_mb"] - b * small["nodes"] - c * e[id(small)], b, c
+    return small["peak_rss_mb"] - b * small["nodes"] - c * edges(small), b, c
 
 
 @table("pkd-scale-memory", *(f for _, *files in SCALE_FITS for f in files))
