@@ -71,7 +71,7 @@ from graphspike_kd._cache import CACHE_ENV
 from graphspike_kd.benchmarks import provenance
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import build_model
-from graphspike_kd.graph.pkd import DENOISE, PKD, PKDConfig, default_models
+from graphspike_kd.graph.pkd import DENOISE, PKD, REFEREE_CHECKS, PKDConfig, default_models
 from graphspike_kd.graph.selectors import majority_vote
 from graphspike_kd.graph.splits import PROTOCOLS, few_shot_split
 from graphspike_kd.graph.training import TrainConfig, accuracy, predict, train_node_classifier
@@ -168,14 +168,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pkd-denoise-min-shots", type=int, default=PKDConfig.denoise_min_shots,
                    help="the shot rule of --pkd-referee-check shots "
                    f"(default: {PKDConfig.denoise_min_shots})")
-    p.add_argument("--pkd-referee-check", default=PKDConfig.referee_check, choices=("cv", "shots"),
-                   help="without validation labels: cv = denoise only when the shot-trained teachers, "
-                   "cross-validated on the shots, are confidently more accurate there than the annotator "
-                   "(an exact paired bound, PKDConfig.referee_confidence); shots = "
+    p.add_argument("--pkd-referee-check", default=PKDConfig.referee_check, choices=REFEREE_CHECKS,
+                   help="without validation labels, the shot-trained teachers are cross-validated on the "
+                   "shots and compared with the annotator there (exact paired bounds, "
+                   "PKDConfig.referee_confidence): veto = denoise unless the annotator is confidently more "
+                   "accurate; cv = denoise only when the teachers are confidently more accurate; shots = "
                    "denoise from --pkd-denoise-min-shots shots per class "
                    f"(default: {PKDConfig.referee_check})")
     p.add_argument("--pkd-referee-confidence", type=float, default=PKDConfig.referee_confidence,
-                   help="one-sided confidence level of the cv check's paired bound, in (0, 1) "
+                   help="one-sided confidence level of the veto and cv checks' paired bounds, in (0, 1) "
                    f"(default: {PKDConfig.referee_confidence})")
     p.add_argument("--pkd-posterior-threshold", type=float, default=0.5,
                    help="min posterior of a kept label with --pkd-denoise posterior (default: 0.5)")

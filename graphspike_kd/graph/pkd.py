@@ -61,14 +61,16 @@ class confusions, which cost more than uniform noise, so the teachers trained on
 The **denoise gate** (``denoise_gate="auto"``, the default) decides whether the referees are good enough.
 With validation labels (the ``"paper"`` protocol) it also trains the teachers on the raw LLM labels and
 keeps the denoised set only when its teachers' mean validation accuracy is at least as high. Without them
-(``"strict"``) the **referee check** (:meth:`PKD.referee_check`, ``referee_check="cv"``) cross-validates the
-shot-trained teachers on the shots and denoises only when they are *confidently* more accurate there than
-the annotator is on the same shots (a one-sided exact paired bound at ``referee_confidence``, see
-:func:`paired_gain_lower_bound`): weak referees discard more right labels than wrong ones, and a handful of
-held-out shots cannot tell a small gain from noise. With one shot per class nothing can be held out and
-the raw labels are kept. ``referee_check="shots"`` is the fixed rule
-instead: raw labels below ``denoise_min_shots`` labelled nodes per class (default 3).
-``denoise_gate="off"`` always denoises.
+(``"strict"``) the **referee check** (:meth:`PKD.referee_check`) cross-validates the shot-trained teachers
+on the shots and compares them with the annotator's answers on the same held-out shots (one-sided exact
+paired bounds at ``referee_confidence``, see :func:`paired_gain_lower_bound`). With
+``referee_check="veto"`` (the default) it denoises unless the annotator is *confidently* more accurate
+there: the posterior combines two sources, so it gains from referees that are only as accurate as the
+annotator (their errors differ), and loses when they are clearly worse. ``referee_check="cv"`` is the
+stricter reading: denoise only when the referees are confidently *more* accurate. With one shot per class
+nothing can be held out and both keep the raw labels. ``referee_check="shots"`` is the fixed rule instead:
+raw labels below ``denoise_min_shots`` labelled nodes per class (default 3). ``denoise_gate="off"`` always
+denoises.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ SCALE_TEACHERS = ("gcn", "sgc", "cs", "mlp")
 TEACHER_SELECTIONS = ("ngs", "random", "majority", "confident")
 NODE_SELECTIONS = ("gns", "random")
 DENOISE = ("none", "drop", "relabel", "posterior")
+REFEREE_CHECKS = ("veto", "cv", "shots")
 LABEL_READING_MODELS = ("labelprop", "cs")  # teachers only: they read the training labels at inference
 
 
@@ -256,18 +259,21 @@ class PKDConfig:
         ngs_state_parts (tuple of str): the blocks of the NGS state
             (:data:`~graphspike_kd.graph.selectors.NGS_STATE_PARTS`; ``"label_agreement"`` reads the
             expanded labels). (default: :data:`~graphspike_kd.graph.selectors.NGS_STATE_DEFAULT`)
-        referee_check (str): how ``denoise_gate="auto"`` decides without validation labels: ``"cv"``
-            (:meth:`PKD.referee_check`: denoise only when the shot-trained teachers, cross-validated on the
-            shots, are confidently more accurate there than the annotator) or ``"shots"`` (the fixed rule:
-            denoise from ``denoise_min_shots`` shots per class). (default: ``"cv"``)
+        referee_check (str): how ``denoise_gate="auto"`` decides without validation labels (see
+            :meth:`PKD.referee_check`, which cross-validates the shot-trained teachers on the shots):
+            ``"veto"`` (denoise unless the annotator is confidently more accurate than the referees on the
+            held-out shots), ``"cv"`` (denoise only when the referees are confidently more accurate) or
+            ``"shots"`` (the fixed rule: denoise from ``denoise_min_shots`` shots per class).
+            (default: ``"veto"``)
         referee_folds (int): folds of the ``"cv"`` check, each holding out one shot per class; up to this
             many shots per class, every shot is held out once, which gives the paired bound the most
             pairs. (default: ``5``)
         referee_margin (float): the ``"cv"`` check denoises when the lower confidence bound of the
-            referees' accuracy minus the annotator's, on the held-out shots, exceeds this margin.
-            (default: ``0.0``)
-        referee_confidence (float): the one-sided confidence level of that bound, in ``(0, 1)``
-            (:func:`paired_gain_lower_bound`); with margin 0 the check is the exact one-sided McNemar test
+            referees' accuracy minus the annotator's, on the held-out shots, exceeds this margin; the
+            ``"veto"`` check keeps the raw labels when the lower bound of the annotator's accuracy minus the
+            referees' exceeds it. (default: ``0.0``)
+        referee_confidence (float): the one-sided confidence level of those bounds, in ``(0, 1)``
+            (:func:`paired_gain_lower_bound`); with margin 0 each check is an exact one-sided McNemar test
             at level ``1 - referee_confidence``. (default: ``0.9``)
     """
 
@@ -299,7 +305,7 @@ class PKDConfig:
     ppo_lr: float = 3e-3
     ppo_hidden: int = 128
     ngs_state_parts: tuple[str, ...] = NGS_STATE_DEFAULT
-    referee_check: str = "cv"
+    referee_check: str = "veto"
     referee_folds: int = 5
     referee_margin: float = 0.0
     referee_confidence: float = 0.9
@@ -354,7 +360,7 @@ class PKDConfig:
             ("distill_on", self.distill_on, ("labelled", "all")),
             ("uncertainty", self.uncertainty, ("pairwise", "js")),
             ("denoise_gate", self.denoise_gate, ("auto", "off")),
-            ("referee_check", self.referee_check, ("cv", "shots")),
+            ("referee_check", self.referee_check, REFEREE_CHECKS),
         ):
             if value not in valid:
                 raise ValueError(f"unknown {name}={value!r}; valid: {', '.join(valid)}")
@@ -671,12 +677,20 @@ class PKD:
             \mathrm{acc}_{ref} - \mathrm{acc}_{LLM} = \frac{b - c}{|H|},\qquad
             b = \#\{i \in H: r_i > a_i\},\quad c = \#\{i \in H: r_i < a_i\}.
 
-        The check denoises only when a one-sided lower confidence bound of that gain (level
-        ``referee_confidence``, :func:`paired_gain_lower_bound`) exceeds ``referee_margin``: with three
-        shots per class a few classes give only a dozen held-out pairs, and a point comparison would denoise
-        on noise. The posterior denoiser overrides the annotator where the referees disagree, which helps only
-        when they are the more reliable of the two; the referees of the estimate see one shot per class fewer
-        than the real ones, so the check errs towards keeping the raw labels. Reads the shots' labels only.
+        With three shots per class a few classes give only a dozen held-out pairs, so a point comparison
+        would decide on noise; the decision uses one-sided exact bounds at level ``referee_confidence``
+        (:func:`paired_gain_lower_bound`):
+
+        - ``referee_check="veto"`` (default): denoise unless the lower bound of the *annotator's* gain
+          :math:`(c - b)/|H|` exceeds ``referee_margin``, i.e. unless the held-out shots show the annotator
+          confidently more accurate. The posterior denoiser combines the two sources; referees about as
+          accurate as the annotator still help it, because their errors differ from the annotator's.
+        - ``referee_check="cv"``: denoise only when the lower bound of the *referees'* gain
+          :math:`(b - c)/|H|` exceeds ``referee_margin``.
+
+        Both are biased towards the annotator: the referees of the estimate see one shot per class fewer
+        than the real ones, and the held-out shots are class-balanced where the annotated nodes need not
+        be. Reads the shots' labels only.
 
         Args:
             data: the graph.
@@ -686,10 +700,12 @@ class PKD:
             seed (int, optional): seeds the fold teachers. (default: ``0``)
 
         Returns:
-            dict with ``denoise`` (bool), ``referee_cv_acc`` and ``llm_shot_acc`` (both on the held-out
-            shots), ``referee_only_right`` (:math:`b`), ``llm_only_right`` (:math:`c`), ``gain_lower_bound``,
-            ``p_value`` (exact one-sided McNemar, :math:`P(B \ge b)` for :math:`B \sim \mathrm{Bin}(b + c,
-            1/2)`), ``confidence``, ``folds``, ``held_out`` and ``reason``.
+            dict with ``denoise`` (bool), ``rule`` (``"veto"`` or ``"cv"``), ``referee_cv_acc`` and
+            ``llm_shot_acc`` (both on the held-out shots), ``referee_only_right`` (:math:`b`),
+            ``llm_only_right`` (:math:`c`), ``gain_lower_bound`` (of the referees' gain),
+            ``annotator_gain_lower_bound``, ``p_value`` (exact one-sided McNemar for the referees,
+            :math:`P(B \ge b)` for :math:`B \sim \mathrm{Bin}(b + c, 1/2)`), ``annotator_p_value``
+            (:math:`P(B \ge c)`), ``confidence``, ``folds``, ``held_out`` and ``reason``.
         """
         c = self.config
         y = visible_labels(data.y, split)
@@ -704,9 +720,10 @@ class PKD:
         eligible = size >= 2
         asked = shot_llm is not None and idx.numel() > 0
         llm_acc = float((shot_llm == cls).float().mean()) if asked else math.nan
+        rule = "cv" if c.referee_check == "cv" else "veto"
         out: dict[str, Any] = {
-            "referee_cv_acc": math.nan, "llm_shot_acc": llm_acc, "confidence": c.referee_confidence,
-            "folds": 0, "held_out": 0,
+            "rule": rule, "referee_cv_acc": math.nan, "llm_shot_acc": llm_acc,
+            "confidence": c.referee_confidence, "folds": 0, "held_out": 0,
         }
         if shot_llm is None or not bool(eligible.any()):
             why = "no class has two shots to cross-validate" if asked else "no annotator answers on the shots"
@@ -725,9 +742,18 @@ class PKD:
         ref, llm = torch.cat(ref_hits), torch.cat(llm_hits)
         b, d = int((ref & ~llm).sum()), int((~ref & llm).sum())
         bound = paired_gain_lower_bound(b, d, int(ref.numel()), c.referee_confidence)
-        denoise = bound > c.referee_margin
-        relation = ">" if denoise else "<="
+        llm_bound = paired_gain_lower_bound(d, b, int(ref.numel()), c.referee_confidence)
         ref_acc, llm_held = float(ref.float().mean()), float(llm.float().mean())
+        level = f"{c.referee_confidence:.0%} lower bound of the"
+        denoise = referee_decision(
+            b, d, int(ref.numel()), rule=rule, confidence=c.referee_confidence, margin=c.referee_margin
+        )
+        if rule == "cv":
+            relation = ">" if denoise else "<="
+            verdict = f"{level} referees' gain {bound:+.3f} {relation} margin {c.referee_margin}"
+        else:
+            verdict = (f"{level} annotator's gain {llm_bound:+.3f} {'<=' if denoise else '>'} margin "
+                       f"{c.referee_margin}")
         return {
             **out,
             "referee_cv_acc": ref_acc,
@@ -735,13 +761,15 @@ class PKD:
             "referee_only_right": b,
             "llm_only_right": d,
             "gain_lower_bound": bound,
+            "annotator_gain_lower_bound": llm_bound,
             "p_value": _binomial_upper_tail(b, b + d, 0.5),
+            "annotator_p_value": _binomial_upper_tail(d, b + d, 0.5),
             "folds": folds,
             "held_out": int(ref.numel()),
             "denoise": denoise,
             "reason": f"referees {ref_acc:.3f} vs annotator {llm_held:.3f} on {ref.numel()} held-out shots "
-            f"({b} referee-only, {d} annotator-only right): {c.referee_confidence:.0%} lower bound of the "
-            f"gain {bound:+.3f} {relation} margin {c.referee_margin}",
+            f"({b} referee-only, {d} annotator-only right): {verdict}: "
+            f"{'denoise' if denoise else 'raw labels'}",
         }
 
     def gate(
@@ -1229,6 +1257,41 @@ def paired_gain_lower_bound(wins: int, losses: int, total: int, confidence: floa
             lo, hi = (mid, hi) if _binomial_upper_tail(wins, n, mid) < alpha else (lo, mid)
         theta = 0.5 * (lo + hi)
     return n / total * (2.0 * theta - 1.0)
+
+
+def referee_decision(
+    referee_only_right: int,
+    llm_only_right: int,
+    held_out: int,
+    *,
+    rule: str = "veto",
+    confidence: float = 0.9,
+    margin: float = 0.0,
+) -> bool:
+    r"""The decision of :meth:`PKD.referee_check` from its paired counts: whether to denoise.
+
+    With :math:`b` = ``referee_only_right`` and :math:`c` = ``llm_only_right`` held-out shots out of
+    ``held_out``:
+
+    - ``rule="veto"``: denoise unless :func:`paired_gain_lower_bound`\ :math:`(c, b)` (the annotator's
+      gain over the referees) exceeds ``margin``;
+    - ``rule="cv"``: denoise only when :func:`paired_gain_lower_bound`\ :math:`(b, c)` (the referees'
+      gain) exceeds ``margin``.
+
+    With margin 0 these are exact one-sided McNemar tests at level ``1 - confidence``; with no discordant
+    pair ``"veto"`` denoises and ``"cv"`` does not.
+
+    Example:
+        >>> referee_decision(1, 9, 35)  # annotator-only right on 9 shots of 10 discordant: p = 0.011
+        False
+        >>> referee_decision(3, 6, 35), referee_decision(3, 6, 35, rule="cv")
+        (True, False)
+    """
+    if rule == "veto":
+        return paired_gain_lower_bound(llm_only_right, referee_only_right, held_out, confidence) <= margin
+    if rule == "cv":
+        return paired_gain_lower_bound(referee_only_right, llm_only_right, held_out, confidence) > margin
+    raise ValueError(f"unknown rule {rule!r}; valid: veto, cv")
 
 
 def _mean_accuracy(probs: Tensor, y: Tensor, mask: Tensor) -> float:

@@ -301,16 +301,22 @@ def test_denoise_gate(protocol, shots, gate):
     if protocol == "strict":  # the referee check: the annotator is wrong on every shot, the referees are not
         assert g["llm_shot_acc"] == 0.0 and g["referee_cv_acc"] > 0.0
         assert g["folds"] == min(shots, PKDConfig.referee_folds) and g["held_out"] == 3 * g["folds"]
-        # every discordant pair goes to the referees; denoised only when that many is significant at 90 %
+        # every discordant pair goes to the referees: the default veto never fires
         wins = g["referee_only_right"]
         assert g["llm_only_right"] == 0 and wins == round(g["referee_cv_acc"] * g["held_out"])
-        assert g["chosen"] == ("denoised" if 0.5**wins < 0.1 else "raw")  # exact McNemar p-value 2^-wins
-        if g["chosen"] == "denoised":
-            assert expansion.raw_expansion is None
-            assert not torch.equal(expansion.labels[expansion.selected], llm)
-        else:
-            assert expansion.raw_expansion is expansion
-            assert torch.equal(expansion.labels[expansion.selected], llm)
+        assert g["rule"] == "veto" and g["chosen"] == "denoised" and g["annotator_p_value"] == 1.0
+        # the cv rule denoises only when that many wins is significant at 90 %: exact McNemar p = 2^-wins
+        cv = PKD(replace(config, referee_check="cv")).expand(data, annotator, split, seed=0)
+        gcv = cv.diagnostics["denoise_gate"]
+        assert gcv["rule"] == "cv" and gcv["referee_only_right"] == wins
+        assert gcv["chosen"] == ("denoised" if 0.5**wins < 0.1 else "raw")
+        for e in (expansion, cv):
+            if e.diagnostics["denoise_gate"]["chosen"] == "denoised":
+                assert e.raw_expansion is None
+                assert not torch.equal(e.labels[e.selected], llm)
+            else:
+                assert e.raw_expansion is e
+                assert torch.equal(e.labels[e.selected], llm)
         return
     raw = expansion.raw_expansion
     # the raw alternative keeps every LLM label (true ones on the shots), and equals denoise="none"
@@ -560,6 +566,34 @@ def _referee_case(signal: float, seed: int = 0):
     return data
 
 
+@pytest.mark.parametrize(
+    "b,c,rule,confidence,denoise",
+    [
+        (1, 9, "veto", 0.9, False),  # annotator-only right on 9 of 10 discordant shots: p = 11/1024
+        (3, 6, "veto", 0.9, True),  # p = 130/512 = 0.25: no confident veto
+        (3, 6, "veto", 0.7, False),  # ... but at 70 %
+        (0, 0, "veto", 0.9, True),  # no evidence: denoise
+        (0, 4, "veto", 0.9, False),  # p = 1/16
+        (0, 3, "veto", 0.9, True),  # p = 1/8
+        (4, 0, "cv", 0.9, True),  # referees only: p = 1/16
+        (3, 0, "cv", 0.9, False),  # p = 1/8
+        (0, 0, "cv", 0.9, False),  # no evidence: raw
+        (7, 3, "cv", 0.9, False),  # p = 176/1024 = 0.17
+        (7, 3, "veto", 0.9, True),
+    ],
+)
+def test_referee_decision_hand_cases(b, c, rule, confidence, denoise):
+    """The two rules on hand-counted discordant pairs (exact one-sided binomial tails at p = 1/2)."""
+    from graphspike_kd.graph.pkd import referee_decision
+
+    assert referee_decision(b, c, 35, rule=rule, confidence=confidence) is denoise
+    # the margin moves the threshold: a margin below every bound flips "cv" to denoise, "veto" to raw
+    assert referee_decision(b, c, 35, rule="cv", confidence=confidence, margin=-1.1) is True
+    assert referee_decision(b, c, 35, rule="veto", confidence=confidence, margin=-1.1) is False
+    with pytest.raises(ValueError, match="rule"):
+        referee_decision(b, c, 35, rule="shots")
+
+
 @pytest.mark.parametrize("good", [True, False])
 def test_referee_check_tells_good_from_bad_referees(good):
     """Known-good referees (the class is in the features and the edges) beat an annotator that is right on
@@ -578,9 +612,14 @@ def test_referee_check_tells_good_from_bad_referees(good):
     assert check["gain_lower_bound"] < gain
     if good:  # 5 discordant pairs, all to the referees: p = 2^-5
         assert check["referee_cv_acc"] >= 0.85 and check["denoise"] and check["p_value"] < 0.1
-    else:
-        assert check["referee_cv_acc"] <= 0.6 and not check["denoise"]
-    assert ("<=" in check["reason"]) != check["denoise"]
+    else:  # the annotator wins the discordant pairs significantly: the default veto keeps the raw labels
+        assert check["referee_cv_acc"] <= 0.6 and not check["denoise"] and check["annotator_p_value"] < 0.1
+    cv = PKD(replace(config, referee_check="cv")).referee_check(data, split, shot_llm, seed=0)
+    assert cv["denoise"] == good and cv["rule"] == "cv" and check["rule"] == "veto"
+    assert {k: v for k, v in cv.items() if k not in ("rule", "reason")} == {
+        k: v for k, v in check.items() if k not in ("rule", "reason")
+    }  # the same cross-validation, read by another rule
+    assert ("<=" in cv["reason"]) != cv["denoise"] and ("<=" in check["reason"]) == check["denoise"]
     # the check reads only the shots' labels: changing every other label changes nothing
     hidden = copy.copy(data)
     hidden.y = torch.where(split.train_mask, data.y, (data.y + 1) % 3)
@@ -592,15 +631,17 @@ def test_referee_check_tells_good_from_bad_referees(good):
 
 
 def test_referee_check_needs_confident_referees():
-    """Good referees that beat the annotator on only two held-out shots: a point comparison would denoise,
-    the 90 % bound does not (exact McNemar p = 1/4); at confidence 0.7 it does. A tie never denoises."""
+    """``"cv"``: good referees that beat the annotator on only two held-out shots: a point comparison would
+    denoise, the 90 % bound does not (exact McNemar p = 1/4); at confidence 0.7 it does. A tie never
+    denoises under ``"cv"`` and always does under ``"veto"``."""
     data = _referee_case(1.0)
     split = few_shot_split(data.y, 5, protocol="strict", seed=0)
     shot_y = data.y[split.train_index]
     wrong = torch.zeros(shot_y.numel(), dtype=torch.bool)
     wrong[:2] = True
     shot_llm = torch.where(wrong, (shot_y + 1) % 3, shot_y)  # right on 13 shots of 15
-    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60), referee_folds=5)
+    config = PKDConfig(teachers=("gcn", "mlp"), hidden=16, train=TrainConfig(epochs=60), referee_folds=5,
+                       referee_check="cv")
     check = PKD(config).referee_check(data, split, shot_llm, seed=0)
     assert check["referee_cv_acc"] == 1.0 and check["llm_shot_acc"] == pytest.approx(13 / 15)
     assert (check["referee_only_right"], check["llm_only_right"]) == (2, 0) and check["p_value"] == 0.25
@@ -610,18 +651,22 @@ def test_referee_check_needs_confident_referees():
     tie = PKD(config).referee_check(data, split, shot_y.clone(), seed=0)  # both right on every shot
     assert (tie["referee_only_right"], tie["llm_only_right"]) == (0, 0)
     assert tie["gain_lower_bound"] == 0.0 and not tie["denoise"]
+    veto = PKD(replace(config, referee_check="veto")).referee_check(data, split, shot_y.clone(), seed=0)
+    assert veto["rule"] == "veto" and veto["denoise"] and veto["annotator_gain_lower_bound"] == 0.0
     with pytest.raises(ValueError, match="referee_confidence"):
         PKDConfig(referee_confidence=1.0)
 
 
 def test_referee_check_decides_the_strict_expansion():
-    """Under strict, expand denoises exactly when the referee check says so, and records why."""
+    """Under strict, expand denoises exactly when the referee check says so, and records why. Five shots per
+    class (15 held out): with no signal the referees are right on about a third of them, the annotator on
+    all, which the default veto needs to see significantly."""
     for good in (True, False):
         data = _referee_case(1.0 if good else 0.0, seed=1)
-        split = few_shot_split(data.y, 3, protocol="strict", seed=0)
+        split = few_shot_split(data.y, 5, protocol="strict", seed=0)
         annotator = NoisyAnnotator(data.y, split.train_index, accuracy=0.7)
         annotator.answer[split.train_index.numpy()] = data.y[split.train_index].numpy()  # right on the shots
-        if good:  # make it wrong on two shots in three, so that good referees win significantly (p = 2^-6)
+        if good:  # make it wrong on two shots in three, so that good referees win significantly
             idx = split.train_index
             wrong = idx[torch.arange(idx.numel()) % 3 != 0].numpy()
             annotator.answer[wrong] = (annotator.answer[wrong] + 1) % 3
