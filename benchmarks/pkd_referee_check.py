@@ -8,7 +8,8 @@ shot-trained teachers on the shots and compares them with the annotator on the s
 denoises the LLM labels only when the exact paired lower confidence bound of the referees' accuracy gain
 exceeds the margin. For each seed this script draws the split, asks the benchmark's annotator about the
 shots and records the check (``referee_cv_acc``, ``llm_shot_acc``, the discordant counts
-``referee_only_right`` / ``llm_only_right``, ``gain_lower_bound``, ``p_value``, ``denoise``). Beside it,
+``referee_only_right`` / ``llm_only_right``, both bounds and p-values, ``denoise`` under the default rule)
+and what each rule decides from the same counts (``denoise_by_rule``: ``veto`` and ``cv``). Beside it,
 as a diagnostic read from the test labels after the check, it records the shot-trained teachers' mean test
 accuracy and the annotator's accuracy on the test nodes: the quantities the check estimates from the shots
 alone.
@@ -27,7 +28,7 @@ import torch
 from graphspike_kd.benchmarks import provenance
 from graphspike_kd.graph.datasets import available_datasets, load_tag_dataset
 from graphspike_kd.graph.models import prepare_features
-from graphspike_kd.graph.pkd import PKD, PKDConfig, default_models
+from graphspike_kd.graph.pkd import PKD, PKDConfig, default_models, referee_decision
 from graphspike_kd.graph.splits import few_shot_split
 from graphspike_kd.graph.training import TrainConfig
 
@@ -57,6 +58,12 @@ def main(argv: list[str] | None = None) -> dict:
                                planetoid_test_mask=data.test_mask)
         shot_llm = torch.from_numpy(annotator.annotate(split.train_index.numpy()).labels.copy())
         check = pkd.referee_check(data, split, shot_llm, seed)
+        check["denoise_by_rule"] = {
+            rule: referee_decision(check["referee_only_right"], check["llm_only_right"], check["held_out"],
+                                   rule=rule, confidence=config.referee_confidence,
+                                   margin=config.referee_margin)
+            for rule in ("veto", "cv")
+        } if check["held_out"] else {"veto": False, "cv": False}
         # diagnostics from the test labels, after the decision
         x = prepare_features(data.x)
         shots = torch.where(split.train_mask, data.y, torch.full_like(data.y, -1))
@@ -68,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"seed": seed, **check, "shot_teacher_test_acc": teacher_test,
                      "shot_teacher_mean_softmax_test_acc": mean_test, "llm_test_acc": llm_test})
         print(f"seed {seed}: referees {check['referee_cv_acc']:.3f} vs LLM {check['llm_shot_acc']:.3f} -> "
-              f"{'denoise' if check['denoise'] else 'raw'} | test: referees {mean_test:.3f}, "
+              f"{'denoise' if check['denoise'] else 'raw'} ({check['rule']}) | "
+              f"test: referees {mean_test:.3f}, "
               f"LLM {llm_test:.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         payload = _payload(args, teachers, rows, start, argv)  # written after every seed
@@ -82,6 +90,8 @@ def _payload(args, teachers, rows, start, argv) -> dict:
         "dataset": args.dataset, "shots": args.shots, "protocol": "strict",
         "seeds": [r["seed"] for r in rows], "teachers": list(teachers), "per_seed": rows,
         "denoised_seeds": [r["seed"] for r in rows if r["denoise"]],
+        "denoised_seeds_by_rule": {rule: [r["seed"] for r in rows if r["denoise_by_rule"][rule]]
+                                   for rule in ("veto", "cv")},
         "mean_referee_cv_acc": float(np.mean([r["referee_cv_acc"] for r in rows])),
         "mean_llm_shot_acc": float(np.mean([r["llm_shot_acc"] for r in rows])),
         "wall_time_s": time.perf_counter() - start,
