@@ -110,6 +110,62 @@ def baselines_table(results: Path = RESULTS, shots: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _baseline_names(methods: dict) -> list[str]:
+    """Every baseline row of a cell: the methods that are not PKD (nor its oracle diagnostic)."""
+    return [m for m in methods if not m.startswith("pkd")]
+
+
+def vs_best_baseline(payload: dict) -> dict:
+    """PKD against the best baseline of one cell (the baseline with the highest mean): both means and
+    standard deviations, and the per-seed paired difference PKD − best (mean, population std over the
+    same seeds). ``below`` is true when PKD is below the best baseline by more than one standard deviation
+    of that paired difference (``mean + std < 0``); ``below_baseline_sd`` uses the baseline's own std
+    instead (``pkd mean < best mean − best std``), the stricter reading when the baseline barely varies."""
+    methods = payload["methods"]
+    best = max(_baseline_names(methods), key=lambda m: methods[m]["mean"])
+    diff = [100 * (a - b) for a, b in zip(methods["pkd"]["acc"], methods[best]["acc"], strict=True)]
+    mean = sum(diff) / len(diff)
+    sd = (sum((d - mean) ** 2 for d in diff) / len(diff)) ** 0.5
+    pkd, base = methods["pkd"], methods[best]
+    return {
+        "best": best,
+        "pkd": (100 * pkd["mean"], 100 * pkd["std"]),
+        "baseline": (100 * base["mean"], 100 * base["std"]),
+        "diff": (mean, sd),
+        "below": mean + sd < 0,
+        "below_baseline_sd": pkd["mean"] < base["mean"] - base["std"],
+    }
+
+
+def vs_best_baseline_table(results: Path = RESULTS, protocol: str = "strict") -> str:
+    """Markdown table of :func:`vs_best_baseline` for every recorded cell of ``protocol``, one row per
+    (dataset, shots)."""
+    lines = [
+        "| dataset | shots | PKD | best baseline | its accuracy | PKD − it, paired | "
+        "> 1 sd below (paired sd) | > 1 sd below (baseline's sd) | denoised seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset in DATASETS:
+        for shots in (1, 3, 5):
+            path = cell_path(dataset, protocol, shots, results)
+            if not path.exists():
+                continue
+            payload = json.loads(path.read_text())
+            v = vs_best_baseline(payload)
+            gates = [s.get("pkd", {}).get("expansion", {}).get("denoise_gate", {}).get("chosen", "denoised")
+                     for s in payload.get("per_seed", [])]
+            denoised = f"{sum(g == 'denoised' for g in gates)} / {len(gates)}"
+            (pkd_mean, pkd_sd), (base_mean, base_sd) = v["pkd"], v["baseline"]
+            diff_mean, diff_sd = v["diff"]
+            lines.append(
+                f"| {dataset} | {shots} | {pkd_mean:.2f} ± {pkd_sd:.2f} | {v['best']} | "
+                f"{base_mean:.2f} ± {base_sd:.2f} | {diff_mean:+.2f} ± {diff_sd:.2f} | "
+                f"{'**yes**' if v['below'] else 'no'} | {'**yes**' if v['below_baseline_sd'] else 'no'} | "
+                f"{denoised} |"
+            )
+    return "\n".join(lines)
+
+
 def write_between_markers(path: Path, name: str, text: str) -> None:
     """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in the Markdown file ``path``."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"

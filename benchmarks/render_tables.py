@@ -78,6 +78,11 @@ def _pkd_baselines(results: Path) -> str:
     return _pkd_grid().baselines_table(results)
 
 
+@table("pkd-strict-vs-baseline", "pkd_<dataset>_strict_<shots>.json")
+def _pkd_strict_vs_baseline(results: Path) -> str:
+    return _pkd_grid().vs_best_baseline_table(results, "strict")
+
+
 PKD_LABELS = {
     "gcn_fewshot": "GCN on the shots",
     "llm_only": "LLM alone (zero-shot)",
