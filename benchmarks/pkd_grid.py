@@ -166,6 +166,67 @@ def vs_best_baseline_table(results: Path = RESULTS, protocol: str = "strict") ->
     return "\n".join(lines)
 
 
+def rule_denoises(gate: dict, rule: str) -> bool:
+    """Whether the referee ``rule`` (``"veto"`` or ``"cv"``) denoises, from the referee check a run recorded
+    (its ``denoise_gate`` diagnostics: discordant counts, held-out shots, confidence)."""
+    from graphspike_kd.graph.pkd import referee_decision
+
+    return gate.get("held_out", 0) > 0 and referee_decision(
+        gate["referee_only_right"], gate["llm_only_right"], gate["held_out"], rule=rule,
+        confidence=gate["confidence"])
+
+
+def referee_rule_outcomes(payload: dict) -> dict[str, list[float]]:
+    """Per-seed test accuracy (%) of a ``strict`` cell under each referee rule, from what the cell recorded:
+    ``raw`` is the raw-label pipeline (``pkd_no_denoise``); ``veto`` and ``cv`` take the denoised result
+    (``pkd``) on the seeds their rule denoises and the raw one elsewhere, the rule being applied to the
+    discordant counts the run's referee check recorded. The run must have used the ``veto`` rule: it
+    denoises whenever ``cv`` does, so the file holds the denoised result of every seed either rule
+    denoises."""
+    pkd, raw = payload["methods"]["pkd"]["acc"], payload["methods"]["pkd_no_denoise"]["acc"]
+    out: dict[str, list[float]] = {"raw": [100 * a for a in raw], "veto": [], "cv": []}
+    for i, seed in enumerate(payload["per_seed"]):
+        gate = seed["pkd"]["expansion"].get("denoise_gate", {})
+        if gate.get("rule") != "veto" or rule_denoises(gate, "veto") != (gate["chosen"] == "denoised"):
+            raise ValueError(f"{payload['dataset']}, {payload['shots']} shots, seed {seed['seed']}: not "
+                             "decided by the veto rule, so the file cannot give every rule's result")
+        for rule in ("veto", "cv"):
+            out[rule].append(100 * (pkd[i] if rule_denoises(gate, rule) else raw[i]))
+    return out
+
+
+def referee_rules_table(results: Path = RESULTS) -> str:
+    """Markdown table of :func:`referee_rule_outcomes` for every ``strict`` cell with 3 or 5 shots: each
+    rule's mean ± std over seeds (population), the number of seeds it denoises, and the best baseline."""
+    lines = [
+        "| dataset | shots | raw labels | `cv` | seeds `cv` denoises | `veto` (default) | seeds `veto` "
+        "denoises | best baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        return f"{mean:.2f} ± {sd:.2f}"
+
+    for dataset in DATASETS:
+        for shots in (3, 5):
+            path = cell_path(dataset, "strict", shots, results)
+            if not path.exists():
+                continue
+            payload = json.loads(path.read_text())
+            out = referee_rule_outcomes(payload)
+            gates = [g["pkd"]["expansion"]["denoise_gate"] for g in payload["per_seed"]]
+            n = {rule: sum(rule_denoises(g, rule) for g in gates) for rule in ("cv", "veto")}
+            v = vs_best_baseline(payload)
+            lines.append(
+                f"| {dataset} | {shots} | {fmt(out['raw'])} | {fmt(out['cv'])} | {n['cv']} / {len(gates)} | "
+                f"{fmt(out['veto'])} | {n['veto']} / {len(gates)} | {v['best']}: {v['baseline'][0]:.2f} ± "
+                f"{v['baseline'][1]:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def write_between_markers(path: Path, name: str, text: str) -> None:
     """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in the Markdown file ``path``."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"

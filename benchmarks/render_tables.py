@@ -83,6 +83,11 @@ def _pkd_strict_vs_baseline(results: Path) -> str:
     return _pkd_grid().vs_best_baseline_table(results, "strict")
 
 
+@table("pkd-referee-rules", "pkd_<dataset>_strict_<3|5>.json")
+def _pkd_referee_rules(results: Path) -> str:
+    return _pkd_grid().referee_rules_table(results)
+
+
 PKD_LABELS = {
     "gcn_fewshot": "GCN on the shots",
     "llm_only": "LLM alone (zero-shot)",
