@@ -56,7 +56,7 @@ def _strict_cell(counts, pkd, raw):
             "confidence": 0.9}}}})
     # the pkd row equals the raw one where the veto kept the raw labels, as a real run records
     pkd = [p if g["pkd"]["expansion"]["denoise_gate"]["chosen"] == "denoised" else r
-           for p, r, g in zip(pkd, raw, per_seed)]
+           for p, r, g in zip(pkd, raw, per_seed, strict=True)]
     methods = {"pkd": {"acc": pkd}, "pkd_no_denoise": {"acc": raw}, "llm_only": {"acc": [0.5] * len(raw)}}
     for m in methods.values():
         m["mean"] = sum(m["acc"]) / len(m["acc"])
