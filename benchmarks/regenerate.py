@@ -248,15 +248,6 @@ def build_steps() -> list[Step]:
             700.0,
             OPTIONAL,
         ),
-        Step(
-            "pkdsel-washington-strict-3",
-            "pkd-selection",
-            "python -m graphspike_kd.benchmarks.pkd --dataset washington --shots 3 --protocol strict --quiet "
-            f"--pkd-referee-check cv --output {RESULTS}/pkdsel_washington_strict_3.json",
-            f"{RESULTS}/pkdsel_washington_strict_3.json",
-            1100.0,
-            OPTIONAL,
-        ),
     ]
 
     resnet = "--T 4 --model resnet18 --neuron ratebp"
