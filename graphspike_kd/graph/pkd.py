@@ -265,9 +265,9 @@ class PKDConfig:
             held-out shots), ``"cv"`` (denoise only when the referees are confidently more accurate) or
             ``"shots"`` (the fixed rule: denoise from ``denoise_min_shots`` shots per class).
             (default: ``"veto"``)
-        referee_folds (int): folds of the ``"cv"`` check, each holding out one shot per class; up to this
-            many shots per class, every shot is held out once, which gives the paired bound the most
-            pairs. (default: ``5``)
+        referee_folds (int): folds of the referee check (``"veto"``, ``"cv"``), each holding out one shot
+            per class; up to this many shots per class, every shot is held out once, which gives the
+            paired bound the most pairs. (default: ``5``)
         referee_margin (float): the ``"cv"`` check denoises when the lower confidence bound of the
             referees' accuracy minus the annotator's, on the held-out shots, exceeds this margin; the
             ``"veto"`` check keeps the raw labels when the lower bound of the annotator's accuracy minus the
@@ -687,6 +687,9 @@ class PKD:
           accurate as the annotator still help it, because their errors differ from the annotator's.
         - ``referee_check="cv"``: denoise only when the lower bound of the *referees'* gain
           :math:`(b - c)/|H|` exceeds ``referee_margin``.
+
+        (Called with ``referee_check="shots"``, which never runs it inside :meth:`expand`, it applies
+        ``"veto"``.) :func:`referee_decision` is the rule on its own.
 
         Both are biased towards the annotator: the referees of the estimate see one shot per class fewer
         than the real ones, and the held-out shots are class-balanced where the annotated nodes need not
