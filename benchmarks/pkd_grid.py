@@ -121,11 +121,13 @@ def vs_best_baseline(payload: dict) -> dict:
     same seeds). ``below`` is true when PKD is below the best baseline by more than one standard deviation
     of that paired difference (``mean + std < 0``); ``below_baseline_sd`` uses the baseline's own std
     instead (``pkd mean < best mean − best std``), the stricter reading when the baseline barely varies."""
+    from graphspike_kd.graph.pkd import summarise
+
     methods = payload["methods"]
     best = max(_baseline_names(methods), key=lambda m: methods[m]["mean"])
-    diff = [100 * (a - b) for a, b in zip(methods["pkd"]["acc"], methods[best]["acc"], strict=True)]
-    mean = sum(diff) / len(diff)
-    sd = (sum((d - mean) ** 2 for d in diff) / len(diff)) ** 0.5
+    pairs = zip(methods["pkd"]["acc"], methods[best]["acc"], strict=True)
+    diff = summarise([100 * (a - b) for a, b in pairs])
+    mean, sd = diff["mean"], diff["std"]
     pkd, base = methods["pkd"], methods[best]
     return {
         "best": best,
@@ -204,10 +206,11 @@ def referee_rules_table(results: Path = RESULTS) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
 
+    from graphspike_kd.graph.pkd import summarise
+
     def fmt(values: list[float]) -> str:
-        mean = sum(values) / len(values)
-        sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-        return f"{mean:.2f} ± {sd:.2f}"
+        stats = summarise(values)
+        return f"{stats['mean']:.2f} ± {stats['std']:.2f}"
 
     for dataset in DATASETS:
         for shots in (3, 5):
